@@ -1,0 +1,244 @@
+//! `habitus`: the command line of Habitus.
+//!
+//! * `habitus eval cmu|fixed-text|aalto …` — reproduce published keystroke benchmarks
+//!   through the loaded plugins.
+//! * `habitus plugin check PATH` — load one plugin and print its descriptor.
+
+mod plot;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Mutex;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use habitus_engine::eval::{self, aalto, fixed_text, EvalReport, Progress};
+use habitus_engine::loader::{default_plugin_dirs, find_plugin};
+use habitus_engine::PluginLibrary;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(name = "habitus", version, about = "Behavioural-biometrics authentication: evaluation and plugin tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Reproduce a benchmark's protocol through the loaded plugins.
+    #[command(subcommand)]
+    Eval(EvalCommand),
+    /// Inspect plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write a DET curve of every detector to this SVG file.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<PathBuf>,
+    /// Directory to load plugins from (default: next to this executable, then /usr/lib/habitus/plugins).
+    #[arg(long, value_name = "DIR")]
+    plugins: Option<PathBuf>,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum EvalCommand {
+    /// Killourhy & Maxion 2009 on the CMU strong-password data.
+    Cmu {
+        /// DSL-StrongPasswordData.csv, or the folder holding it.
+        #[arg(long, default_value = "../shared/datasets/cmu-keystroke/DSL-StrongPasswordData.csv")]
+        data: PathBuf,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// The same protocol on any CSV in the CMU layout.
+    FixedText {
+        /// CSV: subject,sessionIndex,rep then H.*,DD.*,UD.* columns.
+        #[arg(long)]
+        data: PathBuf,
+        /// Genuine training repetitions per subject (the first ones).
+        #[arg(long, default_value_t = 200)]
+        train: usize,
+        /// First repetitions of every other subject used as impostor attempts.
+        #[arg(long, default_value_t = 5)]
+        impostor_reps: usize,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Free-text keystroke on the Aalto 136M-keystrokes files (TypeNet-style protocol).
+    Aalto {
+        /// The aalto-136m-subset folder (or its keystrokes/ folder).
+        #[arg(long, default_value = "../shared/datasets/aalto-136m-subset")]
+        data: PathBuf,
+        /// Gallery sizes (enrolment sentences); repeat or comma-separate.
+        #[arg(long, value_delimiter = ',', default_values_t = vec![1, 2, 5, 10])]
+        gallery: Vec<usize>,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Load one plugin library and print its descriptor, or why it cannot be loaded.
+    Check {
+        /// Path of the plugin library (.so).
+        path: PathBuf,
+    },
+}
+
+/// A progress bar on stderr (hidden when stderr is not a terminal).
+struct Bar(Mutex<Option<ProgressBar>>);
+
+impl Progress for Bar {
+    fn start(&self, label: &str, total: usize) {
+        let bar = ProgressBar::new(total as u64);
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>24} [{bar:40}] {pos}/{len} {elapsed}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(label.to_string());
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(bar);
+    }
+    fn advance(&self) {
+        if let Some(b) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            b.inc(1);
+        }
+    }
+    fn finish(&self) {
+        if let Some(b) = self.0.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
+fn keystroke_plugin(common: &Common) -> Result<PluginLibrary> {
+    let dirs = match &common.plugins {
+        Some(d) => {
+            if !d.is_dir() {
+                bail!("plugin directory {} does not exist", d.display());
+            }
+            vec![d.clone()]
+        }
+        None => default_plugin_dirs(),
+    };
+    find_plugin(&dirs, "keystroke").map_err(anyhow::Error::msg)
+}
+
+fn dataset_missing(path: &Path) -> anyhow::Error {
+    anyhow::anyhow!(
+        "data set not found at {} (the benchmarks live in ../shared/datasets; see README.md, or pass --data PATH)",
+        path.display()
+    )
+}
+
+fn emit(report: &EvalReport, common: &Common) -> Result<()> {
+    if let Some(path) = &common.plot {
+        std::fs::write(path, plot::det_svg(report)).with_context(|| format!("cannot write plot {}", path.display()))?;
+    }
+    if common.json {
+        println!("{}", serde_json::to_string_pretty(report)?);
+        return Ok(());
+    }
+    println!("{}", report.dataset);
+    println!("protocol: {}", report.protocol);
+    println!();
+    println!("{:<28} {:>18} {:>22}", "detector", "mean EER (sd)", "zero-miss FAR (sd)");
+    println!("{}", "-".repeat(70));
+    for r in &report.results {
+        println!(
+            "{:<28} {:>9.4} ({:.4}) {:>13.4} ({:.4})",
+            r.detector, r.eer_mean, r.eer_sd, r.zero_miss_far_mean, r.zero_miss_far_sd
+        );
+    }
+    println!();
+    for r in &report.results {
+        println!("{}: {}", r.detector, r.variant);
+    }
+    for n in &report.notes {
+        println!("note: {n}");
+    }
+    if let Some(path) = &common.plot {
+        println!("DET curves written to {}", path.display());
+    }
+    Ok(())
+}
+
+fn run_fixed_text(name: &str, data: &Path, protocol: fixed_text::Protocol, common: &Common) -> Result<()> {
+    let data = if data.is_dir() { data.join("DSL-StrongPasswordData.csv") } else { data.to_path_buf() };
+    if !data.exists() {
+        return Err(dataset_missing(&data));
+    }
+    let library = keystroke_plugin(common)?;
+    let threads = common.threads.unwrap_or_else(eval::default_threads);
+    let parsed = fixed_text::load(&data)?;
+    let bar = Bar(Mutex::new(None));
+    let report = fixed_text::run(&library, name, &parsed, protocol, threads, &bar)?;
+    emit(&report, common)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Eval(EvalCommand::Cmu { data, common }) => {
+            run_fixed_text("CMU keystroke (DSL-StrongPasswordData)", &data, fixed_text::Protocol::CMU, &common)
+        }
+        Command::Eval(EvalCommand::FixedText {
+            data,
+            train,
+            impostor_reps,
+            common,
+        }) => {
+            if train < 2 || impostor_reps < 1 {
+                bail!("--train must be at least 2 and --impostor-reps at least 1");
+            }
+            let name = format!("fixed text ({})", data.display());
+            run_fixed_text(&name, &data, fixed_text::Protocol { train, impostor_reps }, &common)
+        }
+        Command::Eval(EvalCommand::Aalto { data, gallery, common }) => {
+            if !data.exists() {
+                return Err(dataset_missing(&data));
+            }
+            let library = keystroke_plugin(&common)?;
+            let threads = common.threads.unwrap_or_else(eval::default_threads);
+            let bar = Bar(Mutex::new(None));
+            let parsed = aalto::load(&data, threads, &bar)?;
+            let report = aalto::run(&library, &parsed, &gallery, threads, &bar)?;
+            emit(&report, &common)
+        }
+        Command::Plugin(PluginCommand::Check { path }) => {
+            let lib = PluginLibrary::load(&path)?;
+            let d = &lib.descriptor;
+            println!("plugin      {}", d.name);
+            println!("file        {}", lib.path.display());
+            println!("modality    {}", d.modality);
+            println!("version     {}", d.version);
+            println!("interface   {}", habitus_plugin::INTERFACE_VERSION);
+            println!("about       {}", d.description);
+            let kinds: Vec<String> = d.event_kinds.iter().map(|k| k.to_string()).collect();
+            println!("events      {}", kinds.join(", "));
+            let features: Vec<&str> = d.feature_names.iter().map(|f| f.as_str()).collect();
+            println!("features    {}", if features.is_empty() { "(none)".to_string() } else { features.join(", ") });
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("habitus: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

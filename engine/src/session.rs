@@ -1,0 +1,219 @@
+//! One user session: routes events to plugins by kind, scores full windows, fuses the
+//! scores and runs the trust model, producing an [`Assessment`].
+
+use std::sync::Arc;
+
+use habitus_plugin::{Event, EventKind, Score};
+use serde::{Deserialize, Serialize};
+
+use crate::fusion::{Fusion, FusionConfig, ModalityEvidence};
+use crate::plugin::{HostError, PluginInstance};
+use crate::trust::{TrustConfig, TrustModel};
+
+/// Where a session stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// No profile for any modality: nothing can be said.
+    Unenrolled,
+    /// Profiles exist but no window has been scored yet in this session.
+    Learning,
+    /// Trust at or above the trusted threshold.
+    Trusted,
+    /// Between lockout and trusted.
+    Uncertain,
+    /// Trust fell below the lockout threshold: behaviour has drifted from the profile.
+    Drift,
+}
+
+/// One modality's part of an assessment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModalityAssessment {
+    pub plugin: String,
+    pub enrolled: bool,
+    pub evidence: ModalityEvidence,
+    pub last_score: Option<f64>,
+}
+
+/// The verdict on a session at a point in time.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Assessment {
+    pub state: State,
+    pub trust: f64,
+    pub fused_llr: f64,
+    pub modalities: Vec<ModalityAssessment>,
+    /// Microseconds since the last scored window (`None`: never scored).
+    pub evidence_age_us: Option<u64>,
+    pub events_seen: u64,
+    /// Events skipped as malformed (out of time order, non-finite fields).
+    pub events_rejected: u64,
+    /// Windows whose scoring failed (plugin error or invalid score): never fused.
+    pub windows_failed: u64,
+}
+
+/// How a session is set up.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionConfig {
+    pub trust: TrustConfig,
+    pub fusion: FusionConfig,
+    /// Events per scoring window (per plugin name); plugins not listed use 50.
+    pub window_events: std::collections::BTreeMap<String, usize>,
+}
+
+struct Slot {
+    plugin: Arc<PluginInstance>,
+    profile: Option<Vec<u8>>,
+    window: Vec<Event>,
+    window_events: usize,
+    last_score: Option<Score>,
+}
+
+/// A live session.
+pub struct Session {
+    slots: Vec<Slot>,
+    /// For every event kind byte, the slots that consume it.
+    routes: Vec<Vec<usize>>,
+    fusion: Fusion,
+    trust: TrustModel,
+    last_t_us: u64,
+    last_scored_us: Option<u64>,
+    events_seen: u64,
+    events_rejected: u64,
+    windows_failed: u64,
+    last_error: Option<HostError>,
+}
+
+impl Session {
+    /// `plugins`: each plugin with the user's profile for it (if enrolled).
+    pub fn new(config: &SessionConfig, plugins: Vec<(Arc<PluginInstance>, Option<Vec<u8>>)>) -> Session {
+        let mut routes = vec![Vec::new(); 256];
+        let mut weights = Vec::new();
+        let mut slots = Vec::new();
+        for (i, (plugin, profile)) in plugins.into_iter().enumerate() {
+            for kind in plugin.descriptor().event_kinds.iter() {
+                routes[kind.0 as usize].push(i);
+            }
+            weights.push(config.fusion.weight(plugin.name()));
+            let window_events = config.window_events.get(plugin.name()).copied().unwrap_or(50).max(1);
+            slots.push(Slot {
+                plugin,
+                profile,
+                window: Vec::with_capacity(window_events),
+                window_events,
+                last_score: None,
+            });
+        }
+        Session {
+            slots,
+            routes,
+            fusion: Fusion::new(config.fusion.window_s, weights),
+            trust: TrustModel::new(config.trust.clone()),
+            last_t_us: 0,
+            last_scored_us: None,
+            events_seen: 0,
+            events_rejected: 0,
+            windows_failed: 0,
+            last_error: None,
+        }
+    }
+
+    /// Feeds one event. Malformed events (time going backwards, NaN/∞ fields, unknown
+    /// kinds) are skipped and counted, never fatal.
+    pub fn push(&mut self, event: Event) {
+        if event.t_us < self.last_t_us || !event.is_finite() || !event.kind.is_known() {
+            self.events_rejected += 1;
+            return;
+        }
+        self.last_t_us = event.t_us;
+        self.events_seen += 1;
+        let kind: EventKind = event.kind;
+        for r in 0..self.routes[kind.0 as usize].len() {
+            let i = self.routes[kind.0 as usize][r];
+            let slot = &mut self.slots[i];
+            if slot.profile.is_none() {
+                continue;
+            }
+            slot.window.push(event);
+            if slot.window.len() >= slot.window_events {
+                self.score_slot(i);
+            }
+        }
+    }
+
+    /// Scores whatever partial windows are pending (end of a burst, or before answering).
+    pub fn flush(&mut self) {
+        for i in 0..self.slots.len() {
+            if !self.slots[i].window.is_empty() {
+                self.score_slot(i);
+            }
+        }
+    }
+
+    fn score_slot(&mut self, i: usize) {
+        let slot = &mut self.slots[i];
+        let Some(profile) = slot.profile.as_deref() else {
+            slot.window.clear();
+            return;
+        };
+        let result = slot.plugin.score(profile, &slot.window);
+        slot.window.clear();
+        match result {
+            Ok(score) if score.quality > 0.0 => {
+                slot.last_score = Some(score);
+                let contribution = self.fusion.add(self.last_t_us, i, score);
+                self.trust.update(contribution);
+                self.last_scored_us = Some(self.last_t_us);
+            }
+            Ok(_) => {} // no usable evidence in this window: no opinion
+            Err(e) => {
+                self.windows_failed += 1;
+                self.last_error = Some(e);
+            }
+        }
+    }
+
+    /// The most recent scoring failure, for logs.
+    pub fn last_error(&self) -> Option<&HostError> {
+        self.last_error.as_ref()
+    }
+
+    /// The assessment at time `now_us` (expires old evidence first).
+    pub fn assess(&mut self, now_us: u64) -> Assessment {
+        self.fusion.expire(now_us);
+        let enrolled = self.slots.iter().any(|s| s.profile.is_some());
+        let trust = self.trust.trust();
+        let cfg = self.trust.config();
+        let state = if !enrolled {
+            State::Unenrolled
+        } else if self.last_scored_us.is_none() {
+            State::Learning
+        } else if trust < cfg.lockout {
+            State::Drift
+        } else if trust >= cfg.trusted {
+            State::Trusted
+        } else {
+            State::Uncertain
+        };
+        Assessment {
+            state,
+            trust,
+            fused_llr: self.fusion.fused_llr(),
+            modalities: self
+                .slots
+                .iter()
+                .zip(self.fusion.per_modality())
+                .map(|(s, e)| ModalityAssessment {
+                    plugin: s.plugin.name().to_string(),
+                    enrolled: s.profile.is_some(),
+                    evidence: *e,
+                    last_score: s.last_score.map(|sc| sc.llr),
+                })
+                .collect(),
+            evidence_age_us: self.last_scored_us.map(|t| now_us.saturating_sub(t)),
+            events_seen: self.events_seen,
+            events_rejected: self.events_rejected,
+            windows_failed: self.windows_failed,
+        }
+    }
+}
