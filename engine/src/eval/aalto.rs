@@ -38,7 +38,7 @@ pub struct AaltoData {
     pub participants: Vec<Participant>,
     /// Participants skipped because they do not have 15 sentences.
     pub skipped_participants: usize,
-    /// Keystrokes dropped (release before press).
+    /// Keystrokes dropped (release before press, or a time printed without millisecond precision).
     pub dropped_keystrokes: usize,
 }
 
@@ -89,8 +89,21 @@ fn read_participant(path: &Path, hasher: &KeyHasher) -> Result<(Option<Participa
         let n = fields.len();
         let pid = num(fields[0], "PARTICIPANT_ID")? as u64;
         let section = num(fields[1], "TEST_SECTION_ID")? as u64;
-        let press = num(fields[n - 4], "PRESS_TIME")?;
-        let release = num(fields[n - 3], "RELEASE_TIME")?;
+        // A few rows of the original archive hold times printed in floating point
+        // ("1.471968e+12"): milliseconds are lost, so the keystroke is dropped and counted.
+        let time = |f: &[u8], what: &str| -> Result<Option<i64>, EvalError> {
+            match num(f, what) {
+                Ok(v) => Ok(Some(v)),
+                Err(e) => match std::str::from_utf8(f).ok().and_then(|s| s.trim().parse::<f64>().ok()) {
+                    Some(v) if v.is_finite() => Ok(None),
+                    _ => Err(e),
+                },
+            }
+        };
+        let (Some(press), Some(release)) = (time(fields[n - 4], "PRESS_TIME")?, time(fields[n - 3], "RELEASE_TIME")?) else {
+            dropped += 1;
+            continue;
+        };
         let code = num(fields[n - 1], "KEYCODE")?;
         match participant {
             None => participant = Some(pid),
@@ -268,7 +281,7 @@ pub fn run(
         results,
         notes: vec![
             format!(
-                "{} participants skipped (fewer than {SENTENCES} sentences); {} keystrokes dropped (release before press)",
+                "{} participants skipped (fewer than {SENTENCES} sentences); {} keystrokes dropped (release before press, or times without millisecond precision)",
                 data.skipped_participants, data.dropped_keystrokes
             ),
             "population prior (spread prior, calibration) learned only on the half of participants not under test".into(),

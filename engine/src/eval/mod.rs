@@ -14,7 +14,7 @@ pub enum EvalError {
     Data { path: String, message: String },
     #[error("{path}:{line}: {message}")]
     Line { path: String, line: usize, message: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Plugin(#[from] crate::HostError),
     #[error("{0}")]
     Protocol(String),

@@ -87,7 +87,8 @@ impl Default for FreePopulation {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FreeModel {
-    pub features: BTreeMap<u64, Stat>,
+    /// Sorted by feature id (a list, not a map: JSON map keys would have to be strings).
+    pub features: Vec<(u64, Stat)>,
     pub population: FreePopulation,
 }
 
@@ -106,7 +107,7 @@ impl FreeModel {
             )));
         }
         Ok(FreeModel {
-            features,
+            features: features.into_iter().collect(),
             population: population.unwrap_or_default(),
         })
     }
@@ -117,7 +118,7 @@ impl FreeModel {
         let mut sum = 0.0;
         let mut shared = 0usize;
         for (id, x) in observations(strokes) {
-            if let Some(s) = self.features.get(&id) {
+            if let Some(s) = self.get(id) {
                 let z = ((x - s.mean) / s.sd(self.population.prior_sd)).abs().min(Z_CAP);
                 sum += 0.5 * z * z;
                 shared += 1;
@@ -140,9 +141,20 @@ impl FreeModel {
         (p.b0 + p.b1 * d, (shared as f64 / 40.0).min(1.0))
     }
 
+    fn get(&self, id: u64) -> Option<&Stat> {
+        self.features.binary_search_by_key(&id, |(k, _)| *k).ok().map(|i| &self.features[i].1)
+    }
+
     pub fn adapt(&mut self, strokes: &[Keystroke], _rate: f64) {
         for (id, x) in observations(strokes) {
-            self.features.entry(id).or_default().push(x);
+            match self.features.binary_search_by_key(&id, |(k, _)| *k) {
+                Ok(i) => self.features[i].1.push(x),
+                Err(i) => {
+                    let mut s = Stat::default();
+                    s.push(x);
+                    self.features.insert(i, (id, s));
+                }
+            }
         }
     }
 }
@@ -158,7 +170,7 @@ pub fn build_population(users: &[Vec<Vec<Keystroke>>]) -> Result<FreePopulation,
     for u in &users {
         let model = FreeModel::train(&u[..u.len() / 2], None);
         if let Ok(m) = model {
-            spreads.extend(m.features.values().filter(|s| s.n >= 3.0).map(|s| (s.m2 / (s.n - 1.0)).sqrt()));
+            spreads.extend(m.features.iter().map(|(_, s)| s).filter(|s| s.n >= 3.0).map(|s| (s.m2 / (s.n - 1.0)).sqrt()));
         }
     }
     let prior_sd = if spreads.is_empty() {
