@@ -46,6 +46,7 @@ use habitus_plugin::{
     export_plugin, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError, RVec, Score,
 };
 use serde::{Deserialize, Serialize};
+use std::sync::{Arc, Mutex};
 
 use crate::config::{Config, Mode};
 use crate::fixed::{Detector, FixedModel, NovicePopulation};
@@ -57,7 +58,15 @@ pub const PLUGIN_NAME: &str = "keystroke";
 /// The keystroke plugin, configured.
 pub struct Keystroke {
     config: Config,
+    /// Recently decoded profiles, most recent first, keyed by their exact bytes.
+    /// Decoding a free-text profile costs far more than scoring a window, and a host
+    /// scores many windows against the same profile. Compared byte for byte: no hash
+    /// collision can ever swap one user's profile for another's.
+    decoded: Mutex<Vec<(Vec<u8>, Arc<Profile>)>>,
 }
+
+/// Profiles kept decoded (a few concurrent sessions).
+const DECODED_PROFILES: usize = 8;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "kebab-case")]
@@ -148,8 +157,20 @@ impl Keystroke {
         )
     }
 
-    fn decode_profile(&self, blob: &[u8]) -> Result<Profile, PluginError> {
-        blob::decode(blob::PROFILE_MAGIC, "profile", blob)
+    fn decode_profile(&self, blob: &[u8]) -> Result<Arc<Profile>, PluginError> {
+        let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = cache.iter().position(|(bytes, _)| bytes.as_slice() == blob) {
+            let entry = cache.remove(i);
+            let profile = entry.1.clone();
+            cache.insert(0, entry);
+            return Ok(profile);
+        }
+        drop(cache); // decode without holding the lock
+        let profile: Arc<Profile> = Arc::new(blob::decode(blob::PROFILE_MAGIC, "profile", blob)?);
+        let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
+        cache.insert(0, (blob.to_vec(), profile.clone()));
+        cache.truncate(DECODED_PROFILES);
+        Ok(profile)
     }
 }
 
@@ -184,6 +205,7 @@ impl Plugin for Keystroke {
     fn new(config: &str) -> Result<Self, PluginError> {
         Ok(Keystroke {
             config: Config::parse(config)?,
+            decoded: Mutex::new(Vec::new()),
         })
     }
 
@@ -246,7 +268,7 @@ impl Plugin for Keystroke {
     }
 
     fn score(&self, profile: &[u8], window: &[Event]) -> Result<Score, PluginError> {
-        match self.decode_profile(profile)? {
+        match &*self.decode_profile(profile)? {
             Profile::Fixed {
                 keys,
                 sequence_digest,
@@ -254,7 +276,7 @@ impl Plugin for Keystroke {
             } => {
                 let (v, digest, events) = self.fixed_vector(window)?;
                 let got = (v.len() + 2) / 3;
-                if got != keys || digest != sequence_digest {
+                if got != *keys || digest != *sequence_digest {
                     return Err(PluginError::invalid_input(format!(
                         "window is not the enrolled text ({got} keys, enrolled {keys})"
                     )));
@@ -279,7 +301,7 @@ impl Plugin for Keystroke {
         if own.llr < self.config.adapt_min_llr {
             return Ok(profile.to_vec());
         }
-        let updated = match self.decode_profile(profile)? {
+        let updated = match (*self.decode_profile(profile)?).clone() {
             Profile::Fixed {
                 keys,
                 sequence_digest,
@@ -344,7 +366,7 @@ impl Plugin for Keystroke {
 
     fn score_features(&self, profile: &[u8], sample: &[f64]) -> Result<Score, PluginError> {
         fixed::validate_vector(sample)?;
-        match self.decode_profile(profile)? {
+        match &*self.decode_profile(profile)? {
             Profile::Fixed { model, .. } if model.dims() == sample.len() => {
                 let keys = (sample.len() + 2) / 3;
                 Ok(Score::new(model.llr(sample), 1.0, 2 * keys as u32))
