@@ -18,7 +18,11 @@ use habitus_engine::PluginLibrary;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
-#[command(name = "habitus", version, about = "Behavioural-biometrics authentication: evaluation and plugin tools")]
+#[command(
+    name = "habitus",
+    version,
+    about = "Behavioural-biometrics authentication: evaluation and plugin tools"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -55,7 +59,10 @@ enum EvalCommand {
     /// Killourhy & Maxion 2009 on the CMU strong-password data.
     Cmu {
         /// DSL-StrongPasswordData.csv, or the folder holding it.
-        #[arg(long, default_value = "../shared/datasets/cmu-keystroke/DSL-StrongPasswordData.csv")]
+        #[arg(
+            long,
+            default_value = "../shared/datasets/cmu-keystroke/DSL-StrongPasswordData.csv"
+        )]
         data: PathBuf,
         #[command(flatten)]
         common: Common,
@@ -144,7 +151,8 @@ fn dataset_missing(path: &Path) -> anyhow::Error {
 
 fn emit(report: &EvalReport, common: &Common) -> Result<()> {
     if let Some(path) = &common.plot {
-        std::fs::write(path, plot::det_svg(report)).with_context(|| format!("cannot write plot {}", path.display()))?;
+        std::fs::write(path, plot::det_svg(report))
+            .with_context(|| format!("cannot write plot {}", path.display()))?;
     }
     if common.json {
         println!("{}", serde_json::to_string_pretty(report)?);
@@ -153,7 +161,10 @@ fn emit(report: &EvalReport, common: &Common) -> Result<()> {
     println!("{}", report.dataset);
     println!("protocol: {}", report.protocol);
     println!();
-    println!("{:<28} {:>18} {:>22}", "detector", "mean EER (sd)", "zero-miss FAR (sd)");
+    println!(
+        "{:<28} {:>18} {:>22}",
+        "detector", "mean EER (sd)", "zero-miss FAR (sd)"
+    );
     println!("{}", "-".repeat(70));
     for r in &report.results {
         println!(
@@ -174,8 +185,17 @@ fn emit(report: &EvalReport, common: &Common) -> Result<()> {
     Ok(())
 }
 
-fn run_fixed_text(name: &str, data: &Path, protocol: fixed_text::Protocol, common: &Common) -> Result<()> {
-    let data = if data.is_dir() { data.join("DSL-StrongPasswordData.csv") } else { data.to_path_buf() };
+fn run_fixed_text(
+    name: &str,
+    data: &Path,
+    protocol: fixed_text::Protocol,
+    common: &Common,
+) -> Result<()> {
+    let data = if data.is_dir() {
+        data.join("DSL-StrongPasswordData.csv")
+    } else {
+        data.to_path_buf()
+    };
     if !data.exists() {
         return Err(dataset_missing(&data));
     }
@@ -189,9 +209,12 @@ fn run_fixed_text(name: &str, data: &Path, protocol: fixed_text::Protocol, commo
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Eval(EvalCommand::Cmu { data, common }) => {
-            run_fixed_text("CMU keystroke (DSL-StrongPasswordData)", &data, fixed_text::Protocol::CMU, &common)
-        }
+        Command::Eval(EvalCommand::Cmu { data, common }) => run_fixed_text(
+            "CMU keystroke (DSL-StrongPasswordData)",
+            &data,
+            fixed_text::Protocol::CMU,
+            &common,
+        ),
         Command::Eval(EvalCommand::FixedText {
             data,
             train,
@@ -202,9 +225,21 @@ fn run(cli: Cli) -> Result<()> {
                 bail!("--train must be at least 2 and --impostor-reps at least 1");
             }
             let name = format!("fixed text ({})", data.display());
-            run_fixed_text(&name, &data, fixed_text::Protocol { train, impostor_reps }, &common)
+            run_fixed_text(
+                &name,
+                &data,
+                fixed_text::Protocol {
+                    train,
+                    impostor_reps,
+                },
+                &common,
+            )
         }
-        Command::Eval(EvalCommand::Aalto { data, gallery, common }) => {
+        Command::Eval(EvalCommand::Aalto {
+            data,
+            gallery,
+            common,
+        }) => {
             if !data.exists() {
                 return Err(dataset_missing(&data));
             }
@@ -227,7 +262,14 @@ fn run(cli: Cli) -> Result<()> {
             let kinds: Vec<String> = d.event_kinds.iter().map(|k| k.to_string()).collect();
             println!("events      {}", kinds.join(", "));
             let features: Vec<&str> = d.feature_names.iter().map(|f| f.as_str()).collect();
-            println!("features    {}", if features.is_empty() { "(none)".to_string() } else { features.join(", ") });
+            println!(
+                "features    {}",
+                if features.is_empty() {
+                    "(none)".to_string()
+                } else {
+                    features.join(", ")
+                }
+            );
             Ok(())
         }
     }

@@ -7,24 +7,53 @@ use habitus_engine::eval::EvalReport;
 
 /// Inverse of the standard normal CDF (Acklam's rational approximation, |error| < 1.2e-9).
 fn probit(p: f64) -> f64 {
-    const A: [f64; 6] = [-3.969683028665376e1, 2.209460984245205e2, -2.759285104469687e2, 1.383577518672690e2, -3.066479806614716e1, 2.506628277459239];
-    const B: [f64; 5] = [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
-    const C: [f64; 6] = [-7.784894002430293e-3, -3.223964580411365e-1, -2.400758277161838, -2.549732539343734, 4.374664141464968, 2.938163982698783];
-    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.38357751867269e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] = [
+        -5.447609879822406e1,
+        1.615858368580409e2,
+        -1.556989798598866e2,
+        6.680131188771972e1,
+        -1.328068155288572e1,
+    ];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [
+        7.784695709041462e-3,
+        3.224671290700398e-1,
+        2.445134137142996,
+        3.754408661907416,
+    ];
     let p = p.clamp(1e-9, 1.0 - 1e-9);
     if p < 0.02425 {
         let q = (-2.0 * p.ln()).sqrt();
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5]) / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
     } else if p > 1.0 - 0.02425 {
         -probit(1.0 - p)
     } else {
         let q = p - 0.5;
         let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
     }
 }
 
-const COLOURS: [&str; 8] = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"];
+const COLOURS: [&str; 8] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf",
+];
 
 /// Renders every detector's DET curve.
 pub fn det_svg(report: &EvalReport) -> String {
@@ -32,35 +61,94 @@ pub fn det_svg(report: &EvalReport) -> String {
     let lo = probit(0.001);
     let hi = probit(0.6);
     let sx = |p: f64| margin + (probit(p.clamp(0.001, 0.6)) - lo) / (hi - lo) * (w - 2.0 * margin);
-    let sy = |p: f64| h - margin - (probit(p.clamp(0.001, 0.6)) - lo) / (hi - lo) * (h - 2.0 * margin);
+    let sy =
+        |p: f64| h - margin - (probit(p.clamp(0.001, 0.6)) - lo) / (hi - lo) * (h - 2.0 * margin);
     let mut s = String::new();
-    let _ = writeln!(s, r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#);
+    let _ = writeln!(
+        s,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">"#
+    );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
-    let _ = writeln!(s, r#"<text x="{}" y="24" text-anchor="middle" font-size="15">DET — {}</text>"#, w / 2.0, escape(&report.dataset));
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="24" text-anchor="middle" font-size="15">DET — {}</text>"#,
+        w / 2.0,
+        escape(&report.dataset)
+    );
     for &t in &[0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6] {
         let (x, y) = (sx(t), sy(t));
-        let _ = writeln!(s, r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##, margin, h - margin);
-        let _ = writeln!(s, r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, margin, w - margin);
+        let _ = writeln!(
+            s,
+            r##"<line x1="{x:.1}" y1="{:.1}" x2="{x:.1}" y2="{:.1}" stroke="#ddd"/>"##,
+            margin,
+            h - margin
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{:.1}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
+            margin,
+            w - margin
+        );
         let label = format!("{}", t * 100.0);
-        let _ = writeln!(s, r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#, h - margin + 16.0);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#, margin - 6.0, y + 4.0);
+        let _ = writeln!(
+            s,
+            r#"<text x="{x:.1}" y="{:.1}" text-anchor="middle">{label}</text>"#,
+            h - margin + 16.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}" text-anchor="end">{label}</text>"#,
+            margin - 6.0,
+            y + 4.0
+        );
     }
-    let _ = writeln!(s, r#"<text x="{}" y="{}" text-anchor="middle">false alarm rate (%) — genuine attempts rejected</text>"#, w / 2.0, h - 24.0);
-    let _ = writeln!(s, r#"<text transform="translate(18 {}) rotate(-90)" text-anchor="middle">miss rate (%) — impostors accepted</text>"#, h / 2.0);
+    let _ = writeln!(
+        s,
+        r#"<text x="{}" y="{}" text-anchor="middle">false alarm rate (%) — genuine attempts rejected</text>"#,
+        w / 2.0,
+        h - 24.0
+    );
+    let _ = writeln!(
+        s,
+        r#"<text transform="translate(18 {}) rotate(-90)" text-anchor="middle">miss rate (%) — impostors accepted</text>"#,
+        h / 2.0
+    );
     for (i, r) in report.results.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let points: Vec<String> = r.det.iter().map(|&(fa, miss)| format!("{:.1},{:.1}", sx(fa), sy(miss))).collect();
-        let _ = writeln!(s, r#"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"/>"#, points.join(" "));
+        let points: Vec<String> = r
+            .det
+            .iter()
+            .map(|&(fa, miss)| format!("{:.1},{:.1}", sx(fa), sy(miss)))
+            .collect();
+        let _ = writeln!(
+            s,
+            r#"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"/>"#,
+            points.join(" ")
+        );
         let ly = margin + 8.0 + 16.0 * i as f64;
-        let _ = writeln!(s, r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"/>"#, w - margin - 210.0, w - margin - 190.0);
-        let _ = writeln!(s, r#"<text x="{:.1}" y="{:.1}">{} (EER {:.2} %)</text>"#, w - margin - 185.0, ly + 4.0, escape(&r.detector), r.eer_mean * 100.0);
+        let _ = writeln!(
+            s,
+            r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{colour}" stroke-width="2"/>"#,
+            w - margin - 210.0,
+            w - margin - 190.0
+        );
+        let _ = writeln!(
+            s,
+            r#"<text x="{:.1}" y="{:.1}">{} (EER {:.2} %)</text>"#,
+            w - margin - 185.0,
+            ly + 4.0,
+            escape(&r.detector),
+            r.eer_mean * 100.0
+        );
     }
     s.push_str("</svg>\n");
     s
 }
 
 fn escape(text: &str) -> String {
-    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

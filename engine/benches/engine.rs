@@ -13,9 +13,13 @@ use habitus_plugin::{Event, EventKind, Plugin, RVec};
 
 /// Deterministic synthetic typing: `strokes` keystrokes over 30 key ids.
 fn typing(strokes: usize, seed: u64) -> Vec<Event> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as f64 / (1u64 << 31) as f64
     };
     let mut events = Vec::with_capacity(2 * strokes);
@@ -39,7 +43,10 @@ fn keystroke_library() -> PluginLibrary {
     if dir.ends_with("release") {
         cmd.arg("--release");
     }
-    assert!(cmd.status().unwrap().success(), "cannot build the keystroke plugin");
+    assert!(
+        cmd.status().unwrap().success(),
+        "cannot build the keystroke plugin"
+    );
     PluginLibrary::load(&dir.join("libhabitus_keystroke.so")).expect("keystroke plugin loads")
 }
 
@@ -53,9 +60,11 @@ fn abi_overhead(c: &mut Criterion) {
     for events in [10usize, 50, 200] {
         let window = typing(events / 2, 99);
         group.throughput(Throughput::Elements(events as u64));
-        group.bench_with_input(BenchmarkId::new("loaded-plugin", events), &window, |b, w| {
-            b.iter(|| loaded.score(black_box(&profile), black_box(w)).unwrap())
-        });
+        group.bench_with_input(
+            BenchmarkId::new("loaded-plugin", events),
+            &window,
+            |b, w| b.iter(|| loaded.score(black_box(&profile), black_box(w)).unwrap()),
+        );
         group.bench_with_input(BenchmarkId::new("in-process", events), &window, |b, w| {
             b.iter(|| in_process.score(black_box(&profile), black_box(w)).unwrap())
         });

@@ -34,8 +34,14 @@ impl FusionConfig {
         if !(self.window_s.is_finite() && self.window_s > 0.0) {
             return Err("fusion window_s must be positive".into());
         }
-        if let Some((name, w)) = self.weights.iter().find(|(_, w)| !(w.is_finite() && **w >= 0.0)) {
-            return Err(format!("fusion weight of {name} must be a non-negative number, got {w}"));
+        if let Some((name, w)) = self
+            .weights
+            .iter()
+            .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+        {
+            return Err(format!(
+                "fusion weight of {name} must be a non-negative number, got {w}"
+            ));
         }
         Ok(())
     }

@@ -148,10 +148,12 @@ impl PluginLibrary {
                 })
             }
         };
-        descriptor.validate().map_err(|reason| LoadError::BadDescriptor {
-            path: path.to_path_buf(),
-            reason,
-        })?;
+        descriptor
+            .validate()
+            .map_err(|reason| LoadError::BadDescriptor {
+                path: path.to_path_buf(),
+                reason,
+            })?;
         Ok(PluginLibrary {
             path: path.to_path_buf(),
             descriptor,
@@ -184,7 +186,10 @@ pub fn load_dir(dir: &Path) -> (Vec<PluginLibrary>, Vec<LoadError>) {
     let mut loaded: Vec<PluginLibrary> = Vec::new();
     let mut errors = Vec::new();
     let mut entries: Vec<PathBuf> = match std::fs::read_dir(dir) {
-        Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| is_library_name(p)).collect(),
+        Ok(rd) => rd
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| is_library_name(p))
+            .collect(),
         Err(e) => {
             errors.push(LoadError::NotALibrary {
                 path: dir.to_path_buf(),
@@ -197,7 +202,10 @@ pub fn load_dir(dir: &Path) -> (Vec<PluginLibrary>, Vec<LoadError>) {
     for path in entries {
         match PluginLibrary::load(&path) {
             Ok(lib) => {
-                if let Some(first) = loaded.iter().find(|l| l.descriptor.name == lib.descriptor.name) {
+                if let Some(first) = loaded
+                    .iter()
+                    .find(|l| l.descriptor.name == lib.descriptor.name)
+                {
                     errors.push(LoadError::BadDescriptor {
                         path: path.clone(),
                         reason: format!(
@@ -223,7 +231,10 @@ pub const SYSTEM_PLUGIN_DIR: &str = "/usr/lib/habitus/plugins";
 /// The default plugin directories, in search order.
 pub fn default_plugin_dirs() -> Vec<PathBuf> {
     let mut dirs = Vec::new();
-    if let Some(dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
         dirs.push(dir);
     }
     dirs.push(PathBuf::from(SYSTEM_PLUGIN_DIR));
@@ -238,7 +249,10 @@ pub fn find_plugin(dirs: &[PathBuf], name: &str) -> Result<PluginLibrary, String
             continue;
         }
         let (libs, errors) = load_dir(dir);
-        if let Some(lib) = libs.into_iter().find(|l| l.descriptor.name.as_str() == name) {
+        if let Some(lib) = libs
+            .into_iter()
+            .find(|l| l.descriptor.name.as_str() == name)
+        {
             return Ok(lib);
         }
         problems.extend(errors.into_iter().map(|e| e.to_string()));

@@ -1,6 +1,8 @@
 //! The host's view of a constructed plugin: every call checked, every error typed.
 
-use habitus_plugin::{Event, PluginBox, PluginDescriptor, PluginError, RResult, RSlice, RVec, Score};
+use habitus_plugin::{
+    Event, PluginBox, PluginDescriptor, PluginError, RResult, RSlice, RVec, Score,
+};
 
 /// What can go wrong when calling into a plugin.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -53,34 +55,58 @@ impl PluginInstance {
     }
 
     pub fn build_population(&self, users: &[RVec<RVec<Event>>]) -> Result<Vec<u8>, HostError> {
-        self.lift(self.inner.build_population(RSlice::from_slice(users))).map(RVec::into_vec)
+        self.lift(self.inner.build_population(RSlice::from_slice(users)))
+            .map(RVec::into_vec)
     }
 
     pub fn enroll(&self, population: &[u8], windows: &[RVec<Event>]) -> Result<Vec<u8>, HostError> {
-        self.lift(self.inner.enroll(population.into(), RSlice::from_slice(windows)))
-            .map(RVec::into_vec)
+        self.lift(
+            self.inner
+                .enroll(population.into(), RSlice::from_slice(windows)),
+        )
+        .map(RVec::into_vec)
     }
 
     pub fn score(&self, profile: &[u8], window: &[Event]) -> Result<Score, HostError> {
         self.checked(self.inner.score(profile.into(), window.into()))
     }
 
-    pub fn adapt(&self, profile: &[u8], window: &[Event], score: Score) -> Result<Vec<u8>, HostError> {
-        self.lift(self.inner.adapt(profile.into(), window.into(), score)).map(RVec::into_vec)
+    pub fn adapt(
+        &self,
+        profile: &[u8],
+        window: &[Event],
+        score: Score,
+    ) -> Result<Vec<u8>, HostError> {
+        self.lift(self.inner.adapt(profile.into(), window.into(), score))
+            .map(RVec::into_vec)
     }
 
     pub fn extract(&self, window: &[Event]) -> Result<Vec<f64>, HostError> {
-        self.lift(self.inner.extract(window.into())).map(RVec::into_vec)
-    }
-
-    pub fn build_population_features(&self, users: &[RVec<RVec<f64>>]) -> Result<Vec<u8>, HostError> {
-        self.lift(self.inner.build_population_features(RSlice::from_slice(users)))
+        self.lift(self.inner.extract(window.into()))
             .map(RVec::into_vec)
     }
 
-    pub fn enroll_features(&self, population: &[u8], samples: &[RVec<f64>]) -> Result<Vec<u8>, HostError> {
-        self.lift(self.inner.enroll_features(population.into(), RSlice::from_slice(samples)))
-            .map(RVec::into_vec)
+    pub fn build_population_features(
+        &self,
+        users: &[RVec<RVec<f64>>],
+    ) -> Result<Vec<u8>, HostError> {
+        self.lift(
+            self.inner
+                .build_population_features(RSlice::from_slice(users)),
+        )
+        .map(RVec::into_vec)
+    }
+
+    pub fn enroll_features(
+        &self,
+        population: &[u8],
+        samples: &[RVec<f64>],
+    ) -> Result<Vec<u8>, HostError> {
+        self.lift(
+            self.inner
+                .enroll_features(population.into(), RSlice::from_slice(samples)),
+        )
+        .map(RVec::into_vec)
     }
 
     pub fn score_features(&self, profile: &[u8], sample: &[f64]) -> Result<Score, HostError> {

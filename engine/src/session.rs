@@ -86,7 +86,10 @@ pub struct Session {
 
 impl Session {
     /// `plugins`: each plugin with the user's profile for it (if enrolled).
-    pub fn new(config: &SessionConfig, plugins: Vec<(Arc<PluginInstance>, Option<Vec<u8>>)>) -> Session {
+    pub fn new(
+        config: &SessionConfig,
+        plugins: Vec<(Arc<PluginInstance>, Option<Vec<u8>>)>,
+    ) -> Session {
         let mut routes = vec![Vec::new(); 256];
         let mut weights = Vec::new();
         let mut slots = Vec::new();
@@ -95,7 +98,12 @@ impl Session {
                 routes[kind.0 as usize].push(i);
             }
             weights.push(config.fusion.weight(plugin.name()));
-            let window_events = config.window_events.get(plugin.name()).copied().unwrap_or(50).max(1);
+            let window_events = config
+                .window_events
+                .get(plugin.name())
+                .copied()
+                .unwrap_or(50)
+                .max(1);
             slots.push(Slot {
                 plugin,
                 profile,

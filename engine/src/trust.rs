@@ -40,14 +40,22 @@ impl Default for TrustConfig {
 
 impl TrustConfig {
     pub fn validate(&self) -> Result<(), String> {
-        let finite = [self.threshold, self.width, self.max_reward, self.max_penalty, self.lockout, self.trusted];
+        let finite = [
+            self.threshold,
+            self.width,
+            self.max_reward,
+            self.max_penalty,
+            self.lockout,
+            self.trusted,
+        ];
         if finite.iter().any(|v| !v.is_finite()) {
             return Err("trust parameters must be finite".into());
         }
         if self.width <= 0.0 || self.max_reward <= 0.0 || self.max_penalty <= 0.0 {
             return Err("trust width, max_reward and max_penalty must be positive".into());
         }
-        if !(0.0..=100.0).contains(&self.lockout) || !(self.lockout..=100.0).contains(&self.trusted) {
+        if !(0.0..=100.0).contains(&self.lockout) || !(self.lockout..=100.0).contains(&self.trusted)
+        {
             return Err("trust thresholds need 0 <= lockout <= trusted <= 100".into());
         }
         Ok(())
@@ -63,7 +71,10 @@ pub struct TrustModel {
 
 impl TrustModel {
     pub fn new(config: TrustConfig) -> TrustModel {
-        TrustModel { config, trust: 100.0 }
+        TrustModel {
+            config,
+            trust: 100.0,
+        }
     }
 
     pub fn trust(&self) -> f64 {
@@ -81,7 +92,8 @@ impl TrustModel {
             return -c.max_penalty; // fail safe: unusable evidence counts against
         }
         let e = (-(score - c.threshold) / c.width).exp();
-        let d = -c.max_penalty + c.max_penalty * (1.0 + 1.0 / c.max_reward) / (1.0 / c.max_reward + e);
+        let d =
+            -c.max_penalty + c.max_penalty * (1.0 + 1.0 / c.max_reward) / (1.0 / c.max_reward + e);
         d.min(c.max_reward)
     }
 
@@ -134,9 +146,16 @@ mod tests {
     #[test]
     fn config_validation() {
         assert!(TrustConfig::default().validate().is_ok());
-        let bad = TrustConfig { width: 0.0, ..TrustConfig::default() };
+        let bad = TrustConfig {
+            width: 0.0,
+            ..TrustConfig::default()
+        };
         assert!(bad.validate().is_err());
-        let bad = TrustConfig { lockout: 99.0, trusted: 95.0, ..TrustConfig::default() };
+        let bad = TrustConfig {
+            lockout: 99.0,
+            trusted: 95.0,
+            ..TrustConfig::default()
+        };
         assert!(bad.validate().is_err());
     }
 }

@@ -11,19 +11,40 @@ fn malformed_files_name_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
     let good_row = "7\t1\tHi there you\tHi there you\t1\t1000\t1080\th\t72\n";
     let cases = [
-        ("1_keystrokes.txt", "x\ty\n".to_string(), ":1: not an Aalto keystrokes file"),
-        ("2_keystrokes.txt", format!("{HEADER}{good_row}7\t1\tHi\tHi\t2\tsoon\t1100\ti\t73\n"), ":3: PRESS_TIME is not an integer"),
-        ("3_keystrokes.txt", format!("{HEADER}7\t1\tshort\n"), ":2: 3 tab-separated fields"),
-        ("4_keystrokes.txt", format!("{HEADER}{good_row}8\t1\tHi\tHi\t2\t1100\t1150\ti\t73\n"), ":3: participant 8 in the file of participant 7"),
+        (
+            "1_keystrokes.txt",
+            "x\ty\n".to_string(),
+            ":1: not an Aalto keystrokes file",
+        ),
+        (
+            "2_keystrokes.txt",
+            format!("{HEADER}{good_row}7\t1\tHi\tHi\t2\tsoon\t1100\ti\t73\n"),
+            ":3: PRESS_TIME is not an integer",
+        ),
+        (
+            "3_keystrokes.txt",
+            format!("{HEADER}7\t1\tshort\n"),
+            ":2: 3 tab-separated fields",
+        ),
+        (
+            "4_keystrokes.txt",
+            format!("{HEADER}{good_row}8\t1\tHi\tHi\t2\t1100\t1150\ti\t73\n"),
+            ":3: participant 8 in the file of participant 7",
+        ),
     ];
     for (name, text, expected) in cases {
         let sub = dir.path().join(name.trim_end_matches(".txt"));
         std::fs::create_dir(&sub).unwrap();
         std::fs::write(sub.join(name), text).unwrap();
         let err = aalto::load(&sub, 1, &Quiet).unwrap_err().to_string();
-        assert!(err.contains(name) && err.contains(expected), "{name}: {err}");
+        assert!(
+            err.contains(name) && err.contains(expected),
+            "{name}: {err}"
+        );
     }
-    let err = aalto::load(&dir.path().join("nothing"), 1, &Quiet).unwrap_err().to_string();
+    let err = aalto::load(&dir.path().join("nothing"), 1, &Quiet)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("cannot read directory"), "{err}");
 }
 
@@ -34,7 +55,10 @@ fn real_files_parse_into_fifteen_sentences_of_at_most_fifty_keys() {
     };
     // Copy a handful of participants so the test stays fast.
     let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     for f in files.iter().take(8) {
         std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();

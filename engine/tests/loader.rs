@@ -9,12 +9,19 @@ use habitus_plugin::{ErrorKind, Event, EventKind, RVec};
 
 #[test]
 fn keystroke_plugin_loads_with_its_descriptor() {
-    let lib = PluginLibrary::load(&common::library("habitus_keystroke")).expect("keystroke plugin loads");
+    let lib =
+        PluginLibrary::load(&common::library("habitus_keystroke")).expect("keystroke plugin loads");
     assert_eq!(lib.descriptor.name.as_str(), "keystroke");
     assert!(lib.descriptor.event_kinds.contains(&EventKind::KEY_DOWN));
     assert!(lib.instantiate("mode = \"fixed\"").is_ok());
-    let err = lib.instantiate("mode = \"sideways\"").err().expect("bad config refused");
-    assert!(matches!(&err, HostError::Plugin { error, .. } if error.kind == ErrorKind::INVALID_CONFIG), "{err}");
+    let err = lib
+        .instantiate("mode = \"sideways\"")
+        .err()
+        .expect("bad config refused");
+    assert!(
+        matches!(&err, HostError::Plugin { error, .. } if error.kind == ErrorKind::INVALID_CONFIG),
+        "{err}"
+    );
 }
 
 #[test]
@@ -62,15 +69,27 @@ fn a_library_that_is_not_a_plugin() {
 fn a_plugin_built_against_an_older_interface() {
     let e = PluginLibrary::load(&common::library("habitus_fixture_old_interface")).unwrap_err();
     let line = one_line(&e);
-    assert!(matches!(e, LoadError::IncompatibleInterface { .. }), "{line}");
-    assert!(line.contains("0.0.1") && line.contains(habitus_plugin::INTERFACE_VERSION), "{line}");
+    assert!(
+        matches!(e, LoadError::IncompatibleInterface { .. }),
+        "{line}"
+    );
+    assert!(
+        line.contains("0.0.1") && line.contains(habitus_plugin::INTERFACE_VERSION),
+        "{line}"
+    );
 }
 
 #[test]
 fn panicking_plugin_is_contained() {
     let lib = PluginLibrary::load(&common::library("habitus_fixture_panics")).unwrap();
-    let err = lib.instantiate("panic-in-new").err().expect("constructor panic reported");
-    assert!(matches!(&err, HostError::Plugin { error, .. } if error.kind == ErrorKind::PANICKED), "{err}");
+    let err = lib
+        .instantiate("panic-in-new")
+        .err()
+        .expect("constructor panic reported");
+    assert!(
+        matches!(&err, HostError::Plugin { error, .. } if error.kind == ErrorKind::PANICKED),
+        "{err}"
+    );
     let plugin = lib.instantiate("panic").unwrap();
     let window: Vec<Event> = vec![Event::at(EventKind::WHEEL, 1, 0.0, 1.0)];
     let windows: Vec<RVec<Event>> = vec![window.clone().into()];
@@ -93,7 +112,9 @@ fn panicking_plugin_is_contained() {
 fn invalid_scores_are_refused() {
     let lib = PluginLibrary::load(&common::library("habitus_fixture_panics")).unwrap();
     let plugin = lib.instantiate("nan").unwrap();
-    let e = plugin.score(b"p", &[Event::at(EventKind::WHEEL, 1, 0.0, 1.0)]).unwrap_err();
+    let e = plugin
+        .score(b"p", &[Event::at(EventKind::WHEEL, 1, 0.0, 1.0)])
+        .unwrap_err();
     assert!(matches!(e, HostError::InvalidScore { .. }), "{e}");
 }
 
@@ -106,7 +127,11 @@ fn a_directory_of_good_and_bad_files() {
         "habitus_fixture_old_interface",
         "habitus_fixture_not_a_plugin",
     ] {
-        std::fs::copy(common::library(name), dir.path().join(format!("lib{name}.so"))).unwrap();
+        std::fs::copy(
+            common::library(name),
+            dir.path().join(format!("lib{name}.so")),
+        )
+        .unwrap();
     }
     std::fs::write(dir.path().join("libgarbage.so"), [0u8; 64]).unwrap();
     std::fs::write(dir.path().join("README.txt"), "not considered").unwrap();
@@ -117,6 +142,9 @@ fn a_directory_of_good_and_bad_files() {
     assert_eq!(errors.len(), 3, "{errors:?}");
     for e in &errors {
         let line = one_line(e);
-        assert!(line.starts_with(dir.path().to_str().unwrap()), "names the file: {line}");
+        assert!(
+            line.starts_with(dir.path().to_str().unwrap()),
+            "names the file: {line}"
+        );
     }
 }

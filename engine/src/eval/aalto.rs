@@ -43,7 +43,10 @@ pub struct AaltoData {
 }
 
 /// Reads one participant file (`<ID>_keystrokes.txt[.gz]`).
-fn read_participant(path: &Path, hasher: &KeyHasher) -> Result<(Option<Participant>, usize), EvalError> {
+fn read_participant(
+    path: &Path,
+    hasher: &KeyHasher,
+) -> Result<(Option<Participant>, usize), EvalError> {
     let p = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| EvalError::Data {
         path: p.clone(),
@@ -77,7 +80,10 @@ fn read_participant(path: &Path, hasher: &KeyHasher) -> Result<(Option<Participa
         }
         let fields: Vec<&[u8]> = raw.split(|&b| b == b'\t').collect();
         if fields.len() < 9 {
-            return Err(line_err(i + 1, format!("{} tab-separated fields, expected 9", fields.len())));
+            return Err(line_err(
+                i + 1,
+                format!("{} tab-separated fields, expected 9", fields.len()),
+            ));
         }
         let num = |f: &[u8], what: &str| -> Result<i64, EvalError> {
             std::str::from_utf8(f)
@@ -94,13 +100,19 @@ fn read_participant(path: &Path, hasher: &KeyHasher) -> Result<(Option<Participa
         let time = |f: &[u8], what: &str| -> Result<Option<i64>, EvalError> {
             match num(f, what) {
                 Ok(v) => Ok(Some(v)),
-                Err(e) => match std::str::from_utf8(f).ok().and_then(|s| s.trim().parse::<f64>().ok()) {
+                Err(e) => match std::str::from_utf8(f)
+                    .ok()
+                    .and_then(|s| s.trim().parse::<f64>().ok())
+                {
                     Some(v) if v.is_finite() => Ok(None),
                     _ => Err(e),
                 },
             }
         };
-        let (Some(press), Some(release)) = (time(fields[n - 4], "PRESS_TIME")?, time(fields[n - 3], "RELEASE_TIME")?) else {
+        let (Some(press), Some(release)) = (
+            time(fields[n - 4], "PRESS_TIME")?,
+            time(fields[n - 3], "RELEASE_TIME")?,
+        ) else {
             dropped += 1;
             continue;
         };
@@ -108,7 +120,10 @@ fn read_participant(path: &Path, hasher: &KeyHasher) -> Result<(Option<Participa
         match participant {
             None => participant = Some(pid),
             Some(q) if q != pid => {
-                return Err(line_err(i + 1, format!("participant {pid} in the file of participant {q}")))
+                return Err(line_err(
+                    i + 1,
+                    format!("participant {pid} in the file of participant {q}"),
+                ))
             }
             _ => {}
         }
@@ -116,7 +131,10 @@ fn read_participant(path: &Path, hasher: &KeyHasher) -> Result<(Option<Participa
             dropped += 1;
             continue;
         }
-        sections.entry(section).or_default().push((press, release, code as u32));
+        sections
+            .entry(section)
+            .or_default()
+            .push((press, release, code as u32));
     }
     let Some(id) = participant else {
         return Ok((None, dropped));
@@ -134,8 +152,16 @@ fn read_participant(path: &Path, hasher: &KeyHasher) -> Result<(Option<Participa
             let mut events = Vec::with_capacity(2 * ks.len());
             for (press, release, code) in ks {
                 let key = hasher.key_id(code);
-                events.push(Event::key(EventKind::KEY_DOWN, ((press - t0) * 1000) as u64, key));
-                events.push(Event::key(EventKind::KEY_UP, ((release - t0) * 1000) as u64, key));
+                events.push(Event::key(
+                    EventKind::KEY_DOWN,
+                    ((press - t0) * 1000) as u64,
+                    key,
+                ));
+                events.push(Event::key(
+                    EventKind::KEY_UP,
+                    ((release - t0) * 1000) as u64,
+                    key,
+                ));
             }
             events.sort_by_key(|e| (e.t_us, e.kind != EventKind::KEY_UP));
             RVec::from(events)
@@ -155,9 +181,9 @@ pub fn load(dir: &Path, threads: usize, progress: &dyn Progress) -> Result<Aalto
     let mut files: Vec<std::path::PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.ends_with("_keystrokes.txt") || n.ends_with("_keystrokes.txt.gz"))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.ends_with("_keystrokes.txt") || n.ends_with("_keystrokes.txt.gz")
+            })
         })
         .collect();
     files.sort();
@@ -188,7 +214,10 @@ pub fn load(dir: &Path, threads: usize, progress: &dyn Progress) -> Result<Aalto
     if data.participants.len() < 6 {
         return Err(EvalError::Data {
             path: dir.display().to_string(),
-            message: format!("{} usable participants; the protocol needs at least 6", data.participants.len()),
+            message: format!(
+                "{} usable participants; the protocol needs at least 6",
+                data.participants.len()
+            ),
         });
     }
     Ok(data)
@@ -213,7 +242,9 @@ pub fn run(
 ) -> Result<EvalReport, EvalError> {
     let plugin = library.instantiate("mode = \"free\"\n")?;
     let n = data.participants.len();
-    let halves: Vec<Vec<usize>> = (0..2).map(|h| (0..n).filter(|i| i % 2 == h).collect()).collect();
+    let halves: Vec<Vec<usize>> = (0..2)
+        .map(|h| (0..n).filter(|i| i % 2 == h).collect())
+        .collect();
     let mut populations = Vec::new();
     for h in 0..2 {
         let users: Vec<RVec<RVec<Event>>> = halves[1 - h]
@@ -258,11 +289,18 @@ pub fn run(
         let zms: Vec<f64> = scores.iter().map(|s| s.zm_far).collect();
         let (eer_mean, eer_sd) = mean_sd(&eers);
         let (zm_mean, zm_sd) = mean_sd(&zms);
-        let genuine: Vec<f64> = scores.iter().flat_map(|s| s.genuine.iter().copied()).collect();
-        let impostor: Vec<f64> = scores.iter().flat_map(|s| s.impostor.iter().copied()).collect();
+        let genuine: Vec<f64> = scores
+            .iter()
+            .flat_map(|s| s.genuine.iter().copied())
+            .collect();
+        let impostor: Vec<f64> = scores
+            .iter()
+            .flat_map(|s| s.impostor.iter().copied())
+            .collect();
         results.push(DetectorResult {
             detector: format!("habitus G={g}"),
-            variant: "two-fold: population prior learned on the other half of the participants".into(),
+            variant: "two-fold: population prior learned on the other half of the participants"
+                .into(),
             eer_mean,
             eer_sd,
             zero_miss_far_mean: zm_mean,

@@ -49,16 +49,20 @@ fn row_events(keys: &[u32], values: &[f64]) -> Result<RVec<Event>, String> {
     let mut down: i64 = 1_000_000;
     for i in 0..n {
         let hold = values[3 * i];
-        if !(hold.is_finite() && hold >= 0.0 && hold < 60.0) {
-            return Err(format!("hold time {hold} of key {i} is not a duration in seconds"));
+        if !(0.0..60.0).contains(&hold) {
+            return Err(format!(
+                "hold time {hold} of key {i} is not a duration in seconds"
+            ));
         }
         let up = down + (hold * 1e6).round() as i64;
         events.push(Event::key(EventKind::KEY_DOWN, down as u64, keys[i]));
         events.push(Event::key(EventKind::KEY_UP, up as u64, keys[i]));
         if i + 1 < n {
             let dd = values[3 * i + 1];
-            if !(dd.is_finite() && dd >= 0.0 && dd < 600.0) {
-                return Err(format!("down-down latency {dd} after key {i} is not a duration in seconds"));
+            if !(0.0..600.0).contains(&dd) {
+                return Err(format!(
+                    "down-down latency {dd} after key {i} is not a duration in seconds"
+                ));
             }
             down += (dd * 1e6).round() as i64;
         }
@@ -81,32 +85,53 @@ pub fn load(path: &Path) -> Result<FixedTextData, EvalError> {
         path: p.clone(),
         message: "empty file".into(),
     })?;
-    let cols: Vec<&str> = header.trim_end_matches('\r').split(',').map(str::trim).collect();
+    let cols: Vec<&str> = header
+        .trim_end_matches('\r')
+        .split(',')
+        .map(str::trim)
+        .collect();
     let line_err = |line: usize, message: String| EvalError::Line {
         path: p.clone(),
         line: line + 1,
         message,
     };
     if cols.len() < 7 || cols[0] != "subject" || cols[1] != "sessionIndex" || cols[2] != "rep" {
-        return Err(line_err(0, "header must start with subject,sessionIndex,rep followed by H./DD./UD. columns".into()));
+        return Err(line_err(
+            0,
+            "header must start with subject,sessionIndex,rep followed by H./DD./UD. columns".into(),
+        ));
     }
     let features = &cols[3..];
     if (features.len() + 2) % 3 != 0 {
-        return Err(line_err(0, format!("{} timing columns is not 3n-2 (H, DD, UD per key)", features.len())));
+        return Err(line_err(
+            0,
+            format!(
+                "{} timing columns is not 3n-2 (H, DD, UD per key)",
+                features.len()
+            ),
+        ));
     }
     let mut key_names = Vec::new();
     for (j, c) in features.iter().enumerate() {
         let prefix = ["H.", "DD.", "UD."][j % 3];
         let Some(rest) = c.strip_prefix(prefix) else {
-            return Err(line_err(0, format!("column {} is {c:?}, expected {prefix}*", j + 4)));
+            return Err(line_err(
+                0,
+                format!("column {} is {c:?}, expected {prefix}*", j + 4),
+            ));
         };
         if j % 3 == 0 {
             key_names.push(rest.to_string());
         }
     }
     let hasher = KeyHasher::new(EVAL_SECRET);
-    let keys: Vec<u32> = key_names.iter().map(|k| hasher.key_id(key_code(k))).collect();
-    let mut by_subject: BTreeMap<String, Vec<((u32, u32), RVec<Event>)>> = BTreeMap::new();
+    let keys: Vec<u32> = key_names
+        .iter()
+        .map(|k| hasher.key_id(key_code(k)))
+        .collect();
+    // Per subject: ((session, rep), events), sorted by (session, rep) afterwards.
+    type Reps = Vec<((u32, u32), RVec<Event>)>;
+    let mut by_subject: BTreeMap<String, Reps> = BTreeMap::new();
     for (i, raw) in lines {
         let line = raw.trim_end_matches('\r');
         if line.trim().is_empty() {
@@ -114,7 +139,10 @@ pub fn load(path: &Path) -> Result<FixedTextData, EvalError> {
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
         if fields.len() != cols.len() {
-            return Err(line_err(i, format!("{} fields, header has {}", fields.len(), cols.len())));
+            return Err(line_err(
+                i,
+                format!("{} fields, header has {}", fields.len(), cols.len()),
+            ));
         }
         let session: u32 = fields[1]
             .parse()
@@ -124,10 +152,16 @@ pub fn load(path: &Path) -> Result<FixedTextData, EvalError> {
             .map_err(|_| line_err(i, format!("rep {:?} is not a number", fields[2])))?;
         let mut values = Vec::with_capacity(features.len());
         for (j, f) in fields[3..].iter().enumerate() {
-            values.push(
-                f.parse::<f64>()
-                    .map_err(|_| line_err(i, format!("column {} ({}) value {f:?} is not a number", j + 4, features[j])))?,
-            );
+            values.push(f.parse::<f64>().map_err(|_| {
+                line_err(
+                    i,
+                    format!(
+                        "column {} ({}) value {f:?} is not a number",
+                        j + 4,
+                        features[j]
+                    ),
+                )
+            })?);
         }
         let events = row_events(&keys, &values).map_err(|m| line_err(i, m))?;
         by_subject
@@ -138,7 +172,10 @@ pub fn load(path: &Path) -> Result<FixedTextData, EvalError> {
     if by_subject.len() < 3 {
         return Err(EvalError::Data {
             path: p,
-            message: format!("{} subjects; a verification benchmark needs at least 3", by_subject.len()),
+            message: format!(
+                "{} subjects; a verification benchmark needs at least 3",
+                by_subject.len()
+            ),
         });
     }
     let subjects = by_subject
@@ -192,7 +229,12 @@ fn score_all(
     // Anomaly score = -LLR (higher = more impostor-like), as the paper's ROC expects.
     windows
         .iter()
-        .map(|w| plugin.score(profile, w).map(|s| -s.llr).map_err(EvalError::from))
+        .map(|w| {
+            plugin
+                .score(profile, w)
+                .map(|s| -s.llr)
+                .map_err(EvalError::from)
+        })
         .collect()
 }
 
@@ -218,7 +260,11 @@ fn evaluate_subject(
     let mut impostor = Vec::new();
     for &o in impostors {
         let reps = &data.subjects[o].reps;
-        impostor.extend(score_all(plugin, &profile, &reps[..protocol.impostor_reps.min(reps.len())])?);
+        impostor.extend(score_all(
+            plugin,
+            &profile,
+            &reps[..protocol.impostor_reps.min(reps.len())],
+        )?);
     }
     Ok(SubjectScores {
         eer: eer(&genuine, &impostor),
@@ -233,8 +279,14 @@ fn summarise(detector: &str, variant: String, per_subject: Vec<SubjectScores>) -
     let zms: Vec<f64> = per_subject.iter().map(|s| s.zm_far).collect();
     let (eer_mean, eer_sd) = mean_sd(&eers);
     let (zero_miss_far_mean, zero_miss_far_sd) = mean_sd(&zms);
-    let genuine: Vec<f64> = per_subject.iter().flat_map(|s| s.genuine.iter().copied()).collect();
-    let impostor: Vec<f64> = per_subject.iter().flat_map(|s| s.impostor.iter().copied()).collect();
+    let genuine: Vec<f64> = per_subject
+        .iter()
+        .flat_map(|s| s.genuine.iter().copied())
+        .collect();
+    let impostor: Vec<f64> = per_subject
+        .iter()
+        .flat_map(|s| s.impostor.iter().copied())
+        .collect();
     DetectorResult {
         detector: detector.to_string(),
         variant,
@@ -299,18 +351,29 @@ pub fn run_two_fold(
     let n = data.subjects.len();
     let half = |i: usize| i % 2;
     let population_of = |members: &[usize]| -> Result<Vec<u8>, EvalError> {
-        let users: Vec<RVec<RVec<Event>>> =
-            members.iter().map(|&u| data.subjects[u].reps.iter().cloned().collect()).collect();
+        let users: Vec<RVec<RVec<Event>>> = members
+            .iter()
+            .map(|&u| data.subjects[u].reps.iter().cloned().collect())
+            .collect();
         Ok(plugin.build_population(&users)?)
     };
     // The population of each whole half is shared by all subjects of the other half.
-    let whole: Vec<Vec<usize>> = (0..2).map(|h| (0..n).filter(|&i| half(i) == h).collect()).collect();
+    let whole: Vec<Vec<usize>> = (0..2)
+        .map(|h| (0..n).filter(|&i| half(i) == h).collect())
+        .collect();
     let whole_population = [population_of(&whole[0])?, population_of(&whole[1])?];
     progress.start(detector, n);
     let results = parallel_map(n, threads, |s| -> Result<SubjectScores, EvalError> {
         let mine: Vec<usize> = whole[half(s)].iter().copied().filter(|&i| i != s).collect();
         let other = &whole[1 - half(s)];
-        let fold1 = evaluate_subject(&plugin, &whole_population[1 - half(s)], data, s, &mine, protocol)?;
+        let fold1 = evaluate_subject(
+            &plugin,
+            &whole_population[1 - half(s)],
+            data,
+            s,
+            &mine,
+            protocol,
+        )?;
         let own_population = population_of(&mine)?;
         let fold2 = evaluate_subject(&plugin, &own_population, data, s, other, protocol)?;
         progress.advance();
@@ -349,9 +412,13 @@ pub fn run(
 ) -> Result<EvalReport, EvalError> {
     let mut results = Vec::new();
     for d in REFERENCE_DETECTORS {
-        results.push(run_one_class(library, d, data, protocol, threads, progress)?);
+        results.push(run_one_class(
+            library, d, data, protocol, threads, progress,
+        )?);
     }
-    results.push(run_two_fold(library, "habitus", data, protocol, threads, progress)?);
+    results.push(run_two_fold(
+        library, "habitus", data, protocol, threads, progress,
+    )?);
     let mut no_population = run_one_class(library, "habitus", data, protocol, threads, progress)?;
     no_population.detector = "habitus (no population)".into();
     no_population.variant = format!("built-in prior only; {}", no_population.variant);

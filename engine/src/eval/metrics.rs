@@ -7,7 +7,10 @@
 /// genuine at or above `c`. Between the adjacent cutoffs where `miss - fa` changes sign,
 /// the line is intersected with `miss = fa`.
 pub fn eer(genuine: &[f64], impostor: &[f64]) -> f64 {
-    assert!(!genuine.is_empty() && !impostor.is_empty(), "EER needs both classes");
+    assert!(
+        !genuine.is_empty() && !impostor.is_empty(),
+        "EER needs both classes"
+    );
     let mut g = genuine.to_vec();
     let mut im = impostor.to_vec();
     g.sort_by(f64::total_cmp);

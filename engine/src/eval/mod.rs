@@ -13,7 +13,11 @@ pub enum EvalError {
     #[error("{path}: {message}")]
     Data { path: String, message: String },
     #[error("{path}:{line}: {message}")]
-    Line { path: String, line: usize, message: String },
+    Line {
+        path: String,
+        line: usize,
+        message: String,
+    },
     #[error(transparent)]
     Plugin(#[from] crate::HostError),
     #[error("{0}")]
@@ -32,7 +36,11 @@ pub struct Quiet;
 impl Progress for Quiet {}
 
 /// Runs `f(i)` for `i in 0..n` on up to `threads` threads, results in index order.
-pub(crate) fn parallel_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+pub(crate) fn parallel_map<T: Send>(
+    n: usize,
+    threads: usize,
+    f: impl Fn(usize) -> T + Sync,
+) -> Vec<T> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
@@ -58,5 +66,7 @@ pub(crate) fn parallel_map<T: Send>(n: usize, threads: usize, f: impl Fn(usize) 
 
 /// Threads for evaluations: the machine's parallelism.
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
 }

@@ -1,4 +1,6 @@
 //! Shared by the integration tests: build the plugin libraries under test and find them.
+//! (Each test binary uses a different part of this module.)
+#![allow(dead_code)]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,7 +10,10 @@ use std::sync::OnceLock;
 pub fn target_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test-binary>
-    exe.parent().and_then(|p| p.parent()).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// Builds the keystroke plugin and the fixture libraries (cargo does not build cdylibs
@@ -34,7 +39,9 @@ pub fn plugin_dir() -> PathBuf {
             if dir.file_name().and_then(|n| n.to_str()) == Some("release") {
                 cmd.arg("--release");
             }
-            let status = cmd.status().expect("run cargo build for the plugin libraries");
+            let status = cmd
+                .status()
+                .expect("run cargo build for the plugin libraries");
             assert!(status.success(), "building the plugin libraries failed");
             dir
         })
@@ -48,9 +55,11 @@ pub fn library(name: &str) -> PathBuf {
 /// The shared benchmark data, or `None` with a printed reason. In CI (`CI` set) a missing
 /// data set is a failure, not a skip.
 pub fn dataset(relative: &str) -> Option<PathBuf> {
-    let root = std::env::var("HABITUS_DATASETS").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")
-    });
+    let root = std::env::var("HABITUS_DATASETS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/datasets")
+        });
     let path = root.join(relative);
     if path.exists() {
         return Some(path);

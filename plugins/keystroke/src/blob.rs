@@ -19,7 +19,11 @@ pub fn encode<T: Serialize>(magic: &[u8; 4], value: &T) -> Result<Vec<u8>, Plugi
     Ok(out)
 }
 
-pub fn decode<T: DeserializeOwned>(magic: &[u8; 4], what: &str, blob: &[u8]) -> Result<T, PluginError> {
+pub fn decode<T: DeserializeOwned>(
+    magic: &[u8; 4],
+    what: &str,
+    blob: &[u8],
+) -> Result<T, PluginError> {
     if blob.len() < 5 || &blob[..4] != magic {
         return Err(PluginError::invalid_profile(format!(
             "not a keystroke {what} (wrong magic; another plugin's blob?)"
@@ -46,7 +50,8 @@ mod tests {
         assert_eq!(v, vec![1.5, 2.0]);
         let err = decode::<Vec<f64>>(POPULATION_MAGIC, "population", &blob).unwrap_err();
         assert!(err.message.contains("wrong magic"), "{err}");
-        let err = decode::<Vec<f64>>(PROFILE_MAGIC, "profile", &blob[..blob.len() - 2]).unwrap_err();
+        let err =
+            decode::<Vec<f64>>(PROFILE_MAGIC, "profile", &blob[..blob.len() - 2]).unwrap_err();
         assert!(err.message.contains("corrupted"), "{err}");
         let mut newer = blob.clone();
         newer[4] = 9;

@@ -48,19 +48,28 @@ impl Default for Config {
 
 impl Config {
     pub fn parse(text: &str) -> Result<Config, PluginError> {
-        let config: Config = toml::from_str(text)
-            .map_err(|e| PluginError::invalid_config(format!("keystroke config: {}", e.message())))?;
+        let config: Config = toml::from_str(text).map_err(|e| {
+            PluginError::invalid_config(format!("keystroke config: {}", e.message()))
+        })?;
         if config.template_windows < 2 {
-            return Err(PluginError::invalid_config("keystroke config: template_windows must be at least 2"));
+            return Err(PluginError::invalid_config(
+                "keystroke config: template_windows must be at least 2",
+            ));
         }
         if config.novice_windows < 1 {
-            return Err(PluginError::invalid_config("keystroke config: novice_windows must be at least 1"));
+            return Err(PluginError::invalid_config(
+                "keystroke config: novice_windows must be at least 1",
+            ));
         }
         if !(0.0..=1.0).contains(&config.adapt_rate) {
-            return Err(PluginError::invalid_config("keystroke config: adapt_rate must be within [0, 1]"));
+            return Err(PluginError::invalid_config(
+                "keystroke config: adapt_rate must be within [0, 1]",
+            ));
         }
         if !config.adapt_min_llr.is_finite() {
-            return Err(PluginError::invalid_config("keystroke config: adapt_min_llr must be finite"));
+            return Err(PluginError::invalid_config(
+                "keystroke config: adapt_min_llr must be finite",
+            ));
         }
         Ok(config)
     }

@@ -51,6 +51,11 @@ pub fn feature_vector(strokes: &[Keystroke]) -> Vec<f64> {
     v
 }
 
+/// The number of keys behind a CMU-layout vector of `len` values (`len = 3n - 2`).
+pub fn keys_of(len: usize) -> usize {
+    len.div_ceil(3)
+}
+
 /// Names of a vector of `dims` features (`H.0, DD.0.1, UD.0.1, H.1, …`).
 pub fn feature_names(dims: usize) -> Vec<String> {
     (0..dims)
@@ -74,11 +79,15 @@ pub fn validate_vector(v: &[f64]) -> Result<(), PluginError> {
         )));
     }
     if let Some(j) = v.iter().position(|x| !x.is_finite()) {
-        return Err(PluginError::invalid_input(format!("feature {j} is not finite")));
+        return Err(PluginError::invalid_input(format!(
+            "feature {j} is not finite"
+        )));
     }
     // Holds and down-down latencies cannot be negative; up-down can (key overlap).
     if let Some(j) = (0..v.len()).find(|&j| j % 3 != 2 && v[j] < 0.0) {
-        return Err(PluginError::invalid_input(format!("feature {j} is a negative duration")));
+        return Err(PluginError::invalid_input(format!(
+            "feature {j} is a negative duration"
+        )));
     }
     Ok(())
 }
@@ -110,9 +119,19 @@ pub struct NovicePopulation {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "detector", rename_all = "kebab-case")]
 pub enum FixedModel {
-    Euclidean { mean: Vec<f64>, d0: f64 },
-    Manhattan { mean: Vec<f64>, d0: f64 },
-    ScaledManhattan { mean: Vec<f64>, mad: Vec<f64>, d0: f64 },
+    Euclidean {
+        mean: Vec<f64>,
+        d0: f64,
+    },
+    Manhattan {
+        mean: Vec<f64>,
+        d0: f64,
+    },
+    ScaledManhattan {
+        mean: Vec<f64>,
+        mad: Vec<f64>,
+        d0: f64,
+    },
     Habitus {
         centre: Vec<f64>,
         scale: Vec<f64>,
@@ -146,12 +165,20 @@ impl FixedModel {
             )));
         }
         if samples.iter().any(|s| s.len() != dims) {
-            return Err(PluginError::invalid_input("enrolment windows have different lengths"));
+            return Err(PluginError::invalid_input(
+                "enrolment windows have different lengths",
+            ));
         }
         let means: Vec<f64> = (0..dims).map(|j| mean(&column(samples, j))).collect();
         let mut model = match detector {
-            Detector::Euclidean => FixedModel::Euclidean { mean: means, d0: 1.0 },
-            Detector::Manhattan => FixedModel::Manhattan { mean: means, d0: 1.0 },
+            Detector::Euclidean => FixedModel::Euclidean {
+                mean: means,
+                d0: 1.0,
+            },
+            Detector::Manhattan => FixedModel::Manhattan {
+                mean: means,
+                d0: 1.0,
+            },
             Detector::ScaledManhattan => {
                 let mad = (0..dims)
                     .map(|j| {
@@ -162,7 +189,11 @@ impl FixedModel {
                         (c.iter().map(|x| (x - m).abs()).sum::<f64>() / c.len() as f64).max(1e-9)
                     })
                     .collect();
-                FixedModel::ScaledManhattan { mean: means, mad, d0: 1.0 }
+                FixedModel::ScaledManhattan {
+                    mean: means,
+                    mad,
+                    d0: 1.0,
+                }
             }
             Detector::Habitus => {
                 if let Some(p) = population {
@@ -185,7 +216,13 @@ impl FixedModel {
         // 0 at a typical genuine distance.
         let d0 = match &model {
             FixedModel::Habitus { .. } => 1.0,
-            _ => median(&samples.iter().map(|s| model.distance(s)).collect::<Vec<_>>()).max(1e-12),
+            _ => median(
+                &samples
+                    .iter()
+                    .map(|s| model.distance(s))
+                    .collect::<Vec<_>>(),
+            )
+            .max(1e-12),
         };
         match &mut model {
             FixedModel::Euclidean { d0: d, .. }
@@ -199,10 +236,15 @@ impl FixedModel {
     /// Reference detectors' anomaly distance (0 for habitus).
     fn distance(&self, x: &[f64]) -> f64 {
         match self {
-            FixedModel::Euclidean { mean, .. } => {
-                mean.iter().zip(x).map(|(m, v)| (v - m).powi(2)).sum::<f64>().sqrt()
+            FixedModel::Euclidean { mean, .. } => mean
+                .iter()
+                .zip(x)
+                .map(|(m, v)| (v - m).powi(2))
+                .sum::<f64>()
+                .sqrt(),
+            FixedModel::Manhattan { mean, .. } => {
+                mean.iter().zip(x).map(|(m, v)| (v - m).abs()).sum()
             }
-            FixedModel::Manhattan { mean, .. } => mean.iter().zip(x).map(|(m, v)| (v - m).abs()).sum(),
             FixedModel::ScaledManhattan { mean, mad, .. } => mean
                 .iter()
                 .zip(mad)
@@ -227,7 +269,9 @@ impl FixedModel {
                         let s = habitus_raw_score(&t, centre, scale, Some(p));
                         p.b0 + p.b1 * s
                     }
-                    None => default_calibration(habitus_raw_score(&t, centre, scale, None), t.len()),
+                    None => {
+                        default_calibration(habitus_raw_score(&t, centre, scale, None), t.len())
+                    }
                 }
             }
             FixedModel::Euclidean { d0, .. }
@@ -248,17 +292,27 @@ fn habitus_template(samples: &[Vec<f64>], k: usize) -> (Vec<f64>, Vec<f64>) {
         .collect();
     let dims = recent[0].len();
     let centre: Vec<f64> = (0..dims).map(|j| median(&column(&recent, j))).collect();
-    let spread: Vec<f64> = (0..dims).map(|j| mad(&column(&recent, j), centre[j])).collect();
+    let spread: Vec<f64> = (0..dims)
+        .map(|j| mad(&column(&recent, j), centre[j]))
+        .collect();
     // A feature that happened not to vary must not become infinitely sharp: floor each
     // scale at half the median scale, then widen all a little (sessions drift).
     let floor = (RELATIVE_SCALE_FLOOR * median(&spread)).max(1e-6);
-    let scale = spread.iter().map(|a| a.max(floor) * SCALE_INFLATION).collect();
+    let scale = spread
+        .iter()
+        .map(|a| a.max(floor) * SCALE_INFLATION)
+        .collect();
     (centre, scale)
 }
 
 /// `Σ 0.5·min(|x-M|/A, 4)² − 0.5·min(|x-m|/a, 3)²`: a diagonal-Gaussian log-likelihood
 /// ratio with every feature's say capped, so one fumbled key cannot decide alone.
-fn habitus_raw_score(t: &[f64], centre: &[f64], scale: &[f64], population: Option<&NovicePopulation>) -> f64 {
+fn habitus_raw_score(
+    t: &[f64],
+    centre: &[f64],
+    scale: &[f64],
+    population: Option<&NovicePopulation>,
+) -> f64 {
     let user: f64 = t
         .iter()
         .zip(centre.iter().zip(scale))
@@ -289,7 +343,10 @@ pub fn build_population(
     novice_windows: usize,
     template_windows: usize,
 ) -> Result<NovicePopulation, PluginError> {
-    let users: Vec<&Vec<Vec<f64>>> = users.iter().filter(|u| u.len() >= 2 * novice_windows.max(2)).collect();
+    let users: Vec<&Vec<Vec<f64>>> = users
+        .iter()
+        .filter(|u| u.len() >= 2 * novice_windows.max(2))
+        .collect();
     if users.len() < 3 {
         return Err(PluginError::not_enough_data(format!(
             "a population needs at least 3 users with {} windows each, got {}",
@@ -299,14 +356,18 @@ pub fn build_population(
     }
     let dims = users[0][0].len();
     if users.iter().any(|u| u.iter().any(|s| s.len() != dims)) {
-        return Err(PluginError::invalid_input("population users typed texts of different lengths"));
+        return Err(PluginError::invalid_input(
+            "population users typed texts of different lengths",
+        ));
     }
     let novice: Vec<Vec<f64>> = users
         .iter()
         .flat_map(|u| u[..novice_windows].iter().map(|s| transform(s)))
         .collect();
     let mean_v: Vec<f64> = (0..dims).map(|j| mean(&column(&novice, j))).collect();
-    let sd: Vec<f64> = (0..dims).map(|j| std_dev(&column(&novice, j), mean_v[j]).max(1e-6)).collect();
+    let sd: Vec<f64> = (0..dims)
+        .map(|j| std_dev(&column(&novice, j), mean_v[j]).max(1e-6))
+        .collect();
     let mut population = NovicePopulation {
         mean: mean_v,
         sd,
@@ -320,12 +381,22 @@ pub fn build_population(
         let half = user.len() / 2;
         let (centre, scale) = habitus_template(&user[..half], template_windows);
         for s in &user[half..] {
-            genuine.push(habitus_raw_score(&transform(s), &centre, &scale, Some(&population)));
+            genuine.push(habitus_raw_score(
+                &transform(s),
+                &centre,
+                &scale,
+                Some(&population),
+            ));
         }
         for (o, other) in users.iter().enumerate() {
             if o != t {
                 for s in &other[..novice_windows] {
-                    impostor.push(habitus_raw_score(&transform(s), &centre, &scale, Some(&population)));
+                    impostor.push(habitus_raw_score(
+                        &transform(s),
+                        &centre,
+                        &scale,
+                        Some(&population),
+                    ));
                 }
             }
         }

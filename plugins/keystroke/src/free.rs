@@ -93,7 +93,10 @@ pub struct FreeModel {
 }
 
 impl FreeModel {
-    pub fn train(windows: &[Vec<Keystroke>], population: Option<FreePopulation>) -> Result<FreeModel, PluginError> {
+    pub fn train(
+        windows: &[Vec<Keystroke>],
+        population: Option<FreePopulation>,
+    ) -> Result<FreeModel, PluginError> {
         let mut features: BTreeMap<u64, Stat> = BTreeMap::new();
         for w in windows {
             for (id, x) in observations(w) {
@@ -119,7 +122,9 @@ impl FreeModel {
         let mut shared = 0usize;
         for (id, x) in observations(strokes) {
             if let Some(s) = self.get(id) {
-                let z = ((x - s.mean) / s.sd(self.population.prior_sd)).abs().min(Z_CAP);
+                let z = ((x - s.mean) / s.sd(self.population.prior_sd))
+                    .abs()
+                    .min(Z_CAP);
                 sum += 0.5 * z * z;
                 shared += 1;
             }
@@ -142,7 +147,10 @@ impl FreeModel {
     }
 
     fn get(&self, id: u64) -> Option<&Stat> {
-        self.features.binary_search_by_key(&id, |(k, _)| *k).ok().map(|i| &self.features[i].1)
+        self.features
+            .binary_search_by_key(&id, |(k, _)| *k)
+            .ok()
+            .map(|i| &self.features[i].1)
     }
 
     pub fn adapt(&mut self, strokes: &[Keystroke], _rate: f64) {
@@ -164,13 +172,21 @@ impl FreeModel {
 pub fn build_population(users: &[Vec<Vec<Keystroke>>]) -> Result<FreePopulation, PluginError> {
     let users: Vec<&Vec<Vec<Keystroke>>> = users.iter().filter(|u| u.len() >= 2).collect();
     if users.len() < 3 {
-        return Err(PluginError::not_enough_data("a free-text population needs at least 3 users with 2 windows"));
+        return Err(PluginError::not_enough_data(
+            "a free-text population needs at least 3 users with 2 windows",
+        ));
     }
     let mut spreads = Vec::new();
     for u in &users {
         let model = FreeModel::train(&u[..u.len() / 2], None);
         if let Ok(m) = model {
-            spreads.extend(m.features.iter().map(|(_, s)| s).filter(|s| s.n >= 3.0).map(|s| (s.m2 / (s.n - 1.0)).sqrt()));
+            spreads.extend(
+                m.features
+                    .iter()
+                    .map(|(_, s)| s)
+                    .filter(|s| s.n >= 3.0)
+                    .map(|s| (s.m2 / (s.n - 1.0)).sqrt()),
+            );
         }
     }
     let prior_sd = if spreads.is_empty() {
@@ -190,7 +206,13 @@ pub fn build_population(users: &[Vec<Vec<Keystroke>>]) -> Result<FreePopulation,
         let Ok(model) = FreeModel::train(&u[..u.len() / 2], Some(base.clone())) else {
             continue;
         };
-        genuine.extend(u[u.len() / 2..].iter().map(|w| model.distance(w)).filter(|d| d.1 > 0).map(|d| d.0));
+        genuine.extend(
+            u[u.len() / 2..]
+                .iter()
+                .map(|w| model.distance(w))
+                .filter(|d| d.1 > 0)
+                .map(|d| d.0),
+        );
         for (o, other) in users.iter().enumerate() {
             if o != t {
                 if let Some(w) = other.last() {

@@ -19,6 +19,7 @@
 //!     fitted on the population users (their later half as genuine queries against their
 //!     own templates, the others' first entries as impostors; classes weighted equally,
 //!     so the log-odds is a prior-free LLR).
+//!
 //!   Without a population prior the user term alone is used with a fixed, uncalibrated
 //!   mapping (documented in [`fixed`]). The reference detectors of Killourhy & Maxion
 //!   (`euclidean`, `manhattan`, `scaled-manhattan`) are kept for benchmarks.
@@ -179,7 +180,7 @@ impl Keystroke {
 fn most_common_text(entries: &[(Vec<f64>, u16, u32)]) -> Option<(usize, u16)> {
     let mut counts: Vec<((usize, u16), usize)> = Vec::new();
     for (v, d, _) in entries {
-        let key = ((v.len() + 2) / 3, *d);
+        let key = (fixed::keys_of(v.len()), *d);
         match counts.iter_mut().find(|(k, _)| *k == key) {
             Some((_, c)) => *c += 1,
             None => counts.push((key, 1)),
@@ -214,7 +215,11 @@ impl Plugin for Keystroke {
             Mode::Fixed => {
                 let vectors: Vec<Vec<Vec<f64>>> = users
                     .iter()
-                    .map(|u| u.iter().filter_map(|w| self.fixed_vector(w).ok().map(|(v, _, _)| v)).collect())
+                    .map(|u| {
+                        u.iter()
+                            .filter_map(|w| self.fixed_vector(w).ok().map(|(v, _, _)| v))
+                            .collect()
+                    })
                     .collect();
                 Population::Fixed(fixed::build_population(
                     &vectors,
@@ -225,7 +230,11 @@ impl Plugin for Keystroke {
             Mode::Free => {
                 let strokes: Vec<Vec<Vec<timing::Keystroke>>> = users
                     .iter()
-                    .map(|u| u.iter().filter_map(|w| keystrokes(w).ok().map(|k| k.strokes)).collect())
+                    .map(|u| {
+                        u.iter()
+                            .filter_map(|w| keystrokes(w).ok().map(|k| k.strokes))
+                            .collect()
+                    })
                     .collect();
                 Population::Free(free::build_population(&strokes)?)
             }
@@ -236,13 +245,16 @@ impl Plugin for Keystroke {
     fn enroll(&self, population: &[u8], windows: &[RVec<Event>]) -> Result<Vec<u8>, PluginError> {
         match self.config.mode {
             Mode::Fixed => {
-                let entries: Vec<(Vec<f64>, u16, u32)> =
-                    windows.iter().filter_map(|w| self.fixed_vector(w).ok()).collect();
-                let (keys, digest) = most_common_text(&entries)
-                    .ok_or_else(|| PluginError::not_enough_data("no usable fixed-text entry to enrol"))?;
+                let entries: Vec<(Vec<f64>, u16, u32)> = windows
+                    .iter()
+                    .filter_map(|w| self.fixed_vector(w).ok())
+                    .collect();
+                let (keys, digest) = most_common_text(&entries).ok_or_else(|| {
+                    PluginError::not_enough_data("no usable fixed-text entry to enrol")
+                })?;
                 let vectors: Vec<Vec<f64>> = entries
                     .into_iter()
-                    .filter(|(v, d, _)| (v.len() + 2) / 3 == keys && *d == digest)
+                    .filter(|(v, d, _)| fixed::keys_of(v.len()) == keys && *d == digest)
                     .map(|(v, _, _)| v)
                     .collect();
                 self.enroll_fixed_vectors(population, &vectors, keys, digest)
@@ -275,7 +287,7 @@ impl Plugin for Keystroke {
                 model,
             } => {
                 let (v, digest, events) = self.fixed_vector(window)?;
-                let got = (v.len() + 2) / 3;
+                let got = fixed::keys_of(v.len());
                 if got != *keys || digest != *sequence_digest {
                     return Err(PluginError::invalid_input(format!(
                         "window is not the enrolled text ({got} keys, enrolled {keys})"
@@ -291,8 +303,15 @@ impl Plugin for Keystroke {
         }
     }
 
-    fn adapt(&self, profile: &[u8], window: &[Event], score: Score) -> Result<Vec<u8>, PluginError> {
-        if !(score.llr >= self.config.adapt_min_llr) || self.config.adapt_rate == 0.0 {
+    fn adapt(
+        &self,
+        profile: &[u8],
+        window: &[Event],
+        score: Score,
+    ) -> Result<Vec<u8>, PluginError> {
+        // A NaN score must never adapt: compare so that NaN falls into "do not adapt".
+        let clearly_genuine = score.llr >= self.config.adapt_min_llr;
+        if !clearly_genuine || self.config.adapt_rate == 0.0 {
             return Ok(profile.to_vec());
         }
         // Re-score rather than trust the caller's score blindly: adaptation is the one
@@ -335,7 +354,9 @@ impl Plugin for Keystroke {
 
     fn build_population_features(&self, users: &[RVec<RVec<f64>>]) -> Result<Vec<u8>, PluginError> {
         if self.config.mode != Mode::Fixed {
-            return Err(PluginError::unsupported("feature-level entry points are fixed-text only"));
+            return Err(PluginError::unsupported(
+                "feature-level entry points are fixed-text only",
+            ));
         }
         let mut vectors = Vec::with_capacity(users.len());
         for u in users {
@@ -346,20 +367,33 @@ impl Plugin for Keystroke {
             }
             vectors.push(user);
         }
-        let p = fixed::build_population(&vectors, self.config.novice_windows, self.config.template_windows)?;
+        let p = fixed::build_population(
+            &vectors,
+            self.config.novice_windows,
+            self.config.template_windows,
+        )?;
         blob::encode(blob::POPULATION_MAGIC, &Population::Fixed(p))
     }
 
-    fn enroll_features(&self, population: &[u8], samples: &[RVec<f64>]) -> Result<Vec<u8>, PluginError> {
+    fn enroll_features(
+        &self,
+        population: &[u8],
+        samples: &[RVec<f64>],
+    ) -> Result<Vec<u8>, PluginError> {
         if self.config.mode != Mode::Fixed {
-            return Err(PluginError::unsupported("feature-level entry points are fixed-text only"));
+            return Err(PluginError::unsupported(
+                "feature-level entry points are fixed-text only",
+            ));
         }
         let mut vectors = Vec::with_capacity(samples.len());
         for s in samples {
             fixed::validate_vector(s)?;
             vectors.push(s.to_vec());
         }
-        let keys = vectors.first().map(|v| (v.len() + 2) / 3).unwrap_or(0);
+        let keys = vectors
+            .first()
+            .map(|v| fixed::keys_of(v.len()))
+            .unwrap_or(0);
         // Feature vectors carry no key ids: the digest only records "features given".
         self.enroll_fixed_vectors(population, &vectors, keys, 0)
     }
@@ -368,7 +402,7 @@ impl Plugin for Keystroke {
         fixed::validate_vector(sample)?;
         match &*self.decode_profile(profile)? {
             Profile::Fixed { model, .. } if model.dims() == sample.len() => {
-                let keys = (sample.len() + 2) / 3;
+                let keys = fixed::keys_of(sample.len());
                 Ok(Score::new(model.llr(sample), 1.0, 2 * keys as u32))
             }
             Profile::Fixed { model, .. } => Err(PluginError::invalid_input(format!(
@@ -376,7 +410,9 @@ impl Plugin for Keystroke {
                 sample.len(),
                 model.dims()
             ))),
-            Profile::Free { .. } => Err(PluginError::unsupported("feature-level scoring needs a fixed-text profile")),
+            Profile::Free { .. } => Err(PluginError::unsupported(
+                "feature-level scoring needs a fixed-text profile",
+            )),
         }
     }
 }

@@ -106,8 +106,16 @@ mod tests {
         assert_eq!(
             k.strokes,
             vec![
-                Keystroke { key: 1, down_us: 100, up_us: 180 },
-                Keystroke { key: 2, down_us: 150, up_us: 260 }
+                Keystroke {
+                    key: 1,
+                    down_us: 100,
+                    up_us: 180
+                },
+                Keystroke {
+                    key: 2,
+                    down_us: 150,
+                    up_us: 260
+                }
             ]
         );
     }
@@ -115,11 +123,11 @@ mod tests {
     #[test]
     fn skips_repeats_orphans_and_unreleased() {
         let w = [
-            ev(EventKind::KEY_UP, 10, 9),     // release without press
+            ev(EventKind::KEY_UP, 10, 9), // release without press
             ev(EventKind::KEY_DOWN, 100, 1),
-            ev(EventKind::KEY_DOWN, 130, 1),  // auto-repeat
+            ev(EventKind::KEY_DOWN, 130, 1), // auto-repeat
             ev(EventKind::KEY_UP, 180, 1),
-            ev(EventKind::KEY_DOWN, 200, 2),  // never released
+            ev(EventKind::KEY_DOWN, 200, 2), // never released
             Event::at(EventKind::POINTER_MOVE, 210, 1.0, 1.0),
         ];
         let k = keystrokes(&w).unwrap();
@@ -129,14 +137,20 @@ mod tests {
 
     #[test]
     fn rejects_time_going_backwards() {
-        let w = [ev(EventKind::KEY_DOWN, 100, 1), ev(EventKind::KEY_UP, 50, 1)];
+        let w = [
+            ev(EventKind::KEY_DOWN, 100, 1),
+            ev(EventKind::KEY_UP, 50, 1),
+        ];
         let err = keystrokes(&w).unwrap_err();
         assert!(err.message.contains("back in time"), "{err}");
     }
 
     #[test]
     fn drops_absurd_holds() {
-        let w = [ev(EventKind::KEY_DOWN, 0, 1), ev(EventKind::KEY_UP, MAX_HOLD_US + 1, 1)];
+        let w = [
+            ev(EventKind::KEY_DOWN, 0, 1),
+            ev(EventKind::KEY_UP, MAX_HOLD_US + 1, 1),
+        ];
         let k = keystrokes(&w).unwrap();
         assert!(k.strokes.is_empty());
         assert_eq!(k.skipped, 2);

@@ -71,7 +71,10 @@ impl PluginDescriptor {
         }
         let version_ok = {
             let parts: Vec<&str> = self.version.split('.').collect();
-            parts.len() == 3 && parts.iter().all(|p| !p.is_empty() && p.parse::<u64>().is_ok())
+            parts.len() == 3
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.parse::<u64>().is_ok())
         };
         if !version_ok {
             return Err(format!(

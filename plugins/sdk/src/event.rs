@@ -118,6 +118,9 @@ impl Event {
 
     /// True when every float field is finite (NaN and infinities are never valid input).
     pub fn is_finite(&self) -> bool {
-        self.x.is_finite() && self.y.is_finite() && self.pressure.is_finite() && self.area.is_finite()
+        self.x.is_finite()
+            && self.y.is_finite()
+            && self.pressure.is_finite()
+            && self.area.is_finite()
     }
 }

@@ -10,8 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use abi_stable::{
     declare_root_module_statics,
     library::RootModule,
-    package_version_strings,
-    sabi_trait,
+    package_version_strings, sabi_trait,
     sabi_types::VersionStrings,
     std_types::{RBox, RResult, RSlice, RStr, RVec},
     StableAbi,
@@ -32,7 +31,10 @@ pub trait ModalityPlugin: Send + Sync {
     /// Learns a population prior (the impostor model, normalisation statistics, ...)
     /// from other users' windows: `users[u]` holds user `u`'s windows. An empty result
     /// is allowed and means "use the built-in prior".
-    fn build_population(&self, users: RSlice<'_, RVec<RVec<Event>>>) -> RResult<RVec<u8>, PluginError>;
+    fn build_population(
+        &self,
+        users: RSlice<'_, RVec<RVec<Event>>>,
+    ) -> RResult<RVec<u8>, PluginError>;
 
     /// Builds a profile from a user's enrolment windows. `population` is a blob from
     /// `build_population` (of this plugin), or empty for the built-in prior.
@@ -43,7 +45,11 @@ pub trait ModalityPlugin: Send + Sync {
     ) -> RResult<RVec<u8>, PluginError>;
 
     /// Scores one window of live events against a profile.
-    fn score(&self, profile: RSlice<'_, u8>, window: RSlice<'_, Event>) -> RResult<Score, PluginError>;
+    fn score(
+        &self,
+        profile: RSlice<'_, u8>,
+        window: RSlice<'_, Event>,
+    ) -> RResult<Score, PluginError>;
 
     /// Returns an updated profile after `window` scored `score`. The plugin decides
     /// whether the window is genuine enough to learn from; it may return the profile
@@ -74,7 +80,11 @@ pub trait ModalityPlugin: Send + Sync {
 
     /// Feature level: `score` of one feature vector.
     #[sabi(last_prefix_field)]
-    fn score_features(&self, profile: RSlice<'_, u8>, sample: RSlice<'_, f64>) -> RResult<Score, PluginError>;
+    fn score_features(
+        &self,
+        profile: RSlice<'_, u8>,
+        sample: RSlice<'_, f64>,
+    ) -> RResult<Score, PluginError>;
 }
 
 /// A constructed plugin, as the host holds it.
@@ -122,22 +132,38 @@ pub trait Plugin: Send + Sync + Sized + 'static {
 
     fn score(&self, profile: &[u8], window: &[Event]) -> Result<Score, PluginError>;
 
-    fn adapt(&self, profile: &[u8], window: &[Event], score: Score) -> Result<Vec<u8>, PluginError>;
+    fn adapt(&self, profile: &[u8], window: &[Event], score: Score)
+        -> Result<Vec<u8>, PluginError>;
 
     fn extract(&self, _window: &[Event]) -> Result<Vec<f64>, PluginError> {
-        Err(PluginError::unsupported("this plugin has no feature-level interface"))
+        Err(PluginError::unsupported(
+            "this plugin has no feature-level interface",
+        ))
     }
 
-    fn build_population_features(&self, _users: &[RVec<RVec<f64>>]) -> Result<Vec<u8>, PluginError> {
-        Err(PluginError::unsupported("this plugin has no feature-level interface"))
+    fn build_population_features(
+        &self,
+        _users: &[RVec<RVec<f64>>],
+    ) -> Result<Vec<u8>, PluginError> {
+        Err(PluginError::unsupported(
+            "this plugin has no feature-level interface",
+        ))
     }
 
-    fn enroll_features(&self, _population: &[u8], _samples: &[RVec<f64>]) -> Result<Vec<u8>, PluginError> {
-        Err(PluginError::unsupported("this plugin has no feature-level interface"))
+    fn enroll_features(
+        &self,
+        _population: &[u8],
+        _samples: &[RVec<f64>],
+    ) -> Result<Vec<u8>, PluginError> {
+        Err(PluginError::unsupported(
+            "this plugin has no feature-level interface",
+        ))
     }
 
     fn score_features(&self, _profile: &[u8], _sample: &[f64]) -> Result<Score, PluginError> {
-        Err(PluginError::unsupported("this plugin has no feature-level interface"))
+        Err(PluginError::unsupported(
+            "this plugin has no feature-level interface",
+        ))
     }
 }
 
@@ -166,35 +192,78 @@ impl<P: Plugin> ModalityPlugin for Guarded<P> {
         P::descriptor()
     }
 
-    fn build_population(&self, users: RSlice<'_, RVec<RVec<Event>>>) -> RResult<RVec<u8>, PluginError> {
+    fn build_population(
+        &self,
+        users: RSlice<'_, RVec<RVec<Event>>>,
+    ) -> RResult<RVec<u8>, PluginError> {
         guard(|| self.0.build_population(users.as_slice()).map(RVec::from))
     }
 
-    fn enroll(&self, population: RSlice<'_, u8>, windows: RSlice<'_, RVec<Event>>) -> RResult<RVec<u8>, PluginError> {
-        guard(|| self.0.enroll(population.as_slice(), windows.as_slice()).map(RVec::from))
+    fn enroll(
+        &self,
+        population: RSlice<'_, u8>,
+        windows: RSlice<'_, RVec<Event>>,
+    ) -> RResult<RVec<u8>, PluginError> {
+        guard(|| {
+            self.0
+                .enroll(population.as_slice(), windows.as_slice())
+                .map(RVec::from)
+        })
     }
 
-    fn score(&self, profile: RSlice<'_, u8>, window: RSlice<'_, Event>) -> RResult<Score, PluginError> {
+    fn score(
+        &self,
+        profile: RSlice<'_, u8>,
+        window: RSlice<'_, Event>,
+    ) -> RResult<Score, PluginError> {
         guard(|| self.0.score(profile.as_slice(), window.as_slice()))
     }
 
-    fn adapt(&self, profile: RSlice<'_, u8>, window: RSlice<'_, Event>, score: Score) -> RResult<RVec<u8>, PluginError> {
-        guard(|| self.0.adapt(profile.as_slice(), window.as_slice(), score).map(RVec::from))
+    fn adapt(
+        &self,
+        profile: RSlice<'_, u8>,
+        window: RSlice<'_, Event>,
+        score: Score,
+    ) -> RResult<RVec<u8>, PluginError> {
+        guard(|| {
+            self.0
+                .adapt(profile.as_slice(), window.as_slice(), score)
+                .map(RVec::from)
+        })
     }
 
     fn extract(&self, window: RSlice<'_, Event>) -> RResult<RVec<f64>, PluginError> {
         guard(|| self.0.extract(window.as_slice()).map(RVec::from))
     }
 
-    fn build_population_features(&self, users: RSlice<'_, RVec<RVec<f64>>>) -> RResult<RVec<u8>, PluginError> {
-        guard(|| self.0.build_population_features(users.as_slice()).map(RVec::from))
+    fn build_population_features(
+        &self,
+        users: RSlice<'_, RVec<RVec<f64>>>,
+    ) -> RResult<RVec<u8>, PluginError> {
+        guard(|| {
+            self.0
+                .build_population_features(users.as_slice())
+                .map(RVec::from)
+        })
     }
 
-    fn enroll_features(&self, population: RSlice<'_, u8>, samples: RSlice<'_, RVec<f64>>) -> RResult<RVec<u8>, PluginError> {
-        guard(|| self.0.enroll_features(population.as_slice(), samples.as_slice()).map(RVec::from))
+    fn enroll_features(
+        &self,
+        population: RSlice<'_, u8>,
+        samples: RSlice<'_, RVec<f64>>,
+    ) -> RResult<RVec<u8>, PluginError> {
+        guard(|| {
+            self.0
+                .enroll_features(population.as_slice(), samples.as_slice())
+                .map(RVec::from)
+        })
     }
 
-    fn score_features(&self, profile: RSlice<'_, u8>, sample: RSlice<'_, f64>) -> RResult<Score, PluginError> {
+    fn score_features(
+        &self,
+        profile: RSlice<'_, u8>,
+        sample: RSlice<'_, f64>,
+    ) -> RResult<Score, PluginError> {
         guard(|| self.0.score_features(profile.as_slice(), sample.as_slice()))
     }
 }
@@ -237,7 +306,9 @@ macro_rules! export_plugin {
         #[export_name = "_1as_0lib_1header_0root_bmodule_bloader"]
         pub static HABITUS_PLUGIN_LIB_HEADER: $crate::__private::LibHeader = {
             extern "C" fn habitus_root_module_loader() -> $crate::__private::RootModuleResult {
-                $crate::__private::__call_root_module_loader($crate::__private::root_module::<$plugin>)
+                $crate::__private::__call_root_module_loader(
+                    $crate::__private::root_module::<$plugin>,
+                )
             }
             // SAFETY: the constructor returns a `PluginModRef`, the type named here, so the
             // header's layout constant matches what it will hand out.

@@ -35,7 +35,11 @@ impl Score {
                 events,
             };
         }
-        let quality = if quality.is_nan() { 0.0 } else { quality.clamp(0.0, 1.0) };
+        let quality = if quality.is_nan() {
+            0.0
+        } else {
+            quality.clamp(0.0, 1.0)
+        };
         Score {
             llr: llr.clamp(-LLR_LIMIT, LLR_LIMIT),
             quality,

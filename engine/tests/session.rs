@@ -1,0 +1,83 @@
+//! A live session through the loaded keystroke plugin: routing, scoring, fusion, trust.
+
+mod common;
+
+use std::sync::Arc;
+
+use habitus_engine::{PluginLibrary, Session, SessionConfig, State};
+use habitus_plugin::{Event, EventKind, RVec};
+
+/// Synthetic typist: `hold_ms` and `gap_ms` are the typist's habits, ±30 % jitter.
+fn typing(strokes: usize, hold_ms: f64, gap_ms: f64, seed: u64, start_us: u64) -> Vec<Event> {
+    let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    let mut next = || {
+        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        (state >> 33) as f64 / (1u64 << 31) as f64
+    };
+    let mut events = Vec::new();
+    let mut t = start_us;
+    for _ in 0..strokes {
+        let key = 100 + (next() * 12.0) as u32;
+        let hold = (hold_ms * (0.85 + 0.3 * next()) * 1000.0) as u64;
+        events.push(Event::key(EventKind::KEY_DOWN, t, key));
+        events.push(Event::key(EventKind::KEY_UP, t + hold, key));
+        t += (gap_ms * (0.85 + 0.3 * next()) * 1000.0) as u64;
+    }
+    events.sort_by_key(|e| (e.t_us, e.kind != EventKind::KEY_UP));
+    events
+}
+
+fn session_for(profile: Option<Vec<u8>>) -> Session {
+    let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let plugin = Arc::new(lib.instantiate("mode = \"free\"").unwrap());
+    Session::new(&SessionConfig::default(), vec![(plugin, profile)])
+}
+
+fn enrolled_profile() -> Vec<u8> {
+    let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let plugin = lib.instantiate("mode = \"free\"").unwrap();
+    let windows: Vec<RVec<Event>> = (0..10).map(|s| typing(60, 90.0, 180.0, s, 1_000_000).into()).collect();
+    plugin.enroll(&[], &windows).unwrap()
+}
+
+#[test]
+fn genuine_stays_trusted_and_impostor_drifts() {
+    let profile = enrolled_profile();
+
+    let mut genuine = session_for(Some(profile.clone()));
+    assert_eq!(genuine.assess(0).state, State::Learning);
+    let stream = typing(400, 90.0, 180.0, 1234, 50_000_000);
+    for e in &stream {
+        genuine.push(*e);
+    }
+    let a = genuine.assess(stream.last().unwrap().t_us);
+    assert_eq!(a.state, State::Trusted, "{a:?}");
+    assert!(a.fused_llr > 0.0);
+    assert_eq!(a.events_seen, stream.len() as u64);
+
+    let mut impostor = session_for(Some(profile));
+    let stream = typing(400, 160.0, 320.0, 99, 50_000_000); // slower, longer holds
+    for e in &stream {
+        impostor.push(*e);
+    }
+    let a = impostor.assess(stream.last().unwrap().t_us);
+    assert_eq!(a.state, State::Drift, "{a:?}");
+    assert!(a.fused_llr < 0.0);
+}
+
+#[test]
+fn no_profile_is_unenrolled_and_bad_events_are_counted() {
+    let mut s = session_for(None);
+    s.push(Event::key(EventKind::KEY_DOWN, 100, 1));
+    assert_eq!(s.assess(100).state, State::Unenrolled);
+
+    let mut s = session_for(Some(enrolled_profile()));
+    s.push(Event::key(EventKind::KEY_DOWN, 1_000, 1));
+    s.push(Event::key(EventKind::KEY_UP, 500, 1)); // back in time
+    s.push(Event::at(EventKind::POINTER_MOVE, 2_000, f32::NAN, 1.0)); // NaN
+    s.push(Event::key(EventKind(77), 3_000, 1)); // unknown kind
+    let a = s.assess(3_000);
+    assert_eq!(a.events_rejected, 3);
+    assert_eq!(a.events_seen, 1);
+    assert_eq!(a.state, State::Learning);
+}
