@@ -23,24 +23,43 @@ fn build_plugin() -> PathBuf {
 #[test]
 fn plugin_check_prints_the_descriptor_or_one_line() {
     let lib = build_plugin();
-    let out = habitus().args(["plugin", "check"]).arg(&lib).output().unwrap();
+    let out = habitus()
+        .args(["plugin", "check"])
+        .arg(&lib)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let stdout = String::from_utf8(out.stdout).unwrap();
-    assert!(stdout.contains("plugin      keystroke") && stdout.contains("KeyDown, KeyUp"), "{stdout}");
+    assert!(
+        stdout.contains("plugin      keystroke") && stdout.contains("KeyDown, KeyUp"),
+        "{stdout}"
+    );
 
-    let out = habitus().args(["plugin", "check", "/nonexistent/libx.so"]).output().unwrap();
+    let out = habitus()
+        .args(["plugin", "check", "/nonexistent/libx.so"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("/nonexistent/libx.so: no such file"), "{stderr}");
+    assert!(
+        stderr.contains("/nonexistent/libx.so: no such file"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn missing_data_set_is_a_clear_error() {
-    let out = habitus().args(["eval", "cmu", "--data", "/nonexistent/cmu.csv"]).output().unwrap();
+    let out = habitus()
+        .args(["eval", "cmu", "--data", "/nonexistent/cmu.csv"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("data set not found at /nonexistent/cmu.csv"), "{stderr}");
+    assert!(
+        stderr.contains("data set not found at /nonexistent/cmu.csv"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -48,8 +67,21 @@ fn fixed_text_json_report_and_plot() {
     build_plugin();
     // Eight synthetic typists of a 3-key text, 30 repetitions each (the two-fold
     // population split needs at least 3 users per half).
-    let mut csv = String::from("subject,sessionIndex,rep,H.a,DD.a.b,UD.a.b,H.b,DD.b.c,UD.b.c,H.c\n");
-    for (s, (h, gap)) in [(0.08, 0.20), (0.12, 0.30), (0.10, 0.15), (0.09, 0.25), (0.14, 0.18), (0.07, 0.35), (0.11, 0.22), (0.13, 0.27)].iter().enumerate() {
+    let mut csv =
+        String::from("subject,sessionIndex,rep,H.a,DD.a.b,UD.a.b,H.b,DD.b.c,UD.b.c,H.c\n");
+    for (s, (h, gap)) in [
+        (0.08, 0.20),
+        (0.12, 0.30),
+        (0.10, 0.15),
+        (0.09, 0.25),
+        (0.14, 0.18),
+        (0.07, 0.35),
+        (0.11, 0.22),
+        (0.13, 0.27),
+    ]
+    .iter()
+    .enumerate()
+    {
         for rep in 1..=30 {
             let j = (rep % 7) as f64 * 0.004;
             let (h1, dd) = (h + j, gap + j);
@@ -65,23 +97,51 @@ fn fixed_text_json_report_and_plot() {
     std::fs::write(&data, csv).unwrap();
     let plot = dir.path().join("det.svg");
     let out = habitus()
-        .args(["eval", "fixed-text", "--train", "15", "--impostor-reps", "5", "--json", "--data"])
+        .args([
+            "eval",
+            "fixed-text",
+            "--train",
+            "15",
+            "--impostor-reps",
+            "5",
+            "--json",
+            "--data",
+        ])
         .arg(&data)
         .arg("--plot")
         .arg(&plot)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let results = report["results"].as_array().unwrap();
-    let names: Vec<&str> = results.iter().map(|r| r["detector"].as_str().unwrap()).collect();
-    assert_eq!(names, ["euclidean", "manhattan", "scaled-manhattan", "habitus", "habitus (no population)"]);
+    let names: Vec<&str> = results
+        .iter()
+        .map(|r| r["detector"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "euclidean",
+            "manhattan",
+            "scaled-manhattan",
+            "habitus",
+            "habitus (no population)"
+        ]
+    );
     for r in results {
         let eer = r["eer_mean"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&eer), "{r}");
         assert!(r["zero_miss_far_mean"].as_f64().is_some());
     }
-    assert!(report["protocol"].as_str().unwrap().contains("train on reps 1-15"));
+    assert!(report["protocol"]
+        .as_str()
+        .unwrap()
+        .contains("train on reps 1-15"));
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
 }

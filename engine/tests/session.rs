@@ -11,7 +11,9 @@ use habitus_plugin::{Event, EventKind, RVec};
 fn typing(strokes: usize, hold_ms: f64, gap_ms: f64, seed: u64, start_us: u64) -> Vec<Event> {
     let mut state = seed.wrapping_add(0x9e37_79b9_7f4a_7c15);
     let mut next = || {
-        state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        state = state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (state >> 33) as f64 / (1u64 << 31) as f64
     };
     let mut events = Vec::new();
@@ -36,7 +38,9 @@ fn session_for(profile: Option<Vec<u8>>) -> Session {
 fn enrolled_profile() -> Vec<u8> {
     let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
     let plugin = lib.instantiate("mode = \"free\"").unwrap();
-    let windows: Vec<RVec<Event>> = (0..10).map(|s| typing(60, 90.0, 180.0, s, 1_000_000).into()).collect();
+    let windows: Vec<RVec<Event>> = (0..10)
+        .map(|s| typing(60, 90.0, 180.0, s, 1_000_000).into())
+        .collect();
     plugin.enroll(&[], &windows).unwrap()
 }
 

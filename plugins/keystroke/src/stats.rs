@@ -109,3 +109,101 @@ mod tests {
         assert!((b1 - 2.0).abs() < 0.1, "b1 {b1}");
     }
 }
+
+/// Logistic regression `p = σ(w·x)` (the caller includes a constant 1 in `x` for the
+/// bias) by Newton / IRLS, with the classes weighted to equal total mass (so `w·x` is a
+/// prior-free LLR) and a ridge `lambda` on every weight but the first.
+pub fn fit_logistic(genuine: &[Vec<f64>], impostor: &[Vec<f64>], lambda: f64) -> Option<Vec<f64>> {
+    let d = genuine.first()?.len();
+    if impostor.is_empty() || d == 0 {
+        return None;
+    }
+    let wg = 0.5 / genuine.len() as f64;
+    let wi = 0.5 / impostor.len() as f64;
+    let mut w = vec![0.0; d];
+    for _ in 0..30 {
+        let mut grad = vec![0.0; d];
+        let mut hess = vec![vec![0.0; d]; d];
+        for j in 1..d {
+            grad[j] = lambda * w[j];
+            hess[j][j] = lambda;
+        }
+        hess[0][0] += 1e-9;
+        for (xs, y, cw) in [(genuine, 1.0, wg), (impostor, 0.0, wi)] {
+            for x in xs {
+                let z: f64 = w.iter().zip(x).map(|(a, b)| a * b).sum();
+                let p = 1.0 / (1.0 + (-z).exp());
+                let r = cw * (p - y);
+                let h = cw * p * (1.0 - p);
+                for a in 0..d {
+                    grad[a] += r * x[a];
+                    for b in 0..=a {
+                        hess[a][b] += h * x[a] * x[b];
+                    }
+                }
+            }
+        }
+        for a in 0..d {
+            for b in 0..a {
+                hess[b][a] = hess[a][b];
+            }
+        }
+        let step = solve(hess, grad)?;
+        let mut largest: f64 = 0.0;
+        for (wj, s) in w.iter_mut().zip(&step) {
+            *wj -= s;
+            largest = largest.max(s.abs());
+        }
+        if largest < 1e-9 {
+            break;
+        }
+    }
+    w.iter().all(|v| v.is_finite()).then_some(w)
+}
+
+/// Solves `a x = b` by Gaussian elimination with partial pivoting.
+fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
+    let n = b.len();
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
+        if a[pivot][col].abs() < 1e-300 {
+            return None;
+        }
+        a.swap(col, pivot);
+        b.swap(col, pivot);
+        for row in col + 1..n {
+            let f = a[row][col] / a[col][col];
+            if f != 0.0 {
+                for k in col..n {
+                    a[row][k] -= f * a[col][k];
+                }
+                b[row] -= f * b[col];
+            }
+        }
+    }
+    let mut x = vec![0.0; n];
+    for row in (0..n).rev() {
+        let s: f64 = (row + 1..n).map(|k| a[row][k] * x[k]).sum();
+        x[row] = (b[row] - s) / a[row][row];
+    }
+    Some(x)
+}
+
+#[cfg(test)]
+mod logistic_tests {
+    use super::*;
+
+    #[test]
+    fn logistic_matches_the_one_dimensional_fit() {
+        let g: Vec<f64> = (0..200).map(|i| 1.0 + (i as f64 * 0.37).sin()).collect();
+        let im: Vec<f64> = (0..300).map(|i| -1.0 + (i as f64 * 0.53).cos()).collect();
+        let (b0, b1) = fit_llr_calibration(&g, &im).unwrap();
+        let gv: Vec<Vec<f64>> = g.iter().map(|&x| vec![1.0, x]).collect();
+        let iv: Vec<Vec<f64>> = im.iter().map(|&x| vec![1.0, x]).collect();
+        let w = fit_logistic(&gv, &iv, 1e-6).unwrap();
+        assert!(
+            (w[0] - b0).abs() < 1e-3 && (w[1] - b1).abs() < 1e-3,
+            "{w:?} vs {b0} {b1}"
+        );
+    }
+}
