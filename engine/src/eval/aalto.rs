@@ -322,7 +322,7 @@ pub fn run(
                 "{} participants skipped (fewer than {SENTENCES} sentences); {} keystrokes dropped (release before press, or times without millisecond precision)",
                 data.skipped_participants, data.dropped_keystrokes
             ),
-            "population prior (spread prior, calibration) learned only on the half of participants not under test".into(),
+            "population prior (within-user spreads, combiner weights) learned only on the half of participants not under test".into(),
         ],
     })
 }
