@@ -203,6 +203,8 @@ impl FreeModel {
     }
 
     /// The combiner's inputs for one window, and how many ids were shared.
+    // Parallel per-type and per-statistic arrays: indices say which is which.
+    #[allow(clippy::needless_range_loop)]
     fn inputs(&self, strokes: &[Keystroke]) -> Option<(Vec<f64>, usize)> {
         let (obs, rhythm) = observations(strokes);
         let rhythm = rhythm?;

@@ -113,6 +113,8 @@ mod tests {
 /// Logistic regression `p = σ(w·x)` (the caller includes a constant 1 in `x` for the
 /// bias) by Newton / IRLS, with the classes weighted to equal total mass (so `w·x` is a
 /// prior-free LLR) and a ridge `lambda` on every weight but the first.
+// Matrix code reads best with explicit indices.
+#[allow(clippy::needless_range_loop)]
 pub fn fit_logistic(genuine: &[Vec<f64>], impostor: &[Vec<f64>], lambda: f64) -> Option<Vec<f64>> {
     let d = genuine.first()?.len();
     if impostor.is_empty() || d == 0 {
@@ -162,6 +164,7 @@ pub fn fit_logistic(genuine: &[Vec<f64>], impostor: &[Vec<f64>], lambda: f64) ->
 }
 
 /// Solves `a x = b` by Gaussian elimination with partial pivoting.
+#[allow(clippy::needless_range_loop)]
 fn solve(mut a: Vec<Vec<f64>>, mut b: Vec<f64>) -> Option<Vec<f64>> {
     let n = b.len();
     for col in 0..n {
