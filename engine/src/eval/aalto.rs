@@ -13,8 +13,8 @@ use std::path::Path;
 
 use habitus_plugin::{Event, EventKind, RVec};
 
-use super::metrics::{det_curve, eer, mean_sd, zero_miss_far};
-use super::{parallel_map, DetectorResult, EvalError, EvalReport, Progress};
+use super::report::{summarise, SubjectScores};
+use super::{parallel_map, EvalError, EvalReport, Progress};
 use crate::{KeyHasher, PluginLibrary};
 
 /// Keystrokes per sentence kept (TypeNet's M).
@@ -223,13 +223,6 @@ pub fn load(dir: &Path, threads: usize, progress: &dyn Progress) -> Result<Aalto
     Ok(data)
 }
 
-struct ParticipantScores {
-    eer: f64,
-    zm_far: f64,
-    genuine: Vec<f64>,
-    impostor: Vec<f64>,
-}
-
 /// Runs the protocol for each gallery size. Participants are split into two halves
 /// (alternating in id order); each half is tested with the population prior learned from
 /// the other half only, and the per-participant EERs of both halves are averaged.
@@ -261,7 +254,7 @@ pub fn run(
             )));
         }
         progress.start(&format!("G={g}"), n);
-        let scores = parallel_map(n, threads, |p| -> Result<ParticipantScores, EvalError> {
+        let scores = parallel_map(n, threads, |p| -> Result<SubjectScores, EvalError> {
             let h = p % 2;
             let me = &data.participants[p];
             let profile = plugin.enroll(&populations[h], &me.sentences[..g])?;
@@ -276,40 +269,16 @@ pub fn run(
                 .map(|&o| score(&data.participants[o].sentences[IMPOSTOR_SENTENCE]))
                 .collect::<Result<Vec<_>, _>>()?;
             progress.advance();
-            Ok(ParticipantScores {
-                eer: eer(&genuine, &impostor),
-                zm_far: zero_miss_far(&genuine, &impostor),
-                genuine,
-                impostor,
-            })
+            Ok(SubjectScores::new(genuine, impostor))
         });
         progress.finish();
         let scores = scores.into_iter().collect::<Result<Vec<_>, _>>()?;
-        let eers: Vec<f64> = scores.iter().map(|s| s.eer).collect();
-        let zms: Vec<f64> = scores.iter().map(|s| s.zm_far).collect();
-        let (eer_mean, eer_sd) = mean_sd(&eers);
-        let (zm_mean, zm_sd) = mean_sd(&zms);
-        let genuine: Vec<f64> = scores
-            .iter()
-            .flat_map(|s| s.genuine.iter().copied())
-            .collect();
-        let impostor: Vec<f64> = scores
-            .iter()
-            .flat_map(|s| s.impostor.iter().copied())
-            .collect();
-        results.push(DetectorResult {
-            detector: format!("habitus G={g}"),
-            variant: "two-fold: population prior learned on the other half of the participants"
-                .into(),
-            eer_mean,
-            eer_sd,
-            zero_miss_far_mean: zm_mean,
-            zero_miss_far_sd: zm_sd,
-            subjects: n,
-            gallery: Some(g),
-            per_subject_eer: eers,
-            det: det_curve(&genuine, &impostor),
-        });
+        results.push(summarise(
+            &format!("habitus G={g}"),
+            "two-fold: population prior learned on the other half of the participants".into(),
+            Some(g),
+            scores,
+        ));
     }
     Ok(EvalReport {
         dataset: "aalto".into(),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use habitus_plugin::{Event, EventKind, RVec};
 
-use super::metrics::{det_curve, eer, mean_sd, zero_miss_far};
+use super::report::{summarise, SubjectScores};
 use super::{parallel_map, DetectorResult, EvalError, EvalReport, Progress};
 use crate::{KeyHasher, PluginLibrary};
 
@@ -214,13 +214,6 @@ impl Protocol {
 /// The detectors `habitus eval` reports: the paper's three references, then ours.
 pub const REFERENCE_DETECTORS: [&str; 3] = ["euclidean", "manhattan", "scaled-manhattan"];
 
-struct SubjectScores {
-    eer: f64,
-    zm_far: f64,
-    genuine: Vec<f64>,
-    impostor: Vec<f64>,
-}
-
 fn score_all(
     plugin: &crate::PluginInstance,
     profile: &[u8],
@@ -266,39 +259,7 @@ fn evaluate_subject(
             &reps[..protocol.impostor_reps.min(reps.len())],
         )?);
     }
-    Ok(SubjectScores {
-        eer: eer(&genuine, &impostor),
-        zm_far: zero_miss_far(&genuine, &impostor),
-        genuine,
-        impostor,
-    })
-}
-
-fn summarise(detector: &str, variant: String, per_subject: Vec<SubjectScores>) -> DetectorResult {
-    let eers: Vec<f64> = per_subject.iter().map(|s| s.eer).collect();
-    let zms: Vec<f64> = per_subject.iter().map(|s| s.zm_far).collect();
-    let (eer_mean, eer_sd) = mean_sd(&eers);
-    let (zero_miss_far_mean, zero_miss_far_sd) = mean_sd(&zms);
-    let genuine: Vec<f64> = per_subject
-        .iter()
-        .flat_map(|s| s.genuine.iter().copied())
-        .collect();
-    let impostor: Vec<f64> = per_subject
-        .iter()
-        .flat_map(|s| s.impostor.iter().copied())
-        .collect();
-    DetectorResult {
-        detector: detector.to_string(),
-        variant,
-        eer_mean,
-        eer_sd,
-        zero_miss_far_mean,
-        zero_miss_far_sd,
-        subjects: eers.len(),
-        gallery: None,
-        per_subject_eer: eers,
-        det: det_curve(&genuine, &impostor),
-    }
+    Ok(SubjectScores::new(genuine, impostor))
 }
 
 /// One-class protocol (no population data): every other subject is an impostor.
@@ -329,6 +290,7 @@ pub fn run_one_class(
             protocol.impostor_reps,
             n - 1
         ),
+        None,
         per_subject,
     ))
 }
@@ -396,6 +358,7 @@ pub fn run_two_fold(
             "two-fold background: population prior learned only from subjects disjoint from the subject under test and its impostors (halves of {n}, swapped); trained on first {} reps, impostors = first {} reps",
             protocol.train, protocol.impostor_reps
         ),
+        None,
         per_subject,
     ))
 }
