@@ -1,0 +1,1 @@
+//! pam_habitus.so (being written).
