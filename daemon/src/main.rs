@@ -3,7 +3,12 @@
 //! * `habitus eval cmu|fixed-text|aalto …` — reproduce published keystroke benchmarks
 //!   through the loaded plugins.
 //! * `habitus plugin check PATH` — load one plugin and print its descriptor.
+//! * `habitus status|enroll|ingest|forget|export` — talk to a running habitusd.
+//! * `habitus replay aalto|synthetic` — write replay files of recorded behaviour.
+//! * `habitus demo` — habitusd, enrolment and the PAM step-up end to end, on one machine.
 
+mod admin;
+mod demo;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -36,6 +41,50 @@ enum Command {
     /// Inspect plugins.
     #[command(subcommand)]
     Plugin(PluginCommand),
+    /// State, trust and enrolment progress of one user (or all, as root).
+    Status {
+        user: Option<String>,
+        #[command(flatten)]
+        daemon: admin::DaemonArgs,
+    },
+    /// Build USER's profiles from a replay of their own behaviour (root).
+    Enroll {
+        user: String,
+        /// Replay file (see `habitus replay`).
+        #[arg(long, value_name = "FILE")]
+        replay: PathBuf,
+        #[command(flatten)]
+        daemon: admin::DaemonArgs,
+    },
+    /// Feed a replay file into USER's live session, as a user-session collector would.
+    Ingest {
+        user: String,
+        #[arg(long, value_name = "FILE")]
+        replay: PathBuf,
+        /// 1 = recorded pace, 0 = as fast as possible.
+        #[arg(long, default_value_t = 0.0)]
+        speed: f64,
+        #[command(flatten)]
+        daemon: admin::DaemonArgs,
+    },
+    /// Erase everything stored about USER (root).
+    Forget {
+        user: String,
+        #[command(flatten)]
+        daemon: admin::DaemonArgs,
+    },
+    /// Print everything stored about USER, as JSON.
+    Export {
+        user: String,
+        #[command(flatten)]
+        daemon: admin::DaemonArgs,
+    },
+    /// Write replay files (recorded behaviour in the ingest format).
+    #[command(subcommand)]
+    Replay(admin::ReplayCommand),
+    /// Show Habitus end to end: habitusd up, a user enrolled, genuine typing passing the
+    /// PAM step-up, an impostor asked for the strong factor.
+    Demo(demo::DemoArgs),
 }
 
 #[derive(Args, Clone)]
@@ -250,6 +299,22 @@ fn run(cli: Cli) -> Result<()> {
             let report = aalto::run(&library, &parsed, &gallery, threads, &bar)?;
             emit(&report, &common)
         }
+        Command::Status { user, daemon } => admin::status(user, &daemon),
+        Command::Enroll {
+            user,
+            replay,
+            daemon,
+        } => admin::enroll(user, &replay, &daemon),
+        Command::Ingest {
+            user,
+            replay,
+            speed,
+            daemon,
+        } => admin::ingest(user, &replay, speed, &daemon),
+        Command::Forget { user, daemon } => admin::forget(user, &daemon),
+        Command::Export { user, daemon } => admin::export(user, &daemon),
+        Command::Replay(command) => admin::replay(command),
+        Command::Demo(args) => demo::run(args),
         Command::Plugin(PluginCommand::Check { path }) => {
             let lib = PluginLibrary::load(&path)?;
             let d = &lib.descriptor;

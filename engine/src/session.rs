@@ -59,7 +59,25 @@ pub struct SessionConfig {
     pub fusion: FusionConfig,
     /// Events per scoring window (per plugin name); plugins not listed use 50.
     pub window_events: std::collections::BTreeMap<String, usize>,
+    /// Windows scoring at least this LLR are offered for adaptation
+    /// ([`Session::take_adaptation_candidates`]); `None` (the default) offers none.
+    /// The plugin re-checks with its own gate, and the profile store bounds how many
+    /// adaptations a day are applied, so an impostor cannot slowly train a profile.
+    pub adapt_min_llr: Option<f64>,
 }
+
+/// A window that scored clearly genuine, offered to the host for template adaptation.
+#[derive(Clone, Debug)]
+pub struct AdaptationCandidate {
+    /// Index of the plugin in the order given to [`Session::new`].
+    pub slot: usize,
+    pub window: Vec<Event>,
+    pub score: Score,
+}
+
+/// At most this many candidates wait for the host; older ones are dropped (adaptation is
+/// bounded per day anyway, so losing some costs nothing).
+const MAX_PENDING_CANDIDATES: usize = 8;
 
 struct Slot {
     plugin: Arc<PluginInstance>,
@@ -82,6 +100,8 @@ pub struct Session {
     events_rejected: u64,
     windows_failed: u64,
     last_error: Option<HostError>,
+    adapt_min_llr: Option<f64>,
+    candidates: Vec<AdaptationCandidate>,
 }
 
 impl Session {
@@ -123,7 +143,32 @@ impl Session {
             events_rejected: 0,
             windows_failed: 0,
             last_error: None,
+            adapt_min_llr: config.adapt_min_llr,
+            candidates: Vec::new(),
         }
+    }
+
+    /// The plugin of slot `slot` (see [`AdaptationCandidate::slot`]).
+    pub fn plugin(&self, slot: usize) -> Option<&Arc<PluginInstance>> {
+        self.slots.get(slot).map(|s| &s.plugin)
+    }
+
+    /// The profile of slot `slot`, if enrolled.
+    pub fn profile(&self, slot: usize) -> Option<&[u8]> {
+        self.slots.get(slot).and_then(|s| s.profile.as_deref())
+    }
+
+    /// Replaces the profile of slot `slot` (after enrolment or an accepted adaptation).
+    /// Trust and fusion state are kept: this is the same user with a refreshed template.
+    pub fn set_profile(&mut self, slot: usize, profile: Vec<u8>) {
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.profile = Some(profile);
+        }
+    }
+
+    /// Windows that scored at least `adapt_min_llr` since the last call.
+    pub fn take_adaptation_candidates(&mut self) -> Vec<AdaptationCandidate> {
+        std::mem::take(&mut self.candidates)
     }
 
     /// Feeds one event. Malformed events (time going backwards, NaN/∞ fields, unknown
@@ -165,6 +210,19 @@ impl Session {
             return;
         };
         let result = slot.plugin.score(profile, &slot.window);
+        if let (Ok(score), Some(gate)) = (&result, self.adapt_min_llr) {
+            // `>=` is false for NaN: a broken score never adapts.
+            if score.quality > 0.0 && score.llr >= gate {
+                if self.candidates.len() >= MAX_PENDING_CANDIDATES {
+                    self.candidates.remove(0);
+                }
+                self.candidates.push(AdaptationCandidate {
+                    slot: i,
+                    window: slot.window.clone(),
+                    score: *score,
+                });
+            }
+        }
         slot.window.clear();
         match result {
             Ok(score) if score.quality > 0.0 => {

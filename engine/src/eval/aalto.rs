@@ -42,10 +42,15 @@ pub struct AaltoData {
     pub dropped_keystrokes: usize,
 }
 
-/// Reads one participant file (`<ID>_keystrokes.txt[.gz]`).
-fn read_participant(
+/// Reads one participant file (`<ID>_keystrokes.txt[.gz]`): the first
+/// [`KEYS_PER_SENTENCE`] keystrokes of each of the first [`SENTENCES`] test sections, each
+/// sentence's times starting at 0. `key_id` turns a key code into the event's key identity
+/// (the evaluation uses a keyed hash; replay-file conversion keeps the code, which habitusd
+/// hashes on receipt). Returns `None` for a participant with fewer than 15 sentences, and
+/// the number of keystrokes dropped.
+pub fn read_participant(
     path: &Path,
-    hasher: &KeyHasher,
+    key_id: &(dyn Fn(u32) -> u32 + Sync),
 ) -> Result<(Option<Participant>, usize), EvalError> {
     let p = path.display().to_string();
     let file = std::fs::File::open(path).map_err(|e| EvalError::Data {
@@ -151,7 +156,7 @@ fn read_participant(
             let t0 = ks.first().map(|k| k.0).unwrap_or(0);
             let mut events = Vec::with_capacity(2 * ks.len());
             for (press, release, code) in ks {
-                let key = hasher.key_id(code);
+                let key = key_id(code);
                 events.push(Event::key(
                     EventKind::KEY_DOWN,
                     ((press - t0) * 1000) as u64,
@@ -196,7 +201,7 @@ pub fn load(dir: &Path, threads: usize, progress: &dyn Progress) -> Result<Aalto
     let hasher = KeyHasher::new(EVAL_SECRET);
     progress.start("loading", files.len());
     let loaded = parallel_map(files.len(), threads, |i| {
-        let r = read_participant(&files[i], &hasher);
+        let r = read_participant(&files[i], &|code| hasher.key_id(code));
         progress.advance();
         r
     });

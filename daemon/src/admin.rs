@@ -1,0 +1,249 @@
+//! The `habitus` subcommands that talk to habitusd, and replay-file conversion.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use habitus::client::call;
+use habitus::replay;
+use habitus_engine::eval::aalto;
+use habitus_protocol::{RequestBody, ResponseBody, UserStatus, DEFAULT_SOCKET};
+
+#[derive(Args, Clone)]
+pub struct DaemonArgs {
+    /// habitusd's socket.
+    #[arg(long, env = "HABITUS_SOCKET", default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Print habitusd's JSON reply instead of a summary.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Enrolment can take a moment for long replays; everything else is instant.
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+fn ask(daemon: &DaemonArgs, body: RequestBody) -> Result<ResponseBody> {
+    let reply = call(&daemon.socket, body, TIMEOUT)?;
+    if daemon.json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    }
+    Ok(reply)
+}
+
+fn print_done(reply: ResponseBody, daemon: &DaemonArgs) -> Result<()> {
+    match reply {
+        ResponseBody::Done { message } => {
+            if !daemon.json {
+                println!("{message}");
+            }
+            Ok(())
+        }
+        other => bail!("unexpected reply from habitusd: {other:?}"),
+    }
+}
+
+pub fn print_status(users: &[UserStatus]) {
+    if users.is_empty() {
+        println!("no users");
+    }
+    for u in users {
+        let a = &u.assessment;
+        println!(
+            "{}: {:?}, trust {:.1}, fused LLR {:+.2}, evidence {}",
+            u.user,
+            a.state,
+            a.trust,
+            a.fused_llr,
+            match a.evidence_age_ms {
+                Some(ms) => format!("{:.1} s old", ms as f64 / 1000.0),
+                None => "none yet".to_string(),
+            }
+        );
+        if !u.sessions.is_empty() {
+            println!("  sessions: {}", u.sessions.join(", "));
+        }
+        for m in &a.modalities {
+            let progress = if m.enrolled {
+                format!("enrolled ({} windows)", m.enrol_windows)
+            } else {
+                format!("learning {}/{} windows", m.enrol_windows, m.enrol_needed)
+            };
+            let last = m
+                .last_llr
+                .map(|l| format!(", last window LLR {l:+.2}"))
+                .unwrap_or_default();
+            println!("  {}: {progress}{last}", m.plugin);
+        }
+    }
+}
+
+pub fn status(user: Option<String>, daemon: &DaemonArgs) -> Result<()> {
+    match ask(daemon, RequestBody::Status { user })? {
+        ResponseBody::Status { users } => {
+            if !daemon.json {
+                print_status(&users);
+            }
+            Ok(())
+        }
+        other => bail!("unexpected reply from habitusd: {other:?}"),
+    }
+}
+
+pub fn enroll(user: String, file: &Path, daemon: &DaemonArgs) -> Result<()> {
+    let events = replay::read(file)?;
+    print_done(ask(daemon, RequestBody::Enroll { user, events })?, daemon)
+}
+
+pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Result<()> {
+    if !speed.is_finite() || speed < 0.0 {
+        bail!("--speed must be 0 (as fast as possible) or positive");
+    }
+    let events = replay::read(file)?;
+    // Batches of about a second of typing, paced like the recording when speed > 0.
+    let mut accepted = 0;
+    for batch in events.chunks(20) {
+        let reply = call(
+            &daemon.socket,
+            RequestBody::Ingest {
+                user: user.clone(),
+                events: batch.to_vec(),
+            },
+            TIMEOUT,
+        )?;
+        if !matches!(reply, ResponseBody::Done { .. }) {
+            bail!("unexpected reply from habitusd: {reply:?}");
+        }
+        accepted += batch.len();
+        if speed > 0.0 {
+            let span = batch[batch.len() - 1].t_us - batch[0].t_us;
+            std::thread::sleep(Duration::from_micros((span as f64 / speed) as u64));
+        }
+    }
+    if !daemon.json {
+        println!("{accepted} events sent for {user}");
+    }
+    Ok(())
+}
+
+pub fn forget(user: String, daemon: &DaemonArgs) -> Result<()> {
+    print_done(ask(daemon, RequestBody::Forget { user })?, daemon)
+}
+
+pub fn export(user: String, daemon: &DaemonArgs) -> Result<()> {
+    let json = daemon.json;
+    let quiet = DaemonArgs {
+        json: false,
+        ..daemon.clone()
+    };
+    match ask(&quiet, RequestBody::Export { user })? {
+        ResponseBody::Export { data, .. } => {
+            // Export is JSON either way.
+            let _ = json;
+            println!("{}", serde_json::to_string_pretty(&data)?);
+            Ok(())
+        }
+        other => bail!("unexpected reply from habitusd: {other:?}"),
+    }
+}
+
+#[derive(Subcommand)]
+pub enum ReplayCommand {
+    /// One participant of the Aalto 136M-keystrokes data set (first 50 keystrokes of
+    /// each chosen sentence, sentences laid end to end).
+    Aalto {
+        /// A participant file (`<ID>_keystrokes.txt[.gz]`).
+        #[arg(long)]
+        file: PathBuf,
+        /// Sentences to keep, 1-based and inclusive, e.g. `1-10` or `11-15`.
+        #[arg(long, default_value = "1-15")]
+        sentences: String,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+    /// A synthetic typist (for trying things out without a data set).
+    Synthetic {
+        #[arg(long, default_value_t = 500)]
+        keystrokes: usize,
+        /// Mean key hold, ms.
+        #[arg(long, default_value_t = 95.0)]
+        hold_ms: f64,
+        /// Mean time between key presses, ms.
+        #[arg(long, default_value_t = 190.0)]
+        gap_ms: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, short)]
+        out: PathBuf,
+    },
+}
+
+/// `"a-b"` (1-based, inclusive) or `"a"` → a 0-based range.
+pub fn parse_range(text: &str, max: usize) -> Result<std::ops::Range<usize>> {
+    let (a, b) = text.split_once('-').unwrap_or((text, text));
+    let (a, b): (usize, usize) = (
+        a.trim().parse().context("sentence range: not a number")?,
+        b.trim().parse().context("sentence range: not a number")?,
+    );
+    if a < 1 || b < a || b > max {
+        bail!("sentence range {text} must lie within 1-{max}");
+    }
+    Ok(a - 1..b)
+}
+
+/// Aalto sentences `range` of the participant in `file`, as wire events.
+pub fn aalto_replay(
+    file: &Path,
+    range: std::ops::Range<usize>,
+) -> Result<Vec<habitus_protocol::WireEvent>> {
+    let (participant, _) = aalto::read_participant(file, &|code| code)?;
+    let Some(p) = participant else {
+        bail!(
+            "{}: fewer than {} sentences",
+            file.display(),
+            aalto::SENTENCES
+        );
+    };
+    Ok(replay::from_sentences(
+        p.sentences[range].iter().map(|s| s.as_slice()),
+    ))
+}
+
+pub fn replay(command: ReplayCommand) -> Result<()> {
+    match command {
+        ReplayCommand::Aalto {
+            file,
+            sentences,
+            out,
+        } => {
+            let range = parse_range(&sentences, aalto::SENTENCES)?;
+            let events = aalto_replay(&file, range)?;
+            let header = format!(
+                "habitus replay: {} sentences {sentences} (Aalto 136M keystrokes; research use, cite Dhakal et al. 2018)",
+                file.display()
+            );
+            replay::write(&out, &header, &events)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{} events written to {}", events.len(), out.display());
+        }
+        ReplayCommand::Synthetic {
+            keystrokes,
+            hold_ms,
+            gap_ms,
+            seed,
+            out,
+        } => {
+            if !(hold_ms > 0.0 && gap_ms > 0.0) {
+                bail!("--hold-ms and --gap-ms must be positive");
+            }
+            let events = replay::synthetic_typist(keystrokes, hold_ms, gap_ms, seed);
+            let header = format!(
+                "habitus replay: synthetic typist hold {hold_ms} ms, gap {gap_ms} ms, seed {seed}"
+            );
+            replay::write(&out, &header, &events)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!("{} events written to {}", events.len(), out.display());
+        }
+    }
+    Ok(())
+}

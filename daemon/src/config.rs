@@ -1,0 +1,286 @@
+//! habitusd's configuration: strict, versioned TOML (`/etc/habitus/habitusd.toml`).
+//!
+//! Unknown keys are errors (`deny_unknown_fields`), so a misspelt option is reported
+//! instead of silently falling back to a default. `version` must be 1; a later release
+//! that changes the meaning of a key bumps it and refuses old files with a clear message.
+//! Every key has a default, so an empty file (or `version = 1` alone) is a working setup.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use habitus_engine::SessionConfig;
+use serde::{Deserialize, Serialize};
+
+/// The configuration version this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Where habitusd looks for its configuration unless `--config` is given.
+pub const DEFAULT_CONFIG: &str = "/etc/habitus/habitusd.toml";
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Must be 1.
+    pub version: u32,
+    /// The unix socket clients connect to. Its directory is created (0755) if missing;
+    /// the socket itself is 0666 — who may ask what is decided per request from the
+    /// peer's credentials (`SO_PEERCRED`), not by file permissions.
+    pub socket: PathBuf,
+    /// The SQLite profile store (created 0600).
+    pub database: PathBuf,
+    /// Installation secrets: the profile encryption key and the key-id hashing secret
+    /// (48 bytes, created 0600 on first start; must stay root-only).
+    pub secrets: PathBuf,
+    /// Directory of modality plugins; default: next to the executable, then
+    /// `/usr/lib/habitus/plugins`.
+    pub plugin_dir: Option<PathBuf>,
+    /// Modality plugins to load, by name, with their settings.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Fusion, trust and window settings of every live session.
+    pub session: SessionConfig,
+    pub adaptation: AdaptationConfig,
+    pub drift: DriftConfig,
+    pub input: InputConfig,
+    /// Replay files fed as if typed live (demos and tests).
+    pub replay: Vec<ReplaySource>,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        let mut plugins = BTreeMap::new();
+        plugins.insert("keystroke".to_string(), PluginConfig::default());
+        let mut session = SessionConfig::default();
+        // 50 keystrokes per window: the sample size the Aalto protocol measures.
+        session.window_events.insert("keystroke".to_string(), 100);
+        session.adapt_min_llr = Some(3.0);
+        Config {
+            version: CONFIG_VERSION,
+            socket: PathBuf::from(habitus_protocol::DEFAULT_SOCKET),
+            database: PathBuf::from("/var/lib/habitus/profiles.sqlite"),
+            secrets: PathBuf::from("/etc/habitus/secrets.key"),
+            plugin_dir: None,
+            plugins,
+            session,
+            adaptation: AdaptationConfig::default(),
+            drift: DriftConfig::default(),
+            input: InputConfig::default(),
+            replay: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PluginConfig {
+    /// The plugin's own TOML settings, passed through verbatim.
+    pub settings: String,
+    /// Windows collected live before a profile is built (enrolment from `habitus enroll`
+    /// uses whatever it is given).
+    pub enrol_windows: u32,
+}
+
+impl Default for PluginConfig {
+    fn default() -> PluginConfig {
+        PluginConfig {
+            settings: "mode = \"free\"".to_string(),
+            enrol_windows: 20,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdaptationConfig {
+    /// Most template updates applied per user, plugin and UTC day. Bounding the rate
+    /// means an impostor who scores "clearly genuine" by chance cannot walk the profile
+    /// towards themselves in one sitting. 0 disables adaptation.
+    pub max_per_day: u32,
+}
+
+impl Default for AdaptationConfig {
+    fn default() -> AdaptationConfig {
+        AdaptationConfig { max_per_day: 20 }
+    }
+}
+
+/// What to do when a user's state enters `Drift`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DriftConfig {
+    pub action: DriftAction,
+    /// For `action = "command"`: program and arguments, run without a shell, with
+    /// `HABITUS_USER` set. Example: `["loginctl", "lock-sessions"]`.
+    pub command: Vec<String>,
+}
+
+impl Default for DriftConfig {
+    fn default() -> DriftConfig {
+        DriftConfig {
+            action: DriftAction::Log,
+            command: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftAction {
+    /// Only a log line (the PAM step-up still happens at the next `sudo`).
+    Log,
+    /// Run `command`.
+    Command,
+    /// Nothing at all.
+    None,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// Read keyboards, pointers and touchscreens from evdev.
+    pub evdev: bool,
+    /// Where the `event*` device nodes are (rescanned every 2 s for hot-plug).
+    pub evdev_dir: PathBuf,
+}
+
+impl Default for InputConfig {
+    fn default() -> InputConfig {
+        InputConfig {
+            evdev: true,
+            evdev_dir: PathBuf::from("/dev/input"),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplaySource {
+    /// Whose behaviour this is.
+    pub user: String,
+    /// A replay file (JSON lines of events, see `habitus replay`).
+    pub file: PathBuf,
+    /// 1.0 = recorded pace; 0 = as fast as possible.
+    #[serde(default = "one")]
+    pub speed: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl Config {
+    /// Parses and checks a configuration text. `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: origin.to_string(),
+            message,
+        };
+        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        if config.version != CONFIG_VERSION {
+            return Err(invalid(format!(
+                "configuration version {} is not supported (this habitusd reads version {CONFIG_VERSION})",
+                config.version
+            )));
+        }
+        config.session.trust.validate().map_err(&invalid)?;
+        config.session.fusion.validate().map_err(&invalid)?;
+        if config.plugins.is_empty() {
+            return Err(invalid("no [plugins.*] table: nothing to measure".into()));
+        }
+        for (name, p) in &config.plugins {
+            if p.enrol_windows == 0 {
+                return Err(invalid(format!(
+                    "plugins.{name}.enrol_windows must be at least 1"
+                )));
+            }
+        }
+        if let Some(gate) = config.session.adapt_min_llr {
+            if !gate.is_finite() || gate <= 0.0 {
+                return Err(invalid(
+                    "session.adapt_min_llr must be a positive number (only clearly genuine windows may adapt)".into(),
+                ));
+            }
+        }
+        if config.drift.action == DriftAction::Command && config.drift.command.is_empty() {
+            return Err(invalid(
+                "drift.action = \"command\" needs drift.command = [\"program\", \"arg\", ...]"
+                    .into(),
+            ));
+        }
+        for r in &config.replay {
+            if !habitus_protocol::valid_user_name(&r.user) {
+                return Err(invalid(format!(
+                    "replay user {:?} is not a valid user name",
+                    r.user
+                )));
+            }
+            if !r.speed.is_finite() || r.speed < 0.0 {
+                return Err(invalid(format!("replay speed {} must be >= 0", r.speed)));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::parse(&text, &path.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_default() {
+        assert_eq!(Config::parse("", "t").unwrap(), Config::default());
+        assert_eq!(
+            Config::parse("version = 1", "t").unwrap(),
+            Config::default()
+        );
+    }
+
+    #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../habitusd.toml");
+        let c = Config::parse(text, "habitusd.toml").unwrap();
+        assert_eq!(c.socket, PathBuf::from("/run/habitus/habitusd.sock"));
+    }
+
+    #[test]
+    fn bad_configs_say_what_is_wrong() {
+        for (text, needle) in [
+            ("version = 2", "version 2 is not supported"),
+            ("sockett = \"/x\"", "unknown field"),
+            ("[drift]\naction = \"command\"", "drift.command"),
+            ("[drift]\naction = \"explode\"", "unknown variant"),
+            ("[plugins.keystroke]\nenrol_windows = 0", "enrol_windows"),
+            ("[session]\nadapt_min_llr = -1.0", "adapt_min_llr"),
+            ("[session.trust]\nlockout = 99.0\ntrusted = 50.0", "lockout"),
+            (
+                "[[replay]]\nuser = \"a/b\"\nfile = \"x\"",
+                "valid user name",
+            ),
+            ("version = ", "invalid"),
+        ] {
+            let e = Config::parse(text, "t.toml").unwrap_err().to_string();
+            assert!(e.contains(needle), "{text:?}: {e}");
+            assert!(e.starts_with("t.toml"), "{e}");
+        }
+    }
+}

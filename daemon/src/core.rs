@@ -1,0 +1,809 @@
+//! habitusd's state and request handling, with no I/O of its own: the socket server,
+//! evdev readers and replay sources feed it, and tests drive it directly.
+//!
+//! Per user it holds one live [`Session`] (engine fusion + trust), the windows being
+//! collected for enrolment while the user is still learning, and the bindings announced
+//! by `session optional pam_habitus.so`. Profiles live in the encrypted [`ProfileStore`].
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use habitus_engine::{
+    AdaptOutcome, HostError, KeyHasher, PluginInstance, ProfileStore, Session, State,
+};
+use habitus_plugin::{Event, EventKind, RVec};
+use habitus_protocol::{
+    valid_user_name, AssessmentReply, ErrorKind, ModalityStatus, RequestBody, Response,
+    ResponseBody, TrustState, UserStatus, WireEvent, WireEventKind,
+};
+
+use crate::config::{Config, DriftAction};
+use crate::peer::Peer;
+
+/// A loaded modality plugin and how habitusd uses it.
+pub struct ModalityPlugin {
+    pub name: String,
+    pub instance: Arc<PluginInstance>,
+    /// Events per window (scoring and enrolment).
+    pub window_events: usize,
+    /// Windows collected live before enrolling.
+    pub enrol_windows: u32,
+}
+
+impl ModalityPlugin {
+    fn consumes(&self, kind: EventKind) -> bool {
+        self.instance.descriptor().event_kinds.contains(&kind)
+    }
+}
+
+/// Windows being collected for a user who has no profile yet for one plugin.
+#[derive(Default)]
+struct Learner {
+    window: Vec<Event>,
+    windows: Vec<RVec<Event>>,
+}
+
+/// A PAM session announced by `pam_habitus.so`.
+#[derive(Clone, Debug, PartialEq)]
+struct Binding {
+    user: String,
+    service: String,
+    tty: Option<String>,
+    remote: bool,
+}
+
+impl Binding {
+    fn label(&self) -> String {
+        match &self.tty {
+            Some(tty) => format!("{}:{tty}", self.service),
+            None => self.service.clone(),
+        }
+    }
+}
+
+struct LiveUser {
+    session: Session,
+    /// Added to a collector's timestamps to put them on the daemon's clock.
+    time_offset: Option<i64>,
+    last_t_us: u64,
+    /// One per plugin (same order); only used while that plugin has no profile.
+    learners: Vec<Learner>,
+    /// Enrolment windows behind each plugin's profile (0: not enrolled).
+    enrolled_windows: Vec<u32>,
+    last_state: State,
+}
+
+/// Counters for `status` and logs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Counters {
+    pub device_events_unbound: u64,
+    pub adaptations_applied: u64,
+    pub adaptations_refused_daily_limit: u64,
+}
+
+/// What habitusd knows, and the rules for changing it.
+pub struct Core {
+    config: Config,
+    plugins: Vec<ModalityPlugin>,
+    store: ProfileStore,
+    hasher: KeyHasher,
+    users: BTreeMap<String, LiveUser>,
+    bindings: Vec<Binding>,
+    clock: Instant,
+    pub counters: Counters,
+}
+
+/// How a request failed: the reply's kind and message.
+struct Refusal(ErrorKind, String);
+
+impl Refusal {
+    fn internal(context: &str, e: impl std::fmt::Display) -> Refusal {
+        log::error(&format!("{context}: {e}"));
+        Refusal(
+            ErrorKind::Internal,
+            format!("{context} failed (see habitusd's log)"),
+        )
+    }
+}
+
+type Handled = Result<ResponseBody, Refusal>;
+
+impl Core {
+    pub fn new(
+        config: Config,
+        plugins: Vec<ModalityPlugin>,
+        store: ProfileStore,
+        hasher: KeyHasher,
+    ) -> Core {
+        Core {
+            config,
+            plugins,
+            store,
+            hasher,
+            users: BTreeMap::new(),
+            bindings: Vec::new(),
+            clock: Instant::now(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// The origin of the daemon's clock (device readers stamp events with it).
+    pub fn clock(&self) -> Instant {
+        self.clock
+    }
+
+    /// The daemon's monotonic clock, in microseconds.
+    pub fn now_us(&self) -> u64 {
+        clock_us(self.clock)
+    }
+
+    /// Handles one request from `peer`. Never panics on input; every refusal is a reply.
+    pub fn handle(&mut self, peer: &Peer, request: RequestBody) -> Response {
+        let result = self
+            .authorise(peer, &request)
+            .and_then(|()| self.dispatch(request));
+        match result {
+            Ok(body) => Response::new(body),
+            Err(Refusal(kind, message)) => Response::error(kind, message),
+        }
+    }
+
+    /// `SO_PEERCRED` rules: root may do anything; a user may assess, feed, inspect and
+    /// export only their own session; everything else is root's.
+    fn authorise(&self, peer: &Peer, request: &RequestBody) -> Result<(), Refusal> {
+        if peer.uid == 0 {
+            return Ok(());
+        }
+        let own = |user: &str, what: &str| {
+            if peer.name.as_deref() == Some(user) {
+                Ok(())
+            } else {
+                Err(Refusal(
+                    ErrorKind::PermissionDenied,
+                    format!("uid {} may not {what} user {user:?}", peer.uid),
+                ))
+            }
+        };
+        match request {
+            RequestBody::Assess { user } => own(user, "assess"),
+            RequestBody::Ingest { user, .. } => own(user, "feed events for"),
+            RequestBody::Export { user } => own(user, "export"),
+            RequestBody::Status { user: Some(user) } => own(user, "read the status of"),
+            RequestBody::Status { user: None } => Err(Refusal(
+                ErrorKind::PermissionDenied,
+                "only root may list every user; ask for your own (habitus status USER)".into(),
+            )),
+            RequestBody::SessionOpen { .. }
+            | RequestBody::SessionClose { .. }
+            | RequestBody::Enroll { .. }
+            | RequestBody::Forget { .. } => Err(Refusal(
+                ErrorKind::PermissionDenied,
+                format!("uid {}: only root may do this", peer.uid),
+            )),
+        }
+    }
+
+    fn dispatch(&mut self, request: RequestBody) -> Handled {
+        let user = match &request {
+            RequestBody::Assess { user }
+            | RequestBody::SessionOpen { user, .. }
+            | RequestBody::SessionClose { user, .. }
+            | RequestBody::Ingest { user, .. }
+            | RequestBody::Status { user: Some(user) }
+            | RequestBody::Enroll { user, .. }
+            | RequestBody::Forget { user }
+            | RequestBody::Export { user } => Some(user.clone()),
+            RequestBody::Status { user: None } => None,
+        };
+        if let Some(user) = &user {
+            if !valid_user_name(user) {
+                return Err(Refusal(
+                    ErrorKind::BadRequest,
+                    "not a valid user name".to_string(),
+                ));
+            }
+        }
+        match request {
+            RequestBody::Assess { user } => self.assess(&user).map(ResponseBody::Assessment),
+            RequestBody::SessionOpen {
+                user,
+                service,
+                tty,
+                rhost,
+            } => self.session_open(user, service, tty, rhost),
+            RequestBody::SessionClose { user, service, tty } => {
+                self.session_close(&user, &service, tty.as_deref())
+            }
+            RequestBody::Ingest { user, events } => self.ingest(&user, &events),
+            RequestBody::Status { user } => self.status(user.as_deref()),
+            RequestBody::Enroll { user, events } => self.enroll(&user, &events),
+            RequestBody::Forget { user } => self.forget(&user),
+            RequestBody::Export { user } => self.export(&user),
+        }
+    }
+
+    /// The live user, created from the store on first use. `None`: nothing is known
+    /// about the user (no profile, no session, no evidence).
+    fn live(&mut self, user: &str, create: bool) -> Result<Option<&mut LiveUser>, Refusal> {
+        if !self.users.contains_key(user) {
+            let stored = self
+                .store
+                .profiles(user)
+                .map_err(|e| Refusal::internal("reading the profile store", e))?;
+            if stored.is_empty() && !create {
+                return Ok(None);
+            }
+            let mut enrolled_windows = vec![0; self.plugins.len()];
+            let mut slots = Vec::new();
+            for (i, p) in self.plugins.iter().enumerate() {
+                let profile = stored.iter().find(|s| s.plugin == p.name);
+                if let Some(s) = profile {
+                    enrolled_windows[i] = s.windows.max(1);
+                }
+                slots.push((p.instance.clone(), profile.map(|s| s.blob.clone())));
+            }
+            let session = Session::new(&self.config.session, slots);
+            self.users.insert(
+                user.to_string(),
+                LiveUser {
+                    session,
+                    time_offset: None,
+                    last_t_us: 0,
+                    learners: self.plugins.iter().map(|_| Learner::default()).collect(),
+                    enrolled_windows,
+                    last_state: State::Learning,
+                },
+            );
+        }
+        Ok(self.users.get_mut(user))
+    }
+
+    fn assess(&mut self, user: &str) -> Result<AssessmentReply, Refusal> {
+        let now = self.now_us();
+        let plugins: Vec<(String, u32)> = self
+            .plugins
+            .iter()
+            .map(|p| (p.name.clone(), p.enrol_windows))
+            .collect();
+        let Some(live) = self.live(user, false)? else {
+            return Err(Refusal(
+                ErrorKind::UnknownUser,
+                format!("no profile and no session for {user:?}"),
+            ));
+        };
+        let a = live.session.assess(now);
+        let collecting = live
+            .learners
+            .iter()
+            .any(|l| !l.windows.is_empty() || !l.window.is_empty());
+        let state = match a.state {
+            State::Unenrolled if collecting => TrustState::Learning,
+            State::Unenrolled => TrustState::Unenrolled,
+            State::Learning => TrustState::Learning,
+            State::Trusted => TrustState::Trusted,
+            State::Uncertain => TrustState::Uncertain,
+            State::Drift => TrustState::Drift,
+        };
+        let modalities = plugins
+            .iter()
+            .enumerate()
+            .map(|(i, (name, needed))| {
+                let m = a.modalities.get(i);
+                let enrolled = m.is_some_and(|m| m.enrolled);
+                ModalityStatus {
+                    plugin: name.clone(),
+                    enrolled,
+                    enrol_windows: if enrolled {
+                        live.enrolled_windows[i]
+                    } else {
+                        live.learners[i].windows.len() as u32
+                    },
+                    enrol_needed: *needed,
+                    last_llr: m.and_then(|m| m.last_score),
+                }
+            })
+            .collect();
+        Ok(AssessmentReply {
+            user: user.to_string(),
+            state,
+            trust: a.trust,
+            fused_llr: a.fused_llr,
+            evidence_age_ms: a.evidence_age_us.map(|us| us / 1000),
+            evaluated_at_ms: unix_ms(),
+            modalities,
+        })
+    }
+
+    fn session_open(
+        &mut self,
+        user: String,
+        service: String,
+        tty: Option<String>,
+        rhost: Option<String>,
+    ) -> Handled {
+        let remote = rhost.as_deref().is_some_and(|h| !h.is_empty());
+        let binding = Binding {
+            user: user.clone(),
+            service,
+            tty,
+            remote,
+        };
+        log::info(&format!(
+            "session opened: {user} on {}{}",
+            binding.label(),
+            if remote {
+                " (remote: no local input bound)"
+            } else {
+                ""
+            }
+        ));
+        self.bindings.retain(|b| b != &binding);
+        self.bindings.push(binding);
+        self.live(&user, true)?;
+        Ok(done(format!("session of {user} registered")))
+    }
+
+    fn session_close(&mut self, user: &str, service: &str, tty: Option<&str>) -> Handled {
+        let before = self.bindings.len();
+        self.bindings
+            .retain(|b| !(b.user == user && b.service == service && b.tty.as_deref() == tty));
+        let removed = before - self.bindings.len();
+        // The live evidence belongs to the login session: when the user's last session
+        // ends, the next login starts from a fresh trust level.
+        if removed > 0 && !self.bindings.iter().any(|b| b.user == user) {
+            self.users.remove(user);
+        }
+        log::info(&format!("session closed: {user} ({removed} binding(s))"));
+        Ok(done(format!("{removed} session(s) of {user} closed")))
+    }
+
+    /// The user whose local session currently owns the input devices: the most
+    /// recently opened local session.
+    fn device_owner(&self) -> Option<String> {
+        self.bindings
+            .iter()
+            .rev()
+            .find(|b| !b.remote)
+            .map(|b| b.user.clone())
+    }
+
+    /// Events read from local input devices (already on the daemon's clock, key codes
+    /// already hashed at the source).
+    pub fn device_events(&mut self, events: &[Event]) {
+        match self.device_owner() {
+            Some(user) => {
+                if let Err(Refusal(_, m)) = self.feed(&user, events) {
+                    log::error(&format!("device events for {user}: {m}"));
+                }
+            }
+            None => self.counters.device_events_unbound += events.len() as u64,
+        }
+    }
+
+    /// The hasher device readers use to turn key codes into key ids at the source.
+    pub fn key_hasher(&self) -> KeyHasher {
+        self.hasher.clone()
+    }
+
+    fn ingest(&mut self, user: &str, wire: &[WireEvent]) -> Handled {
+        let mut events = self.convert(wire)?;
+        if events.is_empty() {
+            return Ok(done("0 events".to_string()));
+        }
+        let now = self.now_us() as i64;
+        let Some(live) = self.live(user, true)? else {
+            return Err(Refusal(ErrorKind::Internal, "no live session".into()));
+        };
+        // Put the collector's clock onto ours: keep the offset while its clock runs on
+        // consistently; otherwise re-anchor so the batch ends now, or, if that would
+        // overlap what was already fed (a replay sent faster than real time), so that it
+        // starts 1 ms after it. Order within the batch is kept either way.
+        let first = events[0].t_us as i64;
+        let last = events[events.len() - 1].t_us as i64;
+        let last_fed = live.last_t_us as i64;
+        let consistent = live
+            .time_offset
+            .is_some_and(|off| first + off > last_fed && last + off <= now + 60_000_000);
+        if !consistent {
+            live.time_offset = Some((now - last).max(last_fed + 1000 - first));
+        }
+        let offset = live.time_offset.unwrap_or(0);
+        for e in &mut events {
+            e.t_us = (e.t_us as i64 + offset).max(1) as u64;
+        }
+        let before = live.session.assess(now as u64);
+        self.feed(user, &events)?;
+        let mut rejected = 0;
+        if let Some(live) = self.users.get_mut(user) {
+            let after = live.session.assess(now as u64);
+            rejected = after.events_rejected - before.events_rejected;
+            if after.windows_failed > before.windows_failed {
+                log::error(&format!(
+                    "{} window(s) of {user} could not be scored: {}",
+                    after.windows_failed - before.windows_failed,
+                    live.session
+                        .last_error()
+                        .map(|e| e.to_string())
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        Ok(done(format!(
+            "{} events accepted, {rejected} rejected",
+            events.len() as u64 - rejected
+        )))
+    }
+
+    /// Feeds events (on the daemon's clock) to a user's live session and learners, then
+    /// enrols any plugin whose learner has enough windows and applies adaptations.
+    fn feed(&mut self, user: &str, events: &[Event]) -> Result<(), Refusal> {
+        let now = self.now_us();
+        self.live(user, true)?;
+        let plugins = &self.plugins;
+        let Some(live) = self.users.get_mut(user) else {
+            return Ok(());
+        };
+        let mut ready = Vec::new();
+        for e in events {
+            live.session.push(*e);
+            if e.t_us >= live.last_t_us {
+                live.last_t_us = e.t_us;
+            }
+            for (i, p) in plugins.iter().enumerate() {
+                if live.enrolled_windows[i] > 0 || !p.consumes(e.kind) {
+                    continue;
+                }
+                let learner = &mut live.learners[i];
+                learner.window.push(*e);
+                if learner.window.len() >= p.window_events {
+                    learner
+                        .windows
+                        .push(RVec::from(std::mem::take(&mut learner.window)));
+                    if learner.windows.len() as u32 >= p.enrol_windows && !ready.contains(&i) {
+                        ready.push(i);
+                    }
+                }
+            }
+        }
+        for i in ready {
+            self.enrol_from_learner(user, i)?;
+        }
+        self.adapt(user);
+        self.drift_check(user, now);
+        Ok(())
+    }
+
+    fn enrol_from_learner(&mut self, user: &str, i: usize) -> Result<(), Refusal> {
+        let Some(live) = self.users.get_mut(user) else {
+            return Ok(());
+        };
+        let windows = std::mem::take(&mut live.learners[i].windows);
+        let n = windows.len() as u32;
+        let name = self.plugins[i].name.clone();
+        match self.build_profile(i, &windows) {
+            Ok(blob) => {
+                self.store
+                    .put_profile(user, &name, &blob, n, unix_s())
+                    .map_err(|e| Refusal::internal("saving a profile", e))?;
+                if let Some(live) = self.users.get_mut(user) {
+                    live.session.set_profile(i, blob);
+                    live.enrolled_windows[i] = n;
+                }
+                log::info(&format!("enrolled {user}: {name} from {n} live windows"));
+            }
+            Err(e) => log::error(&format!("enrolling {user} ({name}) failed: {e}")),
+        }
+        Ok(())
+    }
+
+    fn build_profile(&self, i: usize, windows: &[RVec<Event>]) -> Result<Vec<u8>, HostError> {
+        let p = &self.plugins[i];
+        let population = match self.store.population(&p.name) {
+            Ok(pop) => pop.unwrap_or_default(),
+            Err(e) => {
+                log::error(&format!(
+                    "population for {}: {e}; enrolling without",
+                    p.name
+                ));
+                Vec::new()
+            }
+        };
+        p.instance.enroll(&population, windows)
+    }
+
+    /// Applies the session's clearly genuine windows to the templates, within the daily
+    /// bound the store enforces. Failures are logged and never stop scoring.
+    fn adapt(&mut self, user: &str) {
+        let max_per_day = self.config.adaptation.max_per_day;
+        let Some(live) = self.users.get_mut(user) else {
+            return;
+        };
+        let candidates = live.session.take_adaptation_candidates();
+        if max_per_day == 0 {
+            return;
+        }
+        for c in candidates {
+            let (Some(plugin), Some(profile)) = (
+                live.session.plugin(c.slot).cloned(),
+                live.session.profile(c.slot).map(<[u8]>::to_vec),
+            ) else {
+                continue;
+            };
+            let updated = match plugin.adapt(&profile, &c.window, c.score) {
+                Ok(updated) if updated != profile => updated,
+                Ok(_) => continue, // the plugin's own gate said no
+                Err(e) => {
+                    log::error(&format!("adapting {user}: {e}"));
+                    continue;
+                }
+            };
+            match self
+                .store
+                .adapt_profile(user, plugin.name(), &updated, unix_s(), max_per_day)
+            {
+                Ok(AdaptOutcome::Applied) => {
+                    live.session.set_profile(c.slot, updated);
+                    self.counters.adaptations_applied += 1;
+                }
+                Ok(AdaptOutcome::DailyLimitReached) => {
+                    self.counters.adaptations_refused_daily_limit += 1;
+                }
+                Ok(AdaptOutcome::NotEnrolled) => {}
+                Err(e) => log::error(&format!("storing an adaptation of {user}: {e}")),
+            }
+        }
+    }
+
+    /// Runs the configured drift action when a user's state enters `Drift`.
+    fn drift_check(&mut self, user: &str, now: u64) {
+        let Some(live) = self.users.get_mut(user) else {
+            return;
+        };
+        let state = live.session.assess(now).state;
+        let entered = state == State::Drift && live.last_state != State::Drift;
+        live.last_state = state;
+        if !entered {
+            return;
+        }
+        match self.config.drift.action {
+            DriftAction::None => {}
+            DriftAction::Log => log::warn(&format!("behaviour of {user} has drifted")),
+            DriftAction::Command => {
+                log::warn(&format!(
+                    "behaviour of {user} has drifted; running {:?}",
+                    self.config.drift.command
+                ));
+                run_drift_command(&self.config.drift.command, user);
+            }
+        }
+    }
+
+    /// Wire events to plugin events: kinds mapped, key codes turned into keyed-hash key
+    /// ids right here, so no code leaves this function.
+    fn convert(&self, wire: &[WireEvent]) -> Result<Vec<Event>, Refusal> {
+        let mut out = Vec::with_capacity(wire.len());
+        for (n, w) in wire.iter().enumerate() {
+            let kind = match w.kind {
+                WireEventKind::KeyDown => EventKind::KEY_DOWN,
+                WireEventKind::KeyUp => EventKind::KEY_UP,
+                WireEventKind::PointerMove => EventKind::POINTER_MOVE,
+                WireEventKind::ButtonDown => EventKind::BUTTON_DOWN,
+                WireEventKind::ButtonUp => EventKind::BUTTON_UP,
+                WireEventKind::Wheel => EventKind::WHEEL,
+                WireEventKind::TouchDown => EventKind::TOUCH_DOWN,
+                WireEventKind::TouchMove => EventKind::TOUCH_MOVE,
+                WireEventKind::TouchUp => EventKind::TOUCH_UP,
+            };
+            let is_key = matches!(w.kind, WireEventKind::KeyDown | WireEventKind::KeyUp);
+            let e = Event {
+                t_us: w.t_us,
+                kind,
+                key: if is_key {
+                    self.hasher.key_id(w.code)
+                } else {
+                    0
+                },
+                x: w.x,
+                y: w.y,
+                pressure: w.pressure,
+                area: w.area,
+                pointer: if is_key { 0 } else { w.code },
+            };
+            if !e.is_finite() {
+                return Err(Refusal(
+                    ErrorKind::BadRequest,
+                    format!("event {n}: non-finite coordinate; nothing was ingested"),
+                ));
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    fn status(&mut self, user: Option<&str>) -> Handled {
+        let names: Vec<String> = match user {
+            Some(u) => vec![u.to_string()],
+            None => {
+                let mut all = self
+                    .store
+                    .users()
+                    .map_err(|e| Refusal::internal("listing users", e))?;
+                all.extend(self.users.keys().cloned());
+                all.sort();
+                all.dedup();
+                all
+            }
+        };
+        let mut users = Vec::new();
+        for name in names {
+            let assessment = self.assess(&name)?;
+            let sessions = self
+                .bindings
+                .iter()
+                .filter(|b| b.user == name)
+                .map(Binding::label)
+                .collect();
+            users.push(UserStatus {
+                user: name,
+                sessions,
+                assessment,
+            });
+        }
+        Ok(ResponseBody::Status { users })
+    }
+
+    fn enroll(&mut self, user: &str, wire: &[WireEvent]) -> Handled {
+        let events = self.convert(wire)?;
+        let mut summary = Vec::new();
+        let mut built = Vec::new();
+        for (i, p) in self.plugins.iter().enumerate() {
+            let mine: Vec<Event> = events
+                .iter()
+                .filter(|e| p.consumes(e.kind))
+                .copied()
+                .collect();
+            let windows: Vec<RVec<Event>> = mine
+                .chunks(p.window_events)
+                .filter(|w| w.len() == p.window_events)
+                .map(|w| RVec::from(w.to_vec()))
+                .collect();
+            if windows.is_empty() {
+                continue;
+            }
+            let blob = self
+                .build_profile(i, &windows)
+                .map_err(|e| Refusal(ErrorKind::BadRequest, format!("enrolment refused: {e}")))?;
+            built.push((i, p.name.clone(), blob, windows.len() as u32));
+        }
+        if built.is_empty() {
+            return Err(Refusal(
+                ErrorKind::BadRequest,
+                "not one full window for any plugin: record more behaviour".into(),
+            ));
+        }
+        for (_, name, blob, n) in &built {
+            self.store
+                .put_profile(user, name, blob, *n, unix_s())
+                .map_err(|e| Refusal::internal("saving a profile", e))?;
+            summary.push(format!("{name} from {n} windows"));
+        }
+        // The live session (if any) continues with the new templates.
+        if let Some(live) = self.users.get_mut(user) {
+            for (i, _, blob, n) in built {
+                live.session.set_profile(i, blob);
+                live.enrolled_windows[i] = n;
+                live.learners[i] = Learner::default();
+            }
+        }
+        log::info(&format!("enrolled {user}: {}", summary.join(", ")));
+        Ok(done(format!("enrolled {user}: {}", summary.join(", "))))
+    }
+
+    fn forget(&mut self, user: &str) -> Handled {
+        let rows = self
+            .store
+            .forget(user)
+            .map_err(|e| Refusal::internal("erasing a user", e))?;
+        let live = self.users.remove(user).is_some();
+        log::info(&format!("forgot {user}"));
+        Ok(done(format!(
+            "erased {user}: {rows} stored record(s){}",
+            if live {
+                " and the live session's evidence"
+            } else {
+                ""
+            }
+        )))
+    }
+
+    fn export(&mut self, user: &str) -> Handled {
+        let mut data = self
+            .store
+            .export(user)
+            .map_err(|e| Refusal::internal("exporting a user", e))?;
+        let live = self.assess(user).ok();
+        if let serde_json::Value::Object(map) = &mut data {
+            map.insert(
+                "live_session".into(),
+                serde_json::to_value(&live).unwrap_or(serde_json::Value::Null),
+            );
+            map.insert(
+                "sessions".into(),
+                self.bindings
+                    .iter()
+                    .filter(|b| b.user == user)
+                    .map(|b| serde_json::Value::String(b.label()))
+                    .collect(),
+            );
+            map.insert(
+                "note".into(),
+                "raw events are never stored; profiles hold timing statistics keyed by hashed key ids"
+                    .into(),
+            );
+        }
+        Ok(ResponseBody::Export {
+            user: user.to_string(),
+            data,
+        })
+    }
+}
+
+/// The daemon's clock starts this far from zero, so that collector history from before
+/// the daemon started (up to ~12 days) still maps to positive times.
+const CLOCK_BASE_US: u64 = 1 << 40;
+
+/// Microseconds on the daemon's clock whose origin is `origin` (shared with the device
+/// readers so every source has one time base).
+pub fn clock_us(origin: Instant) -> u64 {
+    CLOCK_BASE_US + origin.elapsed().as_micros() as u64
+}
+
+fn done(message: String) -> ResponseBody {
+    ResponseBody::Done { message }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn unix_s() -> i64 {
+    (unix_ms() / 1000) as i64
+}
+
+/// Starts the drift command without waiting for it (a thread reaps it).
+fn run_drift_command(command: &[String], user: &str) {
+    let Some((program, args)) = command.split_first() else {
+        return;
+    };
+    match std::process::Command::new(program)
+        .args(args)
+        .env("HABITUS_USER", user)
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(mut child) => {
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+        }
+        Err(e) => log::error(&format!("drift command {program:?} could not start: {e}")),
+    }
+}
+
+/// Logging to stderr, which systemd sends to the journal. One line per event; never
+/// event contents.
+pub mod log {
+    pub fn info(message: &str) {
+        eprintln!("habitusd: {message}");
+    }
+    pub fn warn(message: &str) {
+        eprintln!("habitusd: warning: {message}");
+    }
+    pub fn error(message: &str) {
+        eprintln!("habitusd: error: {message}");
+    }
+}

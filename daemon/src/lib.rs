@@ -1,0 +1,16 @@
+//! habitusd and the `habitus` command line.
+//!
+//! * [`config`]: the strict, versioned TOML configuration.
+//! * [`core`]: live sessions, enrolment, adaptation and authorisation (no I/O).
+//! * [`server`]: the unix socket, evdev and replay sources around the core.
+//! * [`evdev`]: local input devices; [`replay`]: recorded behaviour files.
+//! * [`client`]: the blocking client the CLI uses; [`peer`]: `SO_PEERCRED` identities.
+
+pub mod client;
+pub mod config;
+pub mod core;
+pub mod evdev;
+pub mod pamtest;
+pub mod peer;
+pub mod replay;
+pub mod server;

@@ -1,0 +1,261 @@
+//! The socket server and the input sources around [`Core`].
+//!
+//! A single-threaded tokio runtime: scoring a window takes microseconds and the store
+//! is touched only on enrolment and (rate-limited) adaptation, so one thread answers
+//! PAM in well under a millisecond and there is no lock contention to reason about.
+
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use habitus_engine::loader::{default_plugin_dirs, find_plugin};
+use habitus_engine::{ProfileStore, Secrets};
+use habitus_protocol::{
+    decode_request, encode, error_reply, frame_len, ErrorKind, RequestBody, Response,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Semaphore;
+
+use crate::config::Config;
+use crate::core::{log, Core, ModalityPlugin};
+use crate::peer::Peer;
+
+/// A client may stay connected and silent this long.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Once a frame header arrived, its body must follow within this time.
+const BODY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections served at once; more wait in the kernel's backlog.
+const MAX_CONNECTIONS: usize = 64;
+/// Events per batch when a replay source feeds the core.
+const REPLAY_BATCH: usize = 20;
+
+type SharedCore = Arc<Mutex<Core>>;
+
+fn lock(core: &SharedCore) -> MutexGuard<'_, Core> {
+    // A panic while holding the lock cannot leave Core half-updated in a way that
+    // matters more than stopping would: keep serving.
+    core.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Loads plugins, opens the store and builds the core.
+pub fn build_core(config: &Config) -> Result<Core> {
+    let secrets = Secrets::load_or_create(&config.secrets)
+        .with_context(|| "loading the installation secrets")?;
+    let store = ProfileStore::open(&config.database, &secrets)
+        .with_context(|| "opening the profile store")?;
+    let dirs = match &config.plugin_dir {
+        Some(d) => vec![d.clone()],
+        None => default_plugin_dirs(),
+    };
+    let mut plugins = Vec::new();
+    for (name, pc) in &config.plugins {
+        let library = find_plugin(&dirs, name).map_err(anyhow::Error::msg)?;
+        let instance = library
+            .instantiate(&pc.settings)
+            .with_context(|| format!("plugin {name}: settings refused"))?;
+        let window_events = config
+            .session
+            .window_events
+            .get(name)
+            .copied()
+            .unwrap_or(50)
+            .max(1);
+        log::info(&format!(
+            "plugin {name} {} from {}",
+            library.descriptor.version,
+            library.path.display()
+        ));
+        plugins.push(ModalityPlugin {
+            name: name.clone(),
+            instance: Arc::new(instance),
+            window_events,
+            enrol_windows: pc.enrol_windows,
+        });
+    }
+    Ok(Core::new(
+        config.clone(),
+        plugins,
+        store,
+        secrets.key_hasher(),
+    ))
+}
+
+/// Binds the socket: parent directory created 0755, a stale socket replaced, anything
+/// else at the path refused, the new socket 0666 (requests are authorised per peer).
+pub fn bind_socket(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating socket directory {}", dir.display()))?;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => {
+            if std::os::unix::net::UnixStream::connect(path).is_ok() {
+                bail!(
+                    "another habitusd is already listening on {}",
+                    path.display()
+                );
+            }
+            std::fs::remove_file(path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        Ok(_) => bail!(
+            "{} exists and is not a socket; refusing to replace it",
+            path.display()
+        ),
+        Err(_) => {}
+    }
+    let listener =
+        UnixListener::bind(path).with_context(|| format!("binding socket {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
+
+/// Runs habitusd until SIGTERM or SIGINT.
+pub fn run(config: Config) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(serve(config))
+}
+
+async fn serve(config: Config) -> Result<()> {
+    let core = build_core(&config)?;
+    let listener = bind_socket(&config.socket)?;
+    let clock = core.clock();
+    let hasher = core.key_hasher();
+    let core: SharedCore = Arc::new(Mutex::new(core));
+
+    let (device_tx, mut device_rx) = tokio::sync::mpsc::channel(1024);
+    if config.input.evdev {
+        crate::evdev::spawn(config.input.evdev_dir.clone(), hasher, clock, device_tx);
+    } else {
+        drop(device_tx);
+    }
+    let device_core = core.clone();
+    tokio::spawn(async move {
+        while let Some(events) = device_rx.recv().await {
+            lock(&device_core).device_events(&events);
+        }
+    });
+    for source in config.replay.clone() {
+        let core = core.clone();
+        tokio::spawn(async move {
+            if let Err(e) = replay_source(&core, &source.user, &source.file, source.speed).await {
+                log::error(&format!("replay {}: {e:#}", source.file.display()));
+            }
+        });
+    }
+
+    log::info(&format!("listening on {}", config.socket.display()));
+    let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(s) => s,
+                    Err(e) => {
+                        log::error(&format!("accept: {e}"));
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().acquire_owned().await else { break };
+                let core = core.clone();
+                tokio::spawn(async move {
+                    connection(stream, core).await;
+                    drop(permit);
+                });
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    log::info("stopped");
+    Ok(())
+}
+
+/// Serves one client: frames in, frames out, until it hangs up, goes idle or breaks
+/// the framing. Every undecodable request gets an error reply, never silence.
+async fn connection(mut stream: UnixStream, core: SharedCore) {
+    let peer = match stream.peer_cred() {
+        Ok(cred) => Peer::from_uid(cred.uid()),
+        Err(e) => {
+            log::error(&format!("peer credentials unavailable: {e}"));
+            return;
+        }
+    };
+    loop {
+        let mut header = [0u8; 4];
+        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut header)).await {
+            Ok(Ok(_)) => {}
+            _ => return, // closed, broken or idle
+        }
+        let len = match frame_len(header) {
+            Ok(n) => n,
+            Err(e) => {
+                // The stream cannot be resynchronised after a bad length: answer, close.
+                let _ = send(&mut stream, &error_reply(&e)).await;
+                return;
+            }
+        };
+        let mut body = vec![0u8; len];
+        match tokio::time::timeout(BODY_TIMEOUT, stream.read_exact(&mut body)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let response = match decode_request(&body) {
+            Ok(request) => lock(&core).handle(&peer, request.body),
+            Err(e) => error_reply(&e),
+        };
+        if send(&mut stream, &response).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn send(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {
+    let frame = match encode(response) {
+        Ok(f) => f,
+        Err(e) => encode(&Response::error(ErrorKind::Internal, e.to_string()))
+            .map_err(std::io::Error::other)?,
+    };
+    stream.write_all(&frame).await
+}
+
+/// Feeds a replay file as if its user were typing now (at `speed` × recorded pace).
+async fn replay_source(core: &SharedCore, user: &str, file: &PathBuf, speed: f64) -> Result<()> {
+    let events = crate::replay::read(file)?;
+    log::info(&format!(
+        "replaying {} events of {user} from {}",
+        events.len(),
+        file.display()
+    ));
+    let peer = Peer::root();
+    for batch in events.chunks(REPLAY_BATCH) {
+        let response = lock(core).handle(
+            &peer,
+            RequestBody::Ingest {
+                user: user.to_string(),
+                events: batch.to_vec(),
+            },
+        );
+        if let habitus_protocol::ResponseBody::Error { message, .. } = response.body {
+            bail!("{message}");
+        }
+        if speed > 0.0 {
+            if let (Some(first), Some(last)) = (batch.first(), batch.last()) {
+                let span = (last.t_us - first.t_us) as f64 / speed;
+                tokio::time::sleep(Duration::from_micros(span as u64)).await;
+            }
+        }
+    }
+    Ok(())
+}

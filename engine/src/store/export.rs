@@ -1,0 +1,104 @@
+//! `habitus export USER`: everything stored about a user, as JSON a person can read.
+
+use serde_json::{json, Value};
+
+use super::StoredProfile;
+
+/// One row of the per-day adaptation counter.
+pub(super) struct DayCount {
+    pub plugin: String,
+    pub day: i64,
+    pub count: i64,
+}
+
+pub(super) fn to_json(user: &str, profiles: &[StoredProfile], days: &[DayCount]) -> Value {
+    let profiles: Vec<Value> = profiles
+        .iter()
+        .map(|p| {
+            json!({
+                "plugin": p.plugin,
+                "revision": p.revision,
+                "windows": p.windows,
+                "enrolled_at": p.enrolled_at,
+                "updated_at": p.updated_at,
+                "adaptations": p.adaptations,
+                "blob_base64": base64(&p.blob),
+                "content": readable_content(&p.blob),
+            })
+        })
+        .collect();
+    let days: Vec<Value> = days
+        .iter()
+        .map(|d| json!({ "plugin": d.plugin, "day": d.day, "count": d.count }))
+        .collect();
+    json!({ "user": user, "profiles": profiles, "adaptations_per_day": days })
+}
+
+/// Plugins' profile blobs are conventionally 4 ASCII magic bytes, a version byte, then
+/// JSON (e.g. `HKSP\x01{...}`). When a blob has that shape, show the JSON itself so the
+/// export is readable; otherwise `null` (the base64 still shows every byte).
+pub(super) fn readable_content(blob: &[u8]) -> Value {
+    let Some((magic, rest)) = blob.split_first_chunk::<4>() else {
+        return Value::Null;
+    };
+    let Some((_version, body)) = rest.split_first() else {
+        return Value::Null;
+    };
+    if !magic.iter().all(u8::is_ascii_graphic) {
+        return Value::Null;
+    }
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+/// Standard base64 (RFC 4648 §4) with padding. Small enough not to need a dependency.
+pub(super) fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = u32::from(b[0]) << 16 | u32::from(b[1]) << 8 | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> shift & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_base64_matches_rfc4648_vectors() {
+        let cases: [(&[u8], &str); 7] = [
+            (b"", ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(base64(input), expected);
+        }
+        assert_eq!(base64(&[0xff, 0xfe, 0x00]), "//4A");
+    }
+
+    #[test]
+    fn store_readable_content_only_for_magic_version_json() {
+        assert_eq!(readable_content(b"HKSP\x01{\"a\":1}"), json!({"a": 1}));
+        assert_eq!(readable_content(b"HKSP\x01not json"), Value::Null);
+        assert_eq!(readable_content(b"\x00KSP\x01{\"a\":1}"), Value::Null);
+        assert_eq!(readable_content(b"HKSP"), Value::Null);
+        assert_eq!(readable_content(b"HKSP\x01"), Value::Null);
+    }
+}
