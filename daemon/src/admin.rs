@@ -191,24 +191,6 @@ pub fn parse_range(text: &str, max: usize) -> Result<std::ops::Range<usize>> {
     Ok(a - 1..b)
 }
 
-/// Aalto sentences `range` of the participant in `file`, as wire events.
-pub fn aalto_replay(
-    file: &Path,
-    range: std::ops::Range<usize>,
-) -> Result<Vec<habitus_protocol::WireEvent>> {
-    let (participant, _) = aalto::read_participant(file, &|code| code)?;
-    let Some(p) = participant else {
-        bail!(
-            "{}: fewer than {} sentences",
-            file.display(),
-            aalto::SENTENCES
-        );
-    };
-    Ok(replay::from_sentences(
-        p.sentences[range].iter().map(|s| s.as_slice()),
-    ))
-}
-
 pub fn replay(command: ReplayCommand) -> Result<()> {
     match command {
         ReplayCommand::Aalto {
@@ -217,7 +199,7 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
             out,
         } => {
             let range = parse_range(&sentences, aalto::SENTENCES)?;
-            let events = aalto_replay(&file, range)?;
+            let events = replay::from_aalto(&file, range)?;
             let header = format!(
                 "habitus replay: {} sentences {sentences} (Aalto 136M keystrokes; research use, cite Dhakal et al. 2018)",
                 file.display()

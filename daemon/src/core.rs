@@ -69,6 +69,10 @@ struct LiveUser {
     last_t_us: u64,
     /// One per plugin (same order); only used while that plugin has no profile.
     learners: Vec<Learner>,
+    /// When the last window was scored, by the daemon's clock. Evidence age is measured
+    /// from arrival, not from the collector's timestamps: a replay sent faster than real
+    /// time must not look fresh for longer than it is.
+    last_evidence: Option<Instant>,
     /// Enrolment windows behind each plugin's profile (0: not enrolled).
     enrolled_windows: Vec<u32>,
     last_state: State,
@@ -250,6 +254,7 @@ impl Core {
                     session,
                     time_offset: None,
                     last_t_us: 0,
+                    last_evidence: None,
                     learners: self.plugins.iter().map(|_| Learner::default()).collect(),
                     enrolled_windows,
                     last_state: State::Learning,
@@ -309,7 +314,7 @@ impl Core {
             state,
             trust: a.trust,
             fused_llr: a.fused_llr,
-            evidence_age_ms: a.evidence_age_us.map(|us| us / 1000),
+            evidence_age_ms: live.last_evidence.map(|t| t.elapsed().as_millis() as u64),
             evaluated_at_ms: unix_ms(),
             modalities,
         })
@@ -444,6 +449,7 @@ impl Core {
         let Some(live) = self.users.get_mut(user) else {
             return Ok(());
         };
+        let scored_before = live.session.assess(now).windows_scored;
         let mut ready = Vec::new();
         for e in events {
             live.session.push(*e);
@@ -465,6 +471,9 @@ impl Core {
                     }
                 }
             }
+        }
+        if live.session.assess(now).windows_scored > scored_before {
+            live.last_evidence = Some(Instant::now());
         }
         for i in ready {
             self.enrol_from_learner(user, i)?;

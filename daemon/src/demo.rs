@@ -21,7 +21,7 @@ use habitus::pamtest::PamHarness;
 use habitus::replay;
 use habitus_protocol::{RequestBody, ResponseBody, WireEvent};
 
-use crate::admin::{aalto_replay, print_status};
+use crate::admin::print_status;
 
 #[derive(Args)]
 pub struct DemoArgs {
@@ -75,9 +75,9 @@ fn recordings(data: &Path) -> Result<Recordings> {
                 name(a),
                 name(b)
             ),
-            enrol: aalto_replay(a, 0..10)?,
-            genuine: aalto_replay(a, 10..15)?,
-            impostor: aalto_replay(b, 10..15)?,
+            enrol: replay::from_aalto(a, 0..10)?,
+            genuine: replay::from_aalto(a, 10..15)?,
+            impostor: replay::from_aalto(b, 10..15)?,
         });
     }
     println!(

@@ -30,6 +30,32 @@ fn find(dirs: &[&str], name: &str) -> Option<PathBuf> {
         .find(|p| p.exists())
 }
 
+/// pam_wrapper 1.1.4 copies the service directory to the first free `/tmp/pam.X`, and
+/// two processes starting at once race for the same name ("Failed to create pam_wrapper
+/// config dir ... File exists", and then no modules load). So pamtester runs one at a
+/// time, across processes: an exclusive `flock` on a shared lock file.
+struct WrapperLock(#[allow(dead_code)] std::fs::File); // held for its lock
+
+impl WrapperLock {
+    fn acquire() -> Result<WrapperLock> {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("habitus-pam-wrapper.lock"))
+            .context("opening the pam_wrapper lock file")?;
+        // SAFETY: flock on a descriptor this function owns; released when it closes.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            bail!(
+                "locking the pam_wrapper lock file: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        Ok(WrapperLock(file))
+    }
+}
+
 /// A private PAM configuration (substack by absolute path: libpam resolves relative
 /// names against `/etc/pam.d` even under pam_wrapper): service `habitus-test` =
 /// `pam_habitus.so` → `substack habitus-stepup` (pam_matrix) → `pam_permit`.
@@ -123,6 +149,7 @@ impl PamHarness {
 
     /// Runs `pamtester -v SERVICE USER OPERATIONS…` with `stdin` as the typed input.
     pub fn run(&self, user: &str, operations: &[&str], stdin: &str) -> Result<PamOutcome> {
+        let _serial = WrapperLock::acquire()?;
         let start = Instant::now();
         let mut child = Command::new("pamtester")
             .arg("-v")

@@ -112,6 +112,23 @@ pub fn from_sentences<'a>(
     out
 }
 
+/// Sentences `range` (0-based) of the Aalto participant file `file`, laid end to end.
+pub fn from_aalto(file: &Path, range: std::ops::Range<usize>) -> anyhow::Result<Vec<WireEvent>> {
+    use habitus_engine::eval::aalto;
+    let (participant, _) = aalto::read_participant(file, &|code| code)?;
+    let Some(p) = participant else {
+        anyhow::bail!(
+            "{}: fewer than {} sentences",
+            file.display(),
+            aalto::SENTENCES
+        );
+    };
+    let Some(sentences) = p.sentences.get(range.clone()) else {
+        anyhow::bail!("sentences {range:?} out of range");
+    };
+    Ok(from_sentences(sentences.iter().map(|s| s.as_slice())))
+}
+
 /// A synthetic typist for demos when no data set is at hand: `hold_ms` and `gap_ms` are
 /// the person's habits (each key drawn from 30 letters), ±25 % jitter, deterministic in
 /// `seed`. Not a benchmark: real typing is far less regular.

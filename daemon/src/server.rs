@@ -5,7 +5,7 @@
 //! PAM in well under a millisecond and there is no lock contention to reason about.
 
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -231,7 +231,7 @@ async fn send(stream: &mut UnixStream, response: &Response) -> std::io::Result<(
 }
 
 /// Feeds a replay file as if its user were typing now (at `speed` × recorded pace).
-async fn replay_source(core: &SharedCore, user: &str, file: &PathBuf, speed: f64) -> Result<()> {
+async fn replay_source(core: &SharedCore, user: &str, file: &Path, speed: f64) -> Result<()> {
     let events = crate::replay::read(file)?;
     log::info(&format!(
         "replaying {} events of {user} from {}",

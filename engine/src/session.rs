@@ -45,6 +45,8 @@ pub struct Assessment {
     /// Microseconds since the last scored window (`None`: never scored).
     pub evidence_age_us: Option<u64>,
     pub events_seen: u64,
+    /// Windows scored and fused since the session started (expired ones included).
+    pub windows_scored: u64,
     /// Events skipped as malformed (out of time order, non-finite fields).
     pub events_rejected: u64,
     /// Windows whose scoring failed (plugin error or invalid score): never fused.
@@ -97,6 +99,7 @@ pub struct Session {
     last_t_us: u64,
     last_scored_us: Option<u64>,
     events_seen: u64,
+    windows_scored: u64,
     events_rejected: u64,
     windows_failed: u64,
     last_error: Option<HostError>,
@@ -140,6 +143,7 @@ impl Session {
             last_t_us: 0,
             last_scored_us: None,
             events_seen: 0,
+            windows_scored: 0,
             events_rejected: 0,
             windows_failed: 0,
             last_error: None,
@@ -230,6 +234,7 @@ impl Session {
                 let contribution = self.fusion.add(self.last_t_us, i, score);
                 self.trust.update(contribution);
                 self.last_scored_us = Some(self.last_t_us);
+                self.windows_scored += 1;
             }
             Ok(_) => {} // no usable evidence in this window: no opinion
             Err(e) => {
@@ -278,6 +283,7 @@ impl Session {
                 .collect(),
             evidence_age_us: self.last_scored_us.map(|t| now_us.saturating_sub(t)),
             events_seen: self.events_seen,
+            windows_scored: self.windows_scored,
             events_rejected: self.events_rejected,
             windows_failed: self.windows_failed,
         }

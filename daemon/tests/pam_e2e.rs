@@ -1,0 +1,256 @@
+//! End to end with real pieces: habitusd on a temporary socket and SQLite store, a user
+//! enrolled from the Aalto benchmark, and `pamtester` under cwrap's pam_wrapper running
+//! the canonical stack (pam_habitus.so → substack with pam_matrix.so as the strong
+//! factor → pam_permit). Needs the packages `.ci/run` installs (pamtester,
+//! libpam-wrapper, libpam0g-dev).
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use common::{aalto, pam_module, TestDaemon};
+use habitus::pamtest::{PamHarness, PamOutcome};
+use habitus_protocol::TrustState;
+
+const ALICE: &str = "1002_keystrokes.txt.gz";
+const MALLORY: &str = "1005_keystrokes.txt.gz";
+const PASSWORD: &str = "correct horse";
+
+fn harness(daemon: &TestDaemon, options: &str) -> PamHarness {
+    let module = pam_module();
+    PamHarness::new(
+        &daemon.path("pam.d"),
+        &module,
+        &format!("socket={} {options}", daemon.socket.display()),
+        &[("alice", PASSWORD), ("bob", PASSWORD)],
+    )
+    .expect("pamtester and libpam-wrapper are installed (.ci/run installs them)")
+}
+
+/// The strong factor was asked, the right password passes and a wrong one fails.
+fn assert_strong_factor(h: &PamHarness, user: &str, case: &str) {
+    let wrong = h.authenticate(user, "not the password").unwrap();
+    assert!(
+        !wrong.success,
+        "{case}: a wrong password passed: {}",
+        wrong.output
+    );
+    assert!(
+        wrong.prompted(),
+        "{case}: no password prompt: {}",
+        wrong.output
+    );
+    let right = h.authenticate(user, PASSWORD).unwrap();
+    assert!(
+        right.success,
+        "{case}: the right password failed: {}",
+        right.output
+    );
+    assert!(right.prompted(), "{case}: {}", right.output);
+    println!("{case}: strong factor asked ({:.1} ms)", ms(&right));
+}
+
+fn ms(o: &PamOutcome) -> f64 {
+    o.elapsed.as_secs_f64() * 1000.0
+}
+
+#[test]
+fn genuine_behaviour_skips_the_step_up_and_an_impostor_is_asked() {
+    let (Some(enrol), Some(genuine), Some(impostor)) = (
+        aalto(ALICE, 0..10),
+        aalto(ALICE, 10..15),
+        aalto(MALLORY, 10..15),
+    ) else {
+        return;
+    };
+    let daemon = TestDaemon::start("");
+    daemon.enroll("alice", &enrol);
+    let h = harness(&daemon, "timeout_ms=300");
+
+    daemon.session("alice", true);
+    daemon.ingest("alice", &genuine);
+    let a = daemon.assess("alice");
+    assert_eq!(a.state, TrustState::Trusted, "{a:?}");
+    // Trusted: no prompt at all, so even a wrong "password" on stdin is never read.
+    let out = h.authenticate("alice", "not the password").unwrap();
+    assert!(out.success, "genuine: {}", out.output);
+    assert!(
+        !out.prompted(),
+        "genuine behaviour was asked for the password: {}",
+        out.output
+    );
+    println!(
+        "genuine: authenticated without a prompt in {:.1} ms",
+        ms(&out)
+    );
+    daemon.session("alice", false);
+
+    // A fresh session, someone else at the keyboard.
+    daemon.session("alice", true);
+    daemon.ingest("alice", &impostor);
+    let a = daemon.assess("alice");
+    assert!(
+        matches!(a.state, TrustState::Uncertain | TrustState::Drift),
+        "impostor: {a:?}"
+    );
+    assert!(a.fused_llr < 0.0, "{a:?}");
+    assert_strong_factor(&h, "alice", "impostor");
+}
+
+#[test]
+fn every_fault_ends_at_the_strong_factor() {
+    let (Some(enrol), Some(genuine)) = (aalto(ALICE, 0..10), aalto(ALICE, 10..15)) else {
+        return;
+    };
+    let mut daemon = TestDaemon::start("");
+    daemon.enroll("alice", &enrol);
+    let h = harness(&daemon, "timeout_ms=300 max_age_s=2");
+
+    // Unknown user: no profile, no session.
+    assert_strong_factor(&h, "bob", "unknown user");
+
+    // Enrolled, session open, no evidence yet: Learning.
+    daemon.session("alice", true);
+    assert_eq!(daemon.assess("alice").state, TrustState::Learning);
+    assert_strong_factor(&h, "alice", "still learning");
+
+    // Trusted, then the evidence ages past max_age_s.
+    daemon.ingest("alice", &genuine);
+    let fresh = h.authenticate("alice", "").unwrap();
+    assert!(
+        fresh.success && !fresh.prompted(),
+        "fresh: {}",
+        fresh.output
+    );
+    std::thread::sleep(Duration::from_millis(2600));
+    assert_strong_factor(&h, "alice", "evidence older than max_age_s");
+
+    // A module option that does not parse.
+    daemon.ingest("alice", &genuine);
+    let bad = PamHarness::new(
+        &daemon.path("pam.d-bad"),
+        &pam_module(),
+        &format!("socket={} timeout_ms=abc", daemon.socket.display()),
+        &[("alice", PASSWORD)],
+    )
+    .unwrap();
+    assert_strong_factor(&bad, "alice", "unparsable option");
+
+    // The socket is owned by someone other than root: never trust what answers there.
+    let fresh = h.authenticate("alice", "").unwrap();
+    assert!(fresh.success, "control: {}", fresh.output);
+    std::os::unix::fs::chown(&daemon.socket, Some(65534), None).unwrap();
+    assert_strong_factor(&h, "alice", "socket owned by uid 65534");
+    std::os::unix::fs::chown(&daemon.socket, Some(0), None).unwrap();
+
+    // The daemon is not running.
+    daemon.kill9();
+    assert_strong_factor(&h, "alice", "daemon not running");
+    // Its stale socket file left behind by SIGKILL: restart replaces it.
+    assert!(common::is_socket(&daemon.socket));
+    daemon.restart();
+    assert_eq!(daemon.assess("alice").state, TrustState::Learning);
+}
+
+#[test]
+fn open_session_binds_the_user_and_close_session_ends_it() {
+    let Some(enrol) = aalto(ALICE, 0..10) else {
+        return;
+    };
+    let daemon = TestDaemon::start("");
+    daemon.enroll("alice", &enrol);
+    let h = harness(&daemon, "timeout_ms=300");
+    let out = h.run("alice", &["open_session"], "").unwrap();
+    assert!(out.success, "{}", out.output);
+    match daemon.call(habitus_protocol::RequestBody::Status {
+        user: Some("alice".into()),
+    }) {
+        Ok(habitus_protocol::ResponseBody::Status { users }) => {
+            assert_eq!(users.len(), 1);
+            assert!(
+                users[0]
+                    .sessions
+                    .iter()
+                    .any(|s| s.starts_with("habitus-test")),
+                "{users:?}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(daemon
+        .log()
+        .contains("session opened: alice on habitus-test"));
+}
+
+#[test]
+fn the_cli_talks_to_the_daemon_and_a_non_root_peer_is_confined_to_itself() {
+    let Some(enrol) = aalto(ALICE, 0..10) else {
+        return;
+    };
+    let daemon = TestDaemon::start("");
+    let replay = daemon.path("alice.jsonl");
+    habitus::replay::write(&replay, "test", &enrol).unwrap();
+    std::fs::set_permissions(&replay, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let cli = |uid: u32, args: &[&str]| {
+        use std::os::unix::process::CommandExt;
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_habitus"))
+            .args(args)
+            .arg("--socket")
+            .arg(&daemon.socket)
+            .uid(uid)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+
+    let (ok, out) = cli(
+        0,
+        &["enroll", "alice", "--replay", replay.to_str().unwrap()],
+    );
+    assert!(
+        ok && out.contains("enrolled alice: keystroke from"),
+        "{out}"
+    );
+    let (ok, out) = cli(0, &["status", "alice"]);
+    assert!(ok && out.contains("alice: Learning"), "{out}");
+    assert!(out.contains("keystroke: enrolled"), "{out}");
+    let (ok, out) = cli(0, &["export", "alice"]);
+    assert!(ok && out.contains("\"profiles\""), "{out}");
+
+    // nobody (uid 65534) may not look at, feed, enrol or erase alice.
+    for args in [
+        vec!["status", "alice"],
+        vec!["status"],
+        vec!["export", "alice"],
+        vec!["ingest", "alice", "--replay", replay.to_str().unwrap()],
+        vec!["enroll", "nobody", "--replay", replay.to_str().unwrap()],
+        vec!["forget", "alice"],
+    ] {
+        let (ok, out) = cli(65534, &args);
+        assert!(!ok, "{args:?} was allowed: {out}");
+        assert!(out.contains("PermissionDenied"), "{args:?}: {out}");
+    }
+    // ... but may ask about themselves (nothing known: a different refusal).
+    let (ok, out) = cli(65534, &["status", "nobody"]);
+    assert!(!ok && out.contains("UnknownUser"), "{out}");
+    let (ok, out) = cli(
+        65534,
+        &["ingest", "nobody", "--replay", replay.to_str().unwrap()],
+    );
+    assert!(ok, "{out}");
+
+    // Forget erases: the profile is gone from status and export.
+    let (ok, out) = cli(0, &["forget", "alice"]);
+    assert!(ok && out.contains("erased alice"), "{out}");
+    let (ok, out) = cli(0, &["status", "alice"]);
+    assert!(!ok && out.contains("UnknownUser"), "{out}");
+}
