@@ -49,10 +49,7 @@ impl Default for Config {
     fn default() -> Config {
         let mut plugins = BTreeMap::new();
         plugins.insert("keystroke".to_string(), PluginConfig::default());
-        let mut session = SessionConfig::default();
-        // 50 keystrokes per window: the sample size the Aalto protocol measures.
-        session.window_events.insert("keystroke".to_string(), 100);
-        session.adapt_min_llr = Some(3.0);
+        let session = SessionConfig::default();
         Config {
             version: CONFIG_VERSION,
             socket: PathBuf::from(habitus_protocol::DEFAULT_SOCKET),
@@ -140,6 +137,11 @@ pub struct InputConfig {
     pub evdev: bool,
     /// Where the `event*` device nodes are (rescanned every 2 s for hot-plug).
     pub evdev_dir: PathBuf,
+    /// PAM services whose sessions never take over the local input devices. `sudo` and
+    /// `su` open their session for the *target* user (usually root) while the same
+    /// person keeps typing: binding the seat to root there would score the user's typing
+    /// against root's profile (or none).
+    pub ignore_session_services: Vec<String>,
 }
 
 impl Default for InputConfig {
@@ -147,6 +149,19 @@ impl Default for InputConfig {
         InputConfig {
             evdev: true,
             evdev_dir: PathBuf::from("/dev/input"),
+            ignore_session_services: [
+                "sudo",
+                "sudo-i",
+                "su",
+                "su-l",
+                "runuser",
+                "runuser-l",
+                "cron",
+                "systemd-user",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         }
     }
 }
@@ -276,7 +291,7 @@ mod tests {
                 "[[replay]]\nuser = \"a/b\"\nfile = \"x\"",
                 "valid user name",
             ),
-            ("version = ", "invalid"),
+            ("version = ", "TOML parse error"),
         ] {
             let e = Config::parse(text, "t.toml").unwrap_err().to_string();
             assert!(e.contains(needle), "{text:?}: {e}");

@@ -176,7 +176,10 @@ impl Core {
             RequestBody::Status { user: Some(user) } => own(user, "read the status of"),
             RequestBody::Status { user: None } => Err(Refusal(
                 ErrorKind::PermissionDenied,
-                "only root may list every user; ask for your own (habitus status USER)".into(),
+                format!(
+                    "uid {}: only root may list every user; ask for your own (habitus status USER)",
+                    peer.uid
+                ),
             )),
             RequestBody::SessionOpen { .. }
             | RequestBody::SessionClose { .. }
@@ -327,6 +330,11 @@ impl Core {
         tty: Option<String>,
         rhost: Option<String>,
     ) -> Handled {
+        if self.config.input.ignore_session_services.contains(&service) {
+            return Ok(done(format!(
+                "{service} sessions do not change who owns the local input (input.ignore_session_services)"
+            )));
+        }
         let remote = rhost.as_deref().is_some_and(|h| !h.is_empty());
         let binding = Binding {
             user: user.clone(),

@@ -54,18 +54,31 @@ pub struct Assessment {
 }
 
 /// How a session is set up.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SessionConfig {
     pub trust: TrustConfig,
     pub fusion: FusionConfig,
-    /// Events per scoring window (per plugin name); plugins not listed use 50.
+    /// Events per scoring window (per plugin name); plugins not listed use 50. Default:
+    /// `keystroke = 100` (50 keystrokes, the sample the Aalto protocol measures).
     pub window_events: std::collections::BTreeMap<String, usize>,
     /// Windows scoring at least this LLR are offered for adaptation
-    /// ([`Session::take_adaptation_candidates`]); `None` (the default) offers none.
+    /// ([`Session::take_adaptation_candidates`]); `None` offers none. Default 3.0
+    /// (odds of 20:1 for genuine).
     /// The plugin re-checks with its own gate, and the profile store bounds how many
     /// adaptations a day are applied, so an impostor cannot slowly train a profile.
     pub adapt_min_llr: Option<f64>,
+}
+
+impl Default for SessionConfig {
+    fn default() -> SessionConfig {
+        SessionConfig {
+            trust: TrustConfig::default(),
+            fusion: FusionConfig::default(),
+            window_events: [("keystroke".to_string(), 100)].into_iter().collect(),
+            adapt_min_llr: Some(3.0),
+        }
+    }
 }
 
 /// A window that scored clearly genuine, offered to the host for template adaptation.
