@@ -229,3 +229,67 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
     }
     Ok(())
 }
+
+#[derive(Subcommand)]
+pub enum PopulationCommand {
+    /// Build the population model from Aalto participants and install it in habitusd's
+    /// store (root; works while habitusd runs). Later enrolments use it; re-enrol
+    /// existing users to benefit.
+    Build {
+        /// The aalto-136m-subset folder (or its keystrokes/ folder).
+        #[arg(long)]
+        aalto: PathBuf,
+        /// Participants to learn from (the first ones in id order).
+        #[arg(long, default_value_t = 200)]
+        participants: usize,
+        /// habitusd's configuration (for the store, secrets and plugin settings).
+        #[arg(long, default_value = habitus::config::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+}
+
+pub fn population(command: PopulationCommand) -> Result<()> {
+    let PopulationCommand::Build {
+        aalto,
+        participants,
+        config,
+    } = command;
+    let config = if config.exists() {
+        habitus::config::Config::load(&config)?
+    } else {
+        println!(
+            "{} not found: using the default configuration",
+            config.display()
+        );
+        habitus::config::Config::default()
+    };
+    let secrets = habitus_engine::Secrets::load_or_create(&config.secrets)?;
+    let mut store = habitus_engine::ProfileStore::open(&config.database, &secrets)?;
+    let files = habitus::population::aalto_files(&aalto)?;
+    let people = habitus::population::aalto_people(&files, participants)?;
+    let dirs = match &config.plugin_dir {
+        Some(d) => vec![d.clone()],
+        None => habitus_engine::loader::default_plugin_dirs(),
+    };
+    for (name, pc) in &config.plugins {
+        let library =
+            habitus_engine::loader::find_plugin(&dirs, name).map_err(anyhow::Error::msg)?;
+        let plugin = library.instantiate(&pc.settings)?;
+        let window_events = config
+            .session
+            .window_events
+            .get(name)
+            .copied()
+            .unwrap_or(50);
+        let blob =
+            habitus::population::build(&plugin, &people, &secrets.key_hasher(), window_events)
+                .with_context(|| format!("building the {name} population"))?;
+        store.put_population(name, &blob)?;
+        println!(
+            "{name}: population from {} participants installed in {}",
+            people.len(),
+            config.database.display()
+        );
+    }
+    Ok(())
+}

@@ -814,11 +814,25 @@ fn run_drift_command(command: &[String], user: &str) {
 /// Logging to stderr, which systemd sends to the journal. One line per event; never
 /// event contents.
 pub mod log {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static QUIET: AtomicBool = AtomicBool::new(false);
+
+    /// Silences info and warning lines (evaluations run thousands of sessions); errors
+    /// are always written.
+    pub fn set_quiet(quiet: bool) {
+        QUIET.store(quiet, Ordering::Relaxed);
+    }
+
     pub fn info(message: &str) {
-        eprintln!("habitusd: {message}");
+        if !QUIET.load(Ordering::Relaxed) {
+            eprintln!("habitusd: {message}");
+        }
     }
     pub fn warn(message: &str) {
-        eprintln!("habitusd: warning: {message}");
+        if !QUIET.load(Ordering::Relaxed) {
+            eprintln!("habitusd: warning: {message}");
+        }
     }
     pub fn error(message: &str) {
         eprintln!("habitusd: error: {message}");

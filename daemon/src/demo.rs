@@ -45,6 +45,8 @@ impl Drop for Daemon {
 
 struct Recordings {
     source: String,
+    /// Other people's typing, for the population model (empty for synthetic data).
+    others: Vec<Vec<WireEvent>>,
     enrol: Vec<WireEvent>,
     genuine: Vec<WireEvent>,
     impostor: Vec<WireEvent>,
@@ -69,7 +71,9 @@ fn recordings(data: &Path) -> Result<Recordings> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default()
         };
+        let others = habitus::population::aalto_people(&files[2..], 100).unwrap_or_default();
         return Ok(Recordings {
+            others,
             source: format!(
                 "Aalto 136M keystrokes: alice = {} (sentences 1-10 enrol, 11-15 live), impostor = {} (sentences 11-15)",
                 name(a),
@@ -85,6 +89,7 @@ fn recordings(data: &Path) -> Result<Recordings> {
         data.display()
     );
     Ok(Recordings {
+        others: Vec::new(),
         source: "synthetic typists (alice: 95 ms holds, 190 ms gaps; impostor: 140 ms, 260 ms)"
             .into(),
         enrol: replay::synthetic_typist(600, 95.0, 190.0, 1),
@@ -187,7 +192,7 @@ pub fn run(args: DemoArgs) -> Result<()> {
             d.clone()
         }
         None => {
-            temp = tempdir()?;
+            temp = habitus::scratch::ScratchDir::new("habitus-demo")?;
             temp.0.clone()
         }
     };
@@ -231,6 +236,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
     );
 
     let rec = recordings(&args.data)?;
+    if !rec.others.is_empty() {
+        // What `habitus population build` does on an installation.
+        let secrets = habitus_engine::Secrets::load_or_create(&dir.join("secrets.key"))?;
+        let mut store = habitus_engine::ProfileStore::open(&dir.join("profiles.sqlite"), &secrets)?;
+        let library =
+            habitus_engine::PluginLibrary::load(&exe_dir.join("libhabitus_keystroke.so"))?;
+        let plugin = library.instantiate("mode = \"free\"")?;
+        let blob = habitus::population::build(&plugin, &rec.others, &secrets.key_hasher(), 100)?;
+        store.put_population("keystroke", &blob)?;
+        println!(
+            "  population model from {} other Aalto participants installed",
+            rec.others.len()
+        );
+    }
     println!("\n== 2. enrol alice\n  data: {}", rec.source);
     match call(
         &socket,
@@ -244,6 +263,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         other => bail!("unexpected reply: {other:?}"),
     }
 
+    // pam_habitus.so believes only a daemon running as root, on a root-owned socket.
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        println!("  note: not running as root, so pam_habitus.so will (rightly) distrust this habitusd and always ask for the password; run `sudo habitus demo` to see the skip");
+    }
     let harness = match PamHarness::new(
         &dir.join("pam.d"),
         &module,
@@ -294,19 +319,4 @@ pub fn run(args: DemoArgs) -> Result<()> {
         );
     }
     Ok(())
-}
-
-/// A temporary directory removed when dropped (tempfile is a dev-dependency only).
-struct TempDir(PathBuf);
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempdir() -> Result<TempDir> {
-    let base = std::env::temp_dir().join(format!("habitus-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&base)?;
-    Ok(TempDir(base))
 }

@@ -5,6 +5,8 @@
 //! * [`server`]: the unix socket, evdev and replay sources around the core.
 //! * [`evdev`]: local input devices; [`replay`]: recorded behaviour files.
 //! * [`client`]: the blocking client the CLI uses; [`peer`]: `SO_PEERCRED` identities.
+//! * [`stepup`]: the step-up evaluation (`habitus eval stepup`); [`pamtest`]: pamtester
+//!   under pam_wrapper; [`scratch`]: temporary directories.
 
 pub mod client;
 pub mod config;
@@ -12,5 +14,8 @@ pub mod core;
 pub mod evdev;
 pub mod pamtest;
 pub mod peer;
+pub mod population;
 pub mod replay;
+pub mod scratch;
 pub mod server;
+pub mod stepup;

@@ -79,6 +79,9 @@ enum Command {
         #[command(flatten)]
         daemon: admin::DaemonArgs,
     },
+    /// Population models (how other people type), for calibrated scores.
+    #[command(subcommand)]
+    Population(admin::PopulationCommand),
     /// Write replay files (recorded behaviour in the ingest format).
     #[command(subcommand)]
     Replay(admin::ReplayCommand),
@@ -129,6 +132,36 @@ enum EvalCommand {
         impostor_reps: usize,
         #[command(flatten)]
         common: Common,
+    },
+    /// The PAM step-up decision over many people: enrol each Aalto participant through
+    /// habitusd's core, replay their own and others' typing into fresh sessions, count
+    /// how often the strong factor is skipped.
+    Stepup {
+        /// The aalto-136m-subset folder (or its keystrokes/ folder).
+        #[arg(long, default_value = "../shared/datasets/aalto-136m-subset")]
+        data: PathBuf,
+        /// Participant files to pass over first (id order), e.g. to hold out a tuning set.
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
+        /// Participants enrolled (after --skip, in id order).
+        #[arg(long, default_value_t = 100)]
+        users: usize,
+        /// Other participants typing into each user's session.
+        #[arg(long, default_value_t = 10)]
+        impostors: usize,
+        /// Further participants whose typing builds the population model (0: none,
+        /// as on a fresh installation).
+        #[arg(long, default_value_t = 0)]
+        population: usize,
+        /// habitusd configuration to evaluate (default: the built-in defaults).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Directory holding libhabitus_keystroke.so (default: next to this executable).
+        #[arg(long, value_name = "DIR")]
+        plugins: Option<PathBuf>,
     },
     /// Free-text keystroke on the Aalto 136M-keystrokes files (TypeNet-style protocol).
     Aalto {
@@ -299,6 +332,70 @@ fn run(cli: Cli) -> Result<()> {
             let report = aalto::run(&library, &parsed, &gallery, threads, &bar)?;
             emit(&report, &common)
         }
+        Command::Eval(EvalCommand::Stepup {
+            data,
+            skip,
+            users,
+            impostors,
+            population,
+            config,
+            json,
+            plugins,
+        }) => {
+            if !data.exists() {
+                return Err(dataset_missing(&data));
+            }
+            let mut config = match config {
+                Some(path) => habitus::config::Config::load(&path)?,
+                None => habitus::config::Config::default(),
+            };
+            config.drift.action = habitus::config::DriftAction::None;
+            let plugin_dir = match plugins {
+                Some(d) => d,
+                None => std::env::current_exe()?
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .context("executable directory")?,
+            };
+            habitus::core::log::set_quiet(true);
+            let bar = Bar(Mutex::new(None));
+            let r = habitus::stepup::run(
+                &data,
+                &plugin_dir,
+                config,
+                habitus::stepup::Protocol {
+                    skip,
+                    users,
+                    impostors,
+                    population,
+                },
+                &bar,
+            )?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r)?);
+            } else {
+                println!("PAM step-up on Aalto: {} users enrolled from sentences 1-10, sessions replay sentences 11-15", r.users);
+                println!(
+                    "population model: {} other participants",
+                    r.population_users
+                );
+                println!(
+                    "genuine sessions that skip the strong factor:  {:>5} / {:<5} = {:.3}",
+                    r.genuine_skipped,
+                    r.genuine_sessions,
+                    r.skip_rate()
+                );
+                println!(
+                    "impostor sessions that skip it (false skips):  {:>5} / {:<5} = {:.3}",
+                    r.impostor_skipped,
+                    r.impostor_sessions,
+                    r.false_skip_rate()
+                );
+                println!("genuine final states:  {:?}", r.genuine_states);
+                println!("impostor final states: {:?}", r.impostor_states);
+            }
+            Ok(())
+        }
         Command::Status { user, daemon } => admin::status(user, &daemon),
         Command::Enroll {
             user,
@@ -314,6 +411,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Forget { user, daemon } => admin::forget(user, &daemon),
         Command::Export { user, daemon } => admin::export(user, &daemon),
         Command::Replay(command) => admin::replay(command),
+        Command::Population(command) => admin::population(command),
         Command::Demo(args) => demo::run(args),
         Command::Plugin(PluginCommand::Check { path }) => {
             let lib = PluginLibrary::load(&path)?;

@@ -68,6 +68,13 @@ pub struct SessionConfig {
     /// The plugin re-checks with its own gate, and the profile store bounds how many
     /// adaptations a day are applied, so an impostor cannot slowly train a profile.
     pub adapt_min_llr: Option<f64>,
+    /// `Trusted` also needs the fused evidence in the fusion window to reach this LLR
+    /// (default 4.6 = ln 99).
+    /// Trust starts at 100 (Mondal & Bours assume a strongly authenticated login), so
+    /// without this bar a session's first few windows could be mildly impostor-like and
+    /// still leave it "trusted"; with it, trusted means "the recent behaviour is
+    /// positively the user's", which is what skipping a step-up factor needs.
+    pub trusted_min_llr: f64,
 }
 
 impl Default for SessionConfig {
@@ -77,6 +84,9 @@ impl Default for SessionConfig {
             fusion: FusionConfig::default(),
             window_events: [("keystroke".to_string(), 100)].into_iter().collect(),
             adapt_min_llr: Some(3.0),
+            // ln 99: the recent behaviour is at least 99 times likelier the user's than
+            // someone else's (fixed from the odds, not fitted; see docs/results.md).
+            trusted_min_llr: 4.6,
         }
     }
 }
@@ -117,6 +127,7 @@ pub struct Session {
     windows_failed: u64,
     last_error: Option<HostError>,
     adapt_min_llr: Option<f64>,
+    trusted_min_llr: f64,
     candidates: Vec<AdaptationCandidate>,
 }
 
@@ -161,6 +172,7 @@ impl Session {
             windows_failed: 0,
             last_error: None,
             adapt_min_llr: config.adapt_min_llr,
+            trusted_min_llr: config.trusted_min_llr,
             candidates: Vec::new(),
         }
     }
@@ -267,6 +279,7 @@ impl Session {
         self.fusion.expire(now_us);
         let enrolled = self.slots.iter().any(|s| s.profile.is_some());
         let trust = self.trust.trust();
+        let fused = self.fusion.fused_llr();
         let cfg = self.trust.config();
         let state = if !enrolled {
             State::Unenrolled
@@ -274,7 +287,7 @@ impl Session {
             State::Learning
         } else if trust < cfg.lockout {
             State::Drift
-        } else if trust >= cfg.trusted {
+        } else if trust >= cfg.trusted && fused >= self.trusted_min_llr {
             State::Trusted
         } else {
             State::Uncertain

@@ -85,3 +85,22 @@ fn no_profile_is_unenrolled_and_bad_events_are_counted() {
     assert_eq!(a.events_seen, 1);
     assert_eq!(a.state, State::Learning);
 }
+
+#[test]
+fn trusted_needs_positive_fused_evidence_not_just_high_trust() {
+    let profile = enrolled_profile();
+    let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let plugin = Arc::new(lib.instantiate("mode = \"free\"").unwrap());
+    let strict = SessionConfig {
+        trusted_min_llr: 1e6, // unreachable: trust alone must not make a session Trusted
+        ..SessionConfig::default()
+    };
+    let mut s = Session::new(&strict, vec![(plugin, Some(profile))]);
+    let stream = typing(400, 90.0, 180.0, 1234, 50_000_000);
+    for e in &stream {
+        s.push(*e);
+    }
+    let a = s.assess(stream.last().unwrap().t_us);
+    assert!(a.trust >= 95.0 && a.fused_llr > 0.0, "{a:?}");
+    assert_eq!(a.state, State::Uncertain, "{a:?}");
+}

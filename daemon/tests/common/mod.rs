@@ -81,7 +81,7 @@ pub struct TestDaemon {
 
 impl TestDaemon {
     /// Starts habitusd with `extra` appended to a config that points every path into
-    /// a fresh temporary directory (evdev off).
+    /// a fresh temporary directory (evdev off unless `extra` has an `[input]` table).
     pub fn start(extra: &str) -> TestDaemon {
         let dir = tempfile::tempdir().expect("tempdir");
         // Other uids (the authorisation tests) must reach the socket inside.
@@ -91,11 +91,12 @@ impl TestDaemon {
         std::fs::write(
             &config,
             format!(
-                "version = 1\nsocket = {:?}\ndatabase = {:?}\nsecrets = {:?}\nplugin_dir = {:?}\n{extra}\n[input]\nevdev = false\n",
+                "version = 1\nsocket = {:?}\ndatabase = {:?}\nsecrets = {:?}\nplugin_dir = {:?}\n{extra}\n{}",
                 socket,
                 dir.path().join("profiles.sqlite"),
                 dir.path().join("secrets.key"),
                 built(),
+                if extra.contains("[input]") { "" } else { "[input]\nevdev = false\n" },
             ),
         )
         .unwrap();
