@@ -254,3 +254,35 @@ fn the_cli_talks_to_the_daemon_and_a_non_root_peer_is_confined_to_itself() {
     let (ok, out) = cli(0, &["status", "alice"]);
     assert!(!ok && out.contains("UnknownUser"), "{out}");
 }
+
+#[test]
+fn the_readme_demo_shows_the_skip_and_the_step_up() {
+    let Some(data) = common::dataset("aalto-136m-subset") else {
+        return;
+    };
+    common::built();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_habitus"))
+        .args(["demo", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("typing no password: AUTHENTICATED") && text.contains("(no password asked)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("typing a wrong password: DENIED")
+            && text.contains("typing alice's password: AUTHENTICATED in"),
+        "{text}"
+    );
+    assert!(
+        text.contains("genuine behaviour skipped the step-up"),
+        "{text}"
+    );
+}
