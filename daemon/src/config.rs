@@ -142,6 +142,12 @@ pub struct InputConfig {
     /// person keeps typing: binding the seat to root there would score the user's typing
     /// against root's profile (or none).
     pub ignore_session_services: Vec<String>,
+    /// systemd-logind's record of seat0: its `ACTIVE_UID` decides whose session owns the
+    /// local devices (fast user switching changes it without any PAM call). When the
+    /// file does not exist, the most recent local PAM session owns them.
+    pub logind_seat: PathBuf,
+    /// systemd-logind's session records (`REMOTE=1` marks SSH sessions).
+    pub logind_sessions: PathBuf,
 }
 
 impl Default for InputConfig {
@@ -162,6 +168,8 @@ impl Default for InputConfig {
             .iter()
             .map(|s| s.to_string())
             .collect(),
+            logind_seat: PathBuf::from("/run/systemd/seats/seat0"),
+            logind_sessions: PathBuf::from("/run/systemd/sessions"),
         }
     }
 }
@@ -210,6 +218,19 @@ impl Config {
         }
         config.session.trust.validate().map_err(&invalid)?;
         config.session.fusion.validate().map_err(&invalid)?;
+        let min = config.session.trusted_min_llr;
+        if !min.is_finite() || min < 0.0 {
+            return Err(invalid(format!(
+                "session.trusted_min_llr = {min}: must be a finite number >= 0 (trust alone must not make a session trusted)"
+            )));
+        }
+        for (name, n) in &config.session.window_events {
+            if *n == 0 {
+                return Err(invalid(format!(
+                    "session.window_events.{name} must be at least 1"
+                )));
+            }
+        }
         if config.plugins.is_empty() {
             return Err(invalid("no [plugins.*] table: nothing to measure".into()));
         }
@@ -286,6 +307,12 @@ mod tests {
             ("[drift]\naction = \"explode\"", "unknown variant"),
             ("[plugins.keystroke]\nenrol_windows = 0", "enrol_windows"),
             ("[session]\nadapt_min_llr = -1.0", "adapt_min_llr"),
+            ("[session]\ntrusted_min_llr = -1.0", "trusted_min_llr"),
+            ("[session]\ntrusted_min_llr = nan", "trusted_min_llr"),
+            (
+                "[session.window_events]\nkeystroke = 0",
+                "window_events.keystroke",
+            ),
             ("[session.trust]\nlockout = 99.0\ntrusted = 50.0", "lockout"),
             (
                 "[[replay]]\nuser = \"a/b\"\nfile = \"x\"",

@@ -5,7 +5,7 @@
 //! collected for enrolment while the user is still learning, and the bindings announced
 //! by `session optional pam_habitus.so`. Profiles live in the encrypted [`ProfileStore`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -19,7 +19,7 @@ use habitus_protocol::{
 };
 
 use crate::config::{Config, DriftAction};
-use crate::peer::Peer;
+use crate::peer::{remote_session, user_name, Peer};
 
 /// A loaded modality plugin and how habitusd uses it.
 pub struct ModalityPlugin {
@@ -76,7 +76,25 @@ struct LiveUser {
     /// Enrolment windows behind each plugin's profile (0: not enrolled).
     enrolled_windows: Vec<u32>,
     last_state: State,
+    /// A non-root collector fed this session. Its events are scored (they can only
+    /// lower trust usefully), but they never enrol, never adapt and never make the
+    /// session `Trusted`: a user could otherwise type (or script) their own way past
+    /// the step-up.
+    self_reported: bool,
 }
+
+/// Where events came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    /// Local devices, root's collectors, configured replays.
+    Trusted,
+    /// A collector running as the user themselves.
+    SelfReported,
+}
+
+/// Timestamps above 2^53 µs (285 years) are refused: they cannot be real, and staying
+/// below keeps every offset computation far from overflow.
+const MAX_T_US: u64 = 1 << 53;
 
 /// Counters for `status` and logs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -84,6 +102,8 @@ pub struct Counters {
     pub device_events_unbound: u64,
     pub adaptations_applied: u64,
     pub adaptations_refused_daily_limit: u64,
+    /// Drift actions started (once per entry into `Drift`).
+    pub drift_actions: u64,
 }
 
 /// What habitusd knows, and the rules for changing it.
@@ -93,6 +113,11 @@ pub struct Core {
     store: ProfileStore,
     hasher: KeyHasher,
     users: BTreeMap<String, LiveUser>,
+    /// Enrolment windows of users whose session closed before enough were collected:
+    /// the count continues at their next session (memory only).
+    stash: BTreeMap<String, Vec<Learner>>,
+    /// Users erased with `forget`: never learned from again until an explicit enrol.
+    forgotten: BTreeSet<String>,
     bindings: Vec<Binding>,
     clock: Instant,
     pub counters: Counters,
@@ -126,6 +151,8 @@ impl Core {
             store,
             hasher,
             users: BTreeMap::new(),
+            stash: BTreeMap::new(),
+            forgotten: BTreeSet::new(),
             bindings: Vec::new(),
             clock: Instant::now(),
             counters: Counters::default(),
@@ -146,7 +173,7 @@ impl Core {
     pub fn handle(&mut self, peer: &Peer, request: RequestBody) -> Response {
         let result = self
             .authorise(peer, &request)
-            .and_then(|()| self.dispatch(request));
+            .and_then(|()| self.dispatch(peer, request));
         match result {
             Ok(body) => Response::new(body),
             Err(Refusal(kind, message)) => Response::error(kind, message),
@@ -191,7 +218,7 @@ impl Core {
         }
     }
 
-    fn dispatch(&mut self, request: RequestBody) -> Handled {
+    fn dispatch(&mut self, peer: &Peer, request: RequestBody) -> Handled {
         let user = match &request {
             RequestBody::Assess { user }
             | RequestBody::SessionOpen { user, .. }
@@ -212,7 +239,18 @@ impl Core {
             }
         }
         match request {
-            RequestBody::Assess { user } => self.assess(&user).map(ResponseBody::Assessment),
+            RequestBody::Assess { user } => {
+                if let Some(reason) = peer
+                    .pid
+                    .and_then(|pid| remote_session(pid, &self.config.input.logind_sessions))
+                {
+                    return Err(Refusal(
+                        ErrorKind::PermissionDenied,
+                        format!("assessment refused: {reason}; local behaviour says nothing about a remote session"),
+                    ));
+                }
+                self.assess(&user).map(ResponseBody::Assessment)
+            }
             RequestBody::SessionOpen {
                 user,
                 service,
@@ -222,7 +260,14 @@ impl Core {
             RequestBody::SessionClose { user, service, tty } => {
                 self.session_close(&user, &service, tty.as_deref())
             }
-            RequestBody::Ingest { user, events } => self.ingest(&user, &events),
+            RequestBody::Ingest { user, events } => {
+                let source = if peer.uid == 0 {
+                    Source::Trusted
+                } else {
+                    Source::SelfReported
+                };
+                self.ingest(&user, &events, source)
+            }
             RequestBody::Status { user } => self.status(user.as_deref()),
             RequestBody::Enroll { user, events } => self.enroll(&user, &events),
             RequestBody::Forget { user } => self.forget(&user),
@@ -258,9 +303,12 @@ impl Core {
                     time_offset: None,
                     last_t_us: 0,
                     last_evidence: None,
-                    learners: self.plugins.iter().map(|_| Learner::default()).collect(),
+                    learners: self.stash.remove(user).unwrap_or_else(|| {
+                        self.plugins.iter().map(|_| Learner::default()).collect()
+                    }),
                     enrolled_windows,
                     last_state: State::Learning,
+                    self_reported: false,
                 },
             );
         }
@@ -281,6 +329,7 @@ impl Core {
             ));
         };
         let a = live.session.assess(now);
+        let self_reported = live.self_reported;
         let collecting = live
             .learners
             .iter()
@@ -289,6 +338,7 @@ impl Core {
             State::Unenrolled if collecting => TrustState::Learning,
             State::Unenrolled => TrustState::Unenrolled,
             State::Learning => TrustState::Learning,
+            State::Trusted if self_reported => TrustState::Uncertain,
             State::Trusted => TrustState::Trusted,
             State::Uncertain => TrustState::Uncertain,
             State::Drift => TrustState::Drift,
@@ -317,7 +367,12 @@ impl Core {
             state,
             trust: a.trust,
             fused_llr: a.fused_llr,
-            evidence_age_ms: live.last_evidence.map(|t| t.elapsed().as_millis() as u64),
+            // The older of arrival age and event age: neither a fast replay nor a late
+            // batch may look fresher than it is.
+            evidence_age_ms: live.last_evidence.map(|t| {
+                let arrival = t.elapsed().as_millis() as u64;
+                arrival.max(a.evidence_age_us.unwrap_or(0) / 1000)
+            }),
             evaluated_at_ms: unix_ms(),
             modalities,
         })
@@ -330,6 +385,16 @@ impl Core {
         tty: Option<String>,
         rhost: Option<String>,
     ) -> Handled {
+        for (what, value) in [("service", Some(&service)), ("tty", tty.as_ref())] {
+            if let Some(v) = value {
+                if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+                    return Err(Refusal(
+                        ErrorKind::BadRequest,
+                        format!("{what} must be 1-64 printable ASCII characters"),
+                    ));
+                }
+            }
+        }
         if self.config.input.ignore_session_services.contains(&service) {
             return Ok(done(format!(
                 "{service} sessions do not change who owns the local input (input.ignore_session_services)"
@@ -365,15 +430,27 @@ impl Core {
         // The live evidence belongs to the login session: when the user's last session
         // ends, the next login starts from a fresh trust level.
         if removed > 0 && !self.bindings.iter().any(|b| b.user == user) {
-            self.users.remove(user);
+            if let Some(live) = self.users.remove(user) {
+                if live.learners.iter().any(|l| !l.windows.is_empty()) {
+                    self.stash.insert(user.to_string(), live.learners);
+                }
+            }
         }
         log::info(&format!("session closed: {user} ({removed} binding(s))"));
         Ok(done(format!("{removed} session(s) of {user} closed")))
     }
 
-    /// The user whose local session currently owns the input devices: the most
-    /// recently opened local session.
+    /// The user whose session currently owns the local input devices: logind's active
+    /// user of seat0 when logind runs (it follows fast user switching, which makes no
+    /// PAM call), else the most recently opened local PAM session.
     fn device_owner(&self) -> Option<String> {
+        if let Ok(seat) = std::fs::read_to_string(&self.config.input.logind_seat) {
+            return seat
+                .lines()
+                .find_map(|l| l.strip_prefix("ACTIVE_UID="))
+                .and_then(|uid| uid.trim().parse::<u32>().ok())
+                .and_then(user_name);
+        }
         self.bindings
             .iter()
             .rev()
@@ -386,7 +463,7 @@ impl Core {
     pub fn device_events(&mut self, events: &[Event]) {
         match self.device_owner() {
             Some(user) => {
-                if let Err(Refusal(_, m)) = self.feed(&user, events) {
+                if let Err(Refusal(_, m)) = self.feed(&user, events, Source::Trusted) {
                     log::error(&format!("device events for {user}: {m}"));
                 }
             }
@@ -399,7 +476,7 @@ impl Core {
         self.hasher.clone()
     }
 
-    fn ingest(&mut self, user: &str, wire: &[WireEvent]) -> Handled {
+    fn ingest(&mut self, user: &str, wire: &[WireEvent], source: Source) -> Handled {
         let mut events = self.convert(wire)?;
         if events.is_empty() {
             return Ok(done("0 events".to_string()));
@@ -426,7 +503,7 @@ impl Core {
             e.t_us = (e.t_us as i64 + offset).max(1) as u64;
         }
         let before = live.session.assess(now as u64);
-        self.feed(user, &events)?;
+        self.feed(user, &events, source)?;
         let mut rejected = 0;
         if let Some(live) = self.users.get_mut(user) {
             let after = live.session.assess(now as u64);
@@ -450,13 +527,19 @@ impl Core {
 
     /// Feeds events (on the daemon's clock) to a user's live session and learners, then
     /// enrols any plugin whose learner has enough windows and applies adaptations.
-    fn feed(&mut self, user: &str, events: &[Event]) -> Result<(), Refusal> {
+    fn feed(&mut self, user: &str, events: &[Event], source: Source) -> Result<(), Refusal> {
         let now = self.now_us();
         self.live(user, true)?;
         let plugins = &self.plugins;
+        // Only trusted sources teach the profile, and never for a user who asked to be
+        // forgotten.
+        let may_learn = source == Source::Trusted && !self.forgotten.contains(user);
         let Some(live) = self.users.get_mut(user) else {
             return Ok(());
         };
+        if source == Source::SelfReported {
+            live.self_reported = true;
+        }
         let scored_before = live.session.assess(now).windows_scored;
         let mut ready = Vec::new();
         for e in events {
@@ -465,7 +548,7 @@ impl Core {
                 live.last_t_us = e.t_us;
             }
             for (i, p) in plugins.iter().enumerate() {
-                if live.enrolled_windows[i] > 0 || !p.consumes(e.kind) {
+                if !may_learn || live.enrolled_windows[i] > 0 || !p.consumes(e.kind) {
                     continue;
                 }
                 let learner = &mut live.learners[i];
@@ -537,7 +620,13 @@ impl Core {
             return;
         };
         let candidates = live.session.take_adaptation_candidates();
-        if max_per_day == 0 {
+        // Adapt only a session that is Trusted on trusted evidence: windows that score
+        // well inside an Uncertain or drifting session may be an impostor's lucky ones.
+        let now = clock_us(self.clock);
+        if max_per_day == 0
+            || live.self_reported
+            || live.session.assess(now).state != State::Trusted
+        {
             return;
         }
         for c in candidates {
@@ -583,6 +672,7 @@ impl Core {
         if !entered {
             return;
         }
+        self.counters.drift_actions += 1;
         match self.config.drift.action {
             DriftAction::None => {}
             DriftAction::Log => log::warn(&format!("behaviour of {user} has drifted")),
@@ -600,7 +690,23 @@ impl Core {
     /// ids right here, so no code leaves this function.
     fn convert(&self, wire: &[WireEvent]) -> Result<Vec<Event>, Refusal> {
         let mut out = Vec::with_capacity(wire.len());
+        let mut previous = 0;
         for (n, w) in wire.iter().enumerate() {
+            if w.t_us > MAX_T_US || w.t_us < previous {
+                return Err(Refusal(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "event {n}: time {} {}; nothing was ingested",
+                        w.t_us,
+                        if w.t_us > MAX_T_US {
+                            "is out of range"
+                        } else {
+                            "goes back"
+                        }
+                    ),
+                ));
+            }
+            previous = w.t_us;
             let kind = match w.kind {
                 WireEventKind::KeyDown => EventKind::KEY_DOWN,
                 WireEventKind::KeyUp => EventKind::KEY_UP,
@@ -713,6 +819,7 @@ impl Core {
                 live.learners[i] = Learner::default();
             }
         }
+        self.forgotten.remove(user);
         log::info(&format!("enrolled {user}: {}", summary.join(", ")));
         Ok(done(format!("enrolled {user}: {}", summary.join(", "))))
     }
@@ -723,6 +830,8 @@ impl Core {
             .forget(user)
             .map_err(|e| Refusal::internal("erasing a user", e))?;
         let live = self.users.remove(user).is_some();
+        self.stash.remove(user);
+        self.forgotten.insert(user.to_string());
         log::info(&format!("forgot {user}"));
         Ok(done(format!(
             "erased {user}: {rows} stored record(s){}",

@@ -3,8 +3,10 @@
 //! One thread per device reads raw `struct input_event` records and turns them into
 //! plugin events; key codes become keyed-hash key ids right here, so no code (let alone
 //! text) goes further. A scanner thread re-reads the directory every 2 s for hot-plug.
-//! Event times are the daemon's own clock at reading, not the kernel's timestamps, so
-//! every source shares one time base.
+//! Event times are the kernel's timestamps (so a burst read late keeps its rhythm),
+//! mapped onto the daemon's clock so that every source shares one time base; the
+//! mapping is re-anchored when the two drift apart by more than a second (clock
+//! changes, a long backlog).
 //!
 //! A regular file holding `input_event` records is read to its end and closed: that is
 //! how tests replay device input.
@@ -12,6 +14,7 @@
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use habitus_engine::KeyHasher;
@@ -40,33 +43,77 @@ const BTN_TOUCH: u16 = 0x14a;
 const BTN_MISC: u16 = 0x100;
 const KEY_OK: u16 = 0x160;
 
-/// Size of `struct input_event` on 64-bit Linux: timeval (16) + type, code (2 + 2) + value (4).
-pub const INPUT_EVENT_SIZE: usize = 24;
+/// Size of `struct input_event`: a `timeval` (two `long`s) + type, code (2 + 2) + value (4).
+pub const INPUT_EVENT_SIZE: usize = 2 * LONG + 8;
+const LONG: usize = std::mem::size_of::<libc::c_long>();
 
 /// One raw record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RawEvent {
+    /// The kernel's timestamp, microseconds (its clock's origin; only differences matter).
+    pub time_us: i64,
     pub type_: u16,
     pub code: u16,
     pub value: i32,
 }
 
+// `c_long` is i64 on 64-bit targets and i32 on 32-bit ones: the casts matter on the latter.
+#[allow(clippy::unnecessary_cast)]
+fn long_at(bytes: &[u8], at: usize) -> i64 {
+    let mut buf = [0u8; LONG];
+    buf.copy_from_slice(&bytes[at..at + LONG]);
+    libc::c_long::from_ne_bytes(buf) as i64
+}
+
 impl RawEvent {
     pub fn parse(bytes: &[u8; INPUT_EVENT_SIZE]) -> RawEvent {
+        let t = 2 * LONG;
+        let (sec, usec) = (long_at(bytes, 0), long_at(bytes, LONG));
         RawEvent {
-            type_: u16::from_ne_bytes([bytes[16], bytes[17]]),
-            code: u16::from_ne_bytes([bytes[18], bytes[19]]),
-            value: i32::from_ne_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]),
+            time_us: sec.saturating_mul(1_000_000).saturating_add(usec),
+            type_: u16::from_ne_bytes([bytes[t], bytes[t + 1]]),
+            code: u16::from_ne_bytes([bytes[t + 2], bytes[t + 3]]),
+            value: i32::from_ne_bytes([bytes[t + 4], bytes[t + 5], bytes[t + 6], bytes[t + 7]]),
         }
     }
 
-    /// The record as the kernel writes it (zero timestamp): for tests and fixtures.
+    /// The record as the kernel writes it: for tests and fixtures.
+    #[allow(clippy::unnecessary_cast)] // c_long: see `long_at`
     pub fn to_bytes(self) -> [u8; INPUT_EVENT_SIZE] {
         let mut b = [0u8; INPUT_EVENT_SIZE];
-        b[16..18].copy_from_slice(&self.type_.to_ne_bytes());
-        b[18..20].copy_from_slice(&self.code.to_ne_bytes());
-        b[20..24].copy_from_slice(&self.value.to_ne_bytes());
+        let t = 2 * LONG;
+        let sec = (self.time_us.div_euclid(1_000_000)) as libc::c_long;
+        let usec = (self.time_us.rem_euclid(1_000_000)) as libc::c_long;
+        b[..LONG].copy_from_slice(&sec.to_ne_bytes());
+        b[LONG..t].copy_from_slice(&usec.to_ne_bytes());
+        b[t..t + 2].copy_from_slice(&self.type_.to_ne_bytes());
+        b[t + 2..t + 4].copy_from_slice(&self.code.to_ne_bytes());
+        b[t + 4..t + 8].copy_from_slice(&self.value.to_ne_bytes());
         b
+    }
+}
+
+/// Maps a device's kernel timestamps onto the daemon's clock, keeping their
+/// differences, never going back, re-anchoring when they drift apart by over 1 s.
+#[derive(Default)]
+pub struct ClockMap {
+    offset: Option<i64>,
+    last: u64,
+}
+
+impl ClockMap {
+    pub fn map(&mut self, kernel_us: i64, now_us: u64) -> u64 {
+        let now = now_us as i64;
+        let mapped = self.offset.map(|o| kernel_us.saturating_add(o));
+        let t = match mapped {
+            Some(t) if (t - now).abs() <= 1_000_000 => t,
+            _ => {
+                self.offset = Some(now.saturating_sub(kernel_us));
+                now
+            }
+        };
+        self.last = self.last.max(t.max(0) as u64);
+        self.last
     }
 }
 
@@ -187,9 +234,21 @@ impl Translator {
     }
 }
 
-/// Reads one device (or fixture file) until it ends or fails.
-fn read_device(path: PathBuf, hasher: KeyHasher, clock: Instant, out: Sender<Vec<Event>>) {
-    let mut file = match std::fs::File::open(&path) {
+/// Reads one device (or fixture file) until it ends or fails, then forgets it in
+/// `seen` so that a device plugged in again under the same name is read again.
+fn read_device(
+    path: PathBuf,
+    hasher: KeyHasher,
+    clock: Instant,
+    out: Sender<Vec<Event>>,
+    seen: Arc<Mutex<HashSet<PathBuf>>>,
+) {
+    read_until_gone(&path, hasher, clock, out);
+    seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
+}
+
+fn read_until_gone(path: &Path, hasher: KeyHasher, clock: Instant, out: Sender<Vec<Event>>) {
+    let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
             log::warn(&format!("cannot read {}: {e}", path.display()));
@@ -198,6 +257,7 @@ fn read_device(path: PathBuf, hasher: KeyHasher, clock: Instant, out: Sender<Vec
     };
     log::info(&format!("reading input device {}", path.display()));
     let mut translator = Translator::new(hasher);
+    let mut times = ClockMap::default();
     let mut record = [0u8; INPUT_EVENT_SIZE];
     loop {
         match file.read_exact(&mut record) {
@@ -209,8 +269,9 @@ fn read_device(path: PathBuf, hasher: KeyHasher, clock: Instant, out: Sender<Vec
                 return;
             }
         }
-        let t_us = clock_us(clock);
-        if let Some(events) = translator.push(RawEvent::parse(&record), t_us) {
+        let raw = RawEvent::parse(&record);
+        let t_us = times.map(raw.time_us, clock_us(clock));
+        if let Some(events) = translator.push(raw, t_us) {
             if out.blocking_send(events).is_err() {
                 return; // the daemon is shutting down
             }
@@ -238,7 +299,7 @@ fn event_nodes(dir: &Path) -> Vec<PathBuf> {
 /// whenever one appears. `clock` must be the core's clock.
 pub fn spawn(dir: PathBuf, hasher: KeyHasher, clock: Instant, out: Sender<Vec<Event>>) {
     std::thread::spawn(move || {
-        let mut seen: HashSet<PathBuf> = HashSet::new();
+        let seen: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
         if !dir.is_dir() {
             log::warn(&format!(
                 "{} does not exist: no local input devices (replay and ingest still work)",
@@ -247,16 +308,18 @@ pub fn spawn(dir: PathBuf, hasher: KeyHasher, clock: Instant, out: Sender<Vec<Ev
         }
         loop {
             for node in event_nodes(&dir) {
-                if seen.insert(node.clone()) {
-                    let (h, o) = (hasher.clone(), out.clone());
-                    std::thread::spawn(move || read_device(node, h, clock, o));
+                let new = seen
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node.clone());
+                if new {
+                    let (h, o, s) = (hasher.clone(), out.clone(), seen.clone());
+                    std::thread::spawn(move || read_device(node, h, clock, o, s));
                 }
             }
             if out.is_closed() {
                 return;
             }
-            // Forget nodes that vanished, so a re-plugged device is read again.
-            seen.retain(|p| p.exists());
             std::thread::sleep(Duration::from_secs(2));
         }
     });
@@ -267,7 +330,26 @@ mod tests {
     use super::*;
 
     fn raw(type_: u16, code: u16, value: i32) -> RawEvent {
-        RawEvent { type_, code, value }
+        RawEvent {
+            time_us: 0,
+            type_,
+            code,
+            value,
+        }
+    }
+
+    #[test]
+    fn kernel_times_keep_their_rhythm_on_the_daemon_clock() {
+        let mut map = ClockMap::default();
+        let base = 1u64 << 40;
+        // Read late (a backlog of 300 ms) but in rhythm: differences kept.
+        assert_eq!(map.map(5_000_000, base + 300_000), base + 300_000);
+        assert_eq!(map.map(5_085_000, base + 300_100), base + 385_000);
+        assert_eq!(map.map(5_170_000, base + 300_200), base + 470_000);
+        // The kernel clock jumps back an hour: re-anchored, never backwards.
+        let t = map.map(1_000, base + 600_000);
+        assert_eq!(t, base + 600_000);
+        assert!(map.map(900, base + 600_001) >= t);
     }
 
     #[test]
@@ -307,7 +389,8 @@ mod tests {
 
     #[test]
     fn records_round_trip() {
-        let r = raw(EV_ABS, ABS_MT_POSITION_X, -7);
+        let mut r = raw(EV_ABS, ABS_MT_POSITION_X, -7);
+        r.time_us = 1_700_000_123_456;
         assert_eq!(RawEvent::parse(&r.to_bytes()), r);
     }
 }

@@ -149,6 +149,17 @@ impl PamHarness {
 
     /// Runs `pamtester -v SERVICE USER OPERATIONS…` with `stdin` as the typed input.
     pub fn run(&self, user: &str, operations: &[&str], stdin: &str) -> Result<PamOutcome> {
+        self.run_with_env(user, operations, stdin, &[])
+    }
+
+    /// [`PamHarness::run`] with extra environment variables for pamtester.
+    pub fn run_with_env(
+        &self,
+        user: &str,
+        operations: &[&str],
+        stdin: &str,
+        env: &[(&str, &str)],
+    ) -> Result<PamOutcome> {
         let _serial = WrapperLock::acquire()?;
         let start = Instant::now();
         let mut child = Command::new("pamtester")
@@ -159,6 +170,7 @@ impl PamHarness {
             .env("LD_PRELOAD", WRAPPER_LIB)
             .env("PAM_WRAPPER", "1")
             .env("PAM_WRAPPER_SERVICE_DIR", &self.dir)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

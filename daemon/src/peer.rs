@@ -9,13 +9,17 @@ pub struct Peer {
     /// The account name of `uid`; `None` when it has no passwd entry (such a peer can
     /// only be refused for anything user-specific).
     pub name: Option<String>,
+    /// The connecting process (for the remote-session check of `assess`); `None` for the
+    /// daemon's own sources.
+    pub pid: Option<u32>,
 }
 
 impl Peer {
-    pub fn from_uid(uid: u32) -> Peer {
+    pub fn from_cred(uid: u32, pid: Option<u32>) -> Peer {
         Peer {
             uid,
             name: user_name(uid),
+            pid,
         }
     }
 
@@ -24,8 +28,51 @@ impl Peer {
         Peer {
             uid: 0,
             name: Some("root".into()),
+            pid: None,
         }
     }
+
+    /// A user other than root, as tests build them.
+    pub fn user(uid: u32, name: &str) -> Peer {
+        Peer {
+            uid,
+            name: Some(name.into()),
+            pid: None,
+        }
+    }
+}
+
+/// Why process `pid` is in a remote session, if it is: an `SSH_CONNECTION`/`SSH_CLIENT`
+/// in the environment it was started with, or a systemd-logind session marked
+/// `REMOTE=1`. Behaviour measured at the local keyboard says nothing about who types in
+/// an SSH session, so `assess` from such a process is refused (`sudo` over SSH while the
+/// owner types at the desk must still ask for the strong factor). PAM_RHOST alone does
+/// not catch this: sudo and su do not set it.
+pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String> {
+    if let Ok(environ) = std::fs::read(format!("/proc/{pid}/environ")) {
+        for var in environ.split(|&b| b == 0) {
+            for name in [&b"SSH_CONNECTION="[..], b"SSH_CLIENT=", b"SSH_TTY="] {
+                if var.starts_with(name) {
+                    let n = String::from_utf8_lossy(&name[..name.len() - 1]).into_owned();
+                    return Some(format!("process {pid} has {n} set"));
+                }
+            }
+        }
+    }
+    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let session = cgroup.split('/').find_map(|part| {
+        part.trim()
+            .strip_prefix("session-")
+            .and_then(|s| s.strip_suffix(".scope"))
+            .map(str::to_string)
+    })?;
+    if !session.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return None;
+    }
+    let info = std::fs::read_to_string(sessions_dir.join(&session)).ok()?;
+    info.lines()
+        .any(|l| l.trim() == "REMOTE=1")
+        .then(|| format!("process {pid} is in remote logind session {session}"))
 }
 
 /// The passwd name of `uid` (`getpwuid_r`, thread-safe).
@@ -46,6 +93,36 @@ pub fn user_name(uid: u32) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ssh_in_the_environment_marks_a_process_remote() {
+        let dir = tempfile::tempdir().unwrap();
+        let child = std::process::Command::new("sleep")
+            .arg("5")
+            .env("SSH_CONNECTION", "203.0.113.9 50000 192.0.2.1 22")
+            .spawn()
+            .unwrap();
+        let mut child = child;
+        // /proc/PID/environ shows the new environment only once exec has happened.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let reason = super::remote_session(child.id(), dir.path());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(reason.is_some_and(|r| r.contains("SSH_CONNECTION")));
+
+        let mut local = std::process::Command::new("sleep")
+            .arg("5")
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SSH_CLIENT")
+            .env_remove("SSH_TTY")
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        let reason = super::remote_session(local.id(), dir.path());
+        let _ = local.kill();
+        let _ = local.wait();
+        assert_eq!(reason, None);
+    }
+
     #[test]
     fn root_has_a_name_and_unknown_uids_do_not() {
         assert_eq!(super::user_name(0).as_deref(), Some("root"));

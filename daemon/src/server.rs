@@ -27,12 +27,51 @@ use crate::peer::Peer;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Once a frame header arrived, its body must follow within this time.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more wait in the kernel's backlog.
+/// Connections served at once; beyond that a client gets a "busy" error at once.
 const MAX_CONNECTIONS: usize = 64;
+/// Connections one non-root uid may hold at once, so that one local user cannot take
+/// every slot (root's, such as pam_habitus.so inside sudo, are not capped).
+const MAX_CONNECTIONS_PER_UID: usize = 8;
+/// A reply must be taken by the client within this time.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Events per batch when a replay source feeds the core.
 const REPLAY_BATCH: usize = 20;
 
 type SharedCore = Arc<Mutex<Core>>;
+type UidCounts = Arc<Mutex<std::collections::HashMap<u32, usize>>>;
+
+/// Holds one of a uid's connection slots; released on drop.
+struct UidSlot {
+    counts: UidCounts,
+    uid: u32,
+}
+
+impl UidSlot {
+    fn take(counts: &UidCounts, uid: u32) -> Option<UidSlot> {
+        let mut map = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(uid).or_insert(0);
+        if uid != 0 && *n >= MAX_CONNECTIONS_PER_UID {
+            return None;
+        }
+        *n += 1;
+        Some(UidSlot {
+            counts: counts.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.uid);
+            }
+        }
+    }
+}
 
 fn lock(core: &SharedCore) -> MutexGuard<'_, Core> {
     // A panic while holding the lock cannot leave Core half-updated in a way that
@@ -91,6 +130,20 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener> {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("creating socket directory {}", dir.display()))?;
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        }
+        // Another user able to write the directory could swap the socket for a link
+        // between bind and chmod, or stand up their own socket later.
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)?;
+        // SAFETY: geteuid has no preconditions.
+        let euid = unsafe { libc::geteuid() };
+        if meta.uid() != euid || meta.mode() & 0o022 != 0 {
+            bail!(
+                "socket directory {} must be owned by uid {euid} and writable by nobody else (owner {}, mode {:o})",
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
         }
     }
     match std::fs::symlink_metadata(path) {
@@ -154,6 +207,7 @@ async fn serve(config: Config) -> Result<()> {
 
     log::info(&format!("listening on {}", config.socket.display()));
     let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let per_uid: UidCounts = Arc::default();
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     loop {
         tokio::select! {
@@ -166,10 +220,14 @@ async fn serve(config: Config) -> Result<()> {
                         continue;
                     }
                 };
-                let Ok(permit) = limit.clone().acquire_owned().await else { break };
-                let core = core.clone();
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    // Full: say so at once rather than stall the accept loop.
+                    tokio::spawn(refuse_busy(stream));
+                    continue;
+                };
+                let (core, per_uid) = (core.clone(), per_uid.clone());
                 tokio::spawn(async move {
-                    connection(stream, core).await;
+                    connection(stream, core, per_uid).await;
                     drop(permit);
                 });
             }
@@ -184,13 +242,39 @@ async fn serve(config: Config) -> Result<()> {
 
 /// Serves one client: frames in, frames out, until it hangs up, goes idle or breaks
 /// the framing. Every undecodable request gets an error reply, never silence.
-async fn connection(mut stream: UnixStream, core: SharedCore) {
+async fn refuse_busy(mut stream: UnixStream) {
+    let reply = Response::error(
+        ErrorKind::Internal,
+        "habitusd is busy: too many connections",
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(200), send(&mut stream, &reply)).await;
+}
+
+async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts) {
     let peer = match stream.peer_cred() {
-        Ok(cred) => Peer::from_uid(cred.uid()),
+        Ok(cred) => {
+            let (uid, pid) = (cred.uid(), cred.pid().map(|p| p as u32));
+            // NSS (LDAP, sssd) may block: never on the runtime thread.
+            match tokio::task::spawn_blocking(move || Peer::from_cred(uid, pid)).await {
+                Ok(peer) => peer,
+                Err(_) => return,
+            }
+        }
         Err(e) => {
             log::error(&format!("peer credentials unavailable: {e}"));
             return;
         }
+    };
+    let Some(_slot) = UidSlot::take(&per_uid, peer.uid) else {
+        let reply = Response::error(
+            ErrorKind::PermissionDenied,
+            format!(
+                "uid {} already holds {MAX_CONNECTIONS_PER_UID} connections",
+                peer.uid
+            ),
+        );
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, send(&mut stream, &reply)).await;
+        return;
     };
     loop {
         let mut header = [0u8; 4];
@@ -206,17 +290,21 @@ async fn connection(mut stream: UnixStream, core: SharedCore) {
                 return;
             }
         };
-        let mut body = vec![0u8; len];
-        match tokio::time::timeout(BODY_TIMEOUT, stream.read_exact(&mut body)).await {
-            Ok(Ok(_)) => {}
+        // Grown as bytes arrive, so a header announcing 4 MiB costs nothing until the
+        // client actually sends them.
+        let mut body = Vec::new();
+        let mut limited = (&mut stream).take(len as u64);
+        match tokio::time::timeout(BODY_TIMEOUT, limited.read_to_end(&mut body)).await {
+            Ok(Ok(n)) if n == len => {}
             _ => return,
         }
         let response = match decode_request(&body) {
             Ok(request) => lock(&core).handle(&peer, request.body),
             Err(e) => error_reply(&e),
         };
-        if send(&mut stream, &response).await.is_err() {
-            return;
+        match tokio::time::timeout(WRITE_TIMEOUT, send(&mut stream, &response)).await {
+            Ok(Ok(())) => {}
+            _ => return, // a client that does not read its replies loses its slot
         }
     }
 }

@@ -126,6 +126,24 @@ fn every_fault_ends_at_the_strong_factor() {
     std::thread::sleep(Duration::from_millis(2600));
     assert_strong_factor(&h, "alice", "evidence older than max_age_s");
 
+    // sudo run from an SSH session while the owner types at the desk: refused by
+    // habitusd (SSH_CONNECTION in the asking process's environment).
+    let ssh = h
+        .run_with_env(
+            "alice",
+            &["authenticate"],
+            "not the password\n",
+            &[("SSH_CONNECTION", "203.0.113.9 50000 192.0.2.1 22")],
+        )
+        .unwrap();
+    assert!(!ssh.success && ssh.prompted(), "ssh: {}", ssh.output);
+    let local = h.authenticate("alice", "").unwrap();
+    assert!(
+        local.success && !local.prompted(),
+        "control: {}",
+        local.output
+    );
+
     // A module option that does not parse.
     daemon.ingest("alice", &genuine);
     let bad = PamHarness::new(
@@ -247,6 +265,13 @@ fn the_cli_talks_to_the_daemon_and_a_non_root_peer_is_confined_to_itself() {
         &["ingest", "nobody", "--replay", replay.to_str().unwrap()],
     );
     assert!(ok, "{out}");
+    // ... which is scored but never enrols them: their own collector cannot teach
+    // habitusd a profile that would then let them skip their step-up.
+    let (ok, out) = cli(0, &["status", "nobody"]);
+    assert!(
+        ok && out.contains("nobody: Unenrolled") && out.contains("learning 0/20"),
+        "{out}"
+    );
 
     // Forget erases: the profile is gone from status and export.
     let (ok, out) = cli(0, &["forget", "alice"]);

@@ -33,6 +33,13 @@ pub enum IgnoreReason {
     ServiceNotCovered(String),
     /// The login comes from another host (`PAM_RHOST` is set).
     RemoteSession(String),
+    /// A non-root program authenticates someone other than the user running it
+    /// (`su bob` run by alice): the keyboard's verdict is about bob's session, not about
+    /// the person asking.
+    CallerIsAnotherUser {
+        caller_uid: u32,
+        user: String,
+    },
     /// PAM could not say who is authenticating, or the name is not one habitusd accepts.
     NoUser(String),
     /// habitusd could not be asked or did not answer usably.
@@ -88,6 +95,9 @@ impl IgnoreReason {
         Some(match self {
             ServiceNotCovered(_) => return None,
             RemoteSession(_) => "Habitus: remote session; please use your second factor.",
+            CallerIsAnotherUser { .. } => {
+                "Habitus: authenticating as another user; please use your second factor."
+            }
             Drift | TrustTooLow { .. } => {
                 "Habitus: your behaviour has drifted from your profile; please use your second factor."
             }
@@ -141,6 +151,9 @@ impl IgnoreReason {
             BadOptions(e) => format!("bad module options: {e}"),
             ServiceNotCovered(s) => format!("service {s:?} not in services="),
             RemoteSession(host) => format!("remote session from {host:?}"),
+            CallerIsAnotherUser { caller_uid, user } => {
+                format!("caller uid {caller_uid} is not {user:?}")
+            }
             NoUser(why) => format!("no usable user: {why}"),
             Unavailable(why) => format!("habitusd unavailable: {why}"),
             DaemonError { kind, message } => format!("habitusd error {kind:?}: {message}"),
@@ -278,6 +291,25 @@ pub fn context_guard(
     }
 }
 
+/// Who may benefit from a verdict: root-run services (login, display managers, which
+/// authenticate on behalf of the person at the seat) and a user authenticating as
+/// themselves (sudo, screen lockers). A non-root caller authenticating as *another* user
+/// (`su bob` by alice, whose real uid stays alice's) is refused, as is a user name that
+/// does not resolve to a uid.
+pub fn caller_guard(
+    caller_uid: u32,
+    user_uid: Option<u32>,
+    user: &str,
+) -> Result<(), IgnoreReason> {
+    if caller_uid == 0 || user_uid == Some(caller_uid) {
+        return Ok(());
+    }
+    Err(IgnoreReason::CallerIsAnotherUser {
+        caller_uid,
+        user: printable(user),
+    })
+}
+
 /// A daemon-supplied string made safe for one log line: control characters replaced,
 /// length bounded.
 pub fn printable(s: &str) -> String {
@@ -300,6 +332,27 @@ fn body_name(body: &ResponseBody) -> &'static str {
         ResponseBody::Status { .. } => "status",
         ResponseBody::Export { .. } => "export",
         ResponseBody::Error { .. } => "error",
+    }
+}
+
+#[cfg(test)]
+mod caller_tests {
+    use super::*;
+
+    #[test]
+    fn only_root_or_the_user_themselves_may_benefit() {
+        assert_eq!(caller_guard(0, Some(1000), "alice"), Ok(()));
+        assert_eq!(caller_guard(1000, Some(1000), "alice"), Ok(()));
+        let refused = caller_guard(1000, Some(1001), "bob").unwrap_err();
+        assert!(matches!(
+            refused,
+            IgnoreReason::CallerIsAnotherUser {
+                caller_uid: 1000,
+                ..
+            }
+        ));
+        assert!(refused.user_message().unwrap().contains("another user"));
+        assert!(caller_guard(1000, None, "ghost").is_err());
     }
 }
 

@@ -182,6 +182,9 @@ fn assess(call: &Call, option_errors: &[String]) -> Result<String, IgnoreReason>
     preflight(call, option_errors, true)?;
     // SAFETY: pamh is the handle of the current call.
     let user = checked_user(unsafe { sys::get_user(call.pamh) })?;
+    // SAFETY: getuid has no preconditions.
+    let caller = unsafe { libc::getuid() };
+    decision::caller_guard(caller, uid_of(&user), &user)?;
     call.debug(|| format!("asking habitusd at {:?} about {user}", call.options.socket));
     let request = Request::new(RequestBody::Assess { user: user.clone() });
     let started = std::time::Instant::now();
@@ -192,6 +195,26 @@ fn assess(call: &Call, option_errors: &[String]) -> Result<String, IgnoreReason>
         Verdict::Success => Ok(user),
         Verdict::Ignore(reason) => Err(reason),
     }
+}
+
+/// The uid of account `name` (`getpwnam_r`), `None` if it has no passwd entry.
+fn uid_of(name: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed passwd is a valid out-parameter; all pointers refer to storage
+    // that outlives the call.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
 }
 
 fn authenticate(pamh: *mut PamHandle, flags: c_int, args: &[&[u8]]) -> c_int {

@@ -96,7 +96,11 @@ impl TestDaemon {
                 dir.path().join("profiles.sqlite"),
                 dir.path().join("secrets.key"),
                 built(),
-                if extra.contains("[input]") { "" } else { "[input]\nevdev = false\n" },
+                if extra.contains("[input]") {
+                    ""
+                } else {
+                    "[input]\nevdev = false\nlogind_seat = \"/nonexistent/seat0\"\n"
+                },
             ),
         )
         .unwrap();
