@@ -128,6 +128,7 @@ fn every_fault_ends_at_the_strong_factor() {
 
     // sudo run from an SSH session while the owner types at the desk: refused by
     // habitusd (SSH_CONNECTION in the asking process's environment).
+    daemon.ingest("alice", &genuine);
     let ssh = h
         .run_with_env(
             "alice",
