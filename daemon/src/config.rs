@@ -69,7 +69,8 @@ impl Default for Config {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PluginConfig {
-    /// The plugin's own TOML settings, passed through verbatim.
+    /// The plugin's own TOML settings, passed through verbatim (default: empty, i.e. the
+    /// plugin's defaults).
     pub settings: String,
     /// Windows collected live before a profile is built (enrolment from `habitus enroll`
     /// uses whatever it is given).
@@ -79,7 +80,8 @@ pub struct PluginConfig {
 impl Default for PluginConfig {
     fn default() -> PluginConfig {
         PluginConfig {
-            settings: "mode = \"free\"".to_string(),
+            // Empty: the plugin's own defaults (the keystroke plugin's is free text).
+            settings: String::new(),
             enrol_windows: 20,
         }
     }

@@ -486,15 +486,16 @@ impl Core {
             return Err(Refusal(ErrorKind::Internal, "no live session".into()));
         };
         // Put the collector's clock onto ours: keep the offset while its clock runs on
-        // consistently; otherwise re-anchor so the batch ends now, or, if that would
-        // overlap what was already fed (a replay sent faster than real time), so that it
-        // starts 1 ms after it. Order within the batch is kept either way.
+        // without going back (a replay sent faster than real time runs ahead of ours:
+        // its pauses are kept, up to an hour ahead); otherwise re-anchor so the batch
+        // ends now, or, if that would overlap what was already fed, so that it starts
+        // 1 ms after it. Order within the batch is kept either way.
         let first = events[0].t_us as i64;
         let last = events[events.len() - 1].t_us as i64;
         let last_fed = live.last_t_us as i64;
         let consistent = live
             .time_offset
-            .is_some_and(|off| first + off > last_fed && last + off <= now + 60_000_000);
+            .is_some_and(|off| first + off > last_fed && last + off <= now + 3_600_000_000);
         if !consistent {
             live.time_offset = Some((now - last).max(last_fed + 1000 - first));
         }

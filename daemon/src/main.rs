@@ -2,13 +2,15 @@
 //!
 //! * `habitus eval cmu|fixed-text|aalto …` — reproduce published keystroke benchmarks
 //!   through the loaded plugins.
-//! * `habitus plugin check PATH` — load one plugin and print its descriptor.
+//! * `habitus plugin check PATH [--strict]` — load one plugin, print its descriptor and
+//!   run the conformance kit of `habitus-plugin` on it.
 //! * `habitus status|enroll|ingest|forget|export` — talk to a running habitusd.
 //! * `habitus replay aalto|synthetic` — write replay files of recorded behaviour.
 //! * `habitus demo` — habitusd, enrolment and the PAM step-up end to end, on one machine.
 
 mod admin;
 mod demo;
+mod eval_continuous;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -19,7 +21,9 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use habitus_engine::eval::{self, aalto, fixed_text, EvalReport, Progress};
 use habitus_engine::loader::{default_plugin_dirs, find_plugin};
-use habitus_engine::PluginLibrary;
+use habitus_engine::{HostError, PluginInstance, PluginLibrary};
+use habitus_plugin::conformance;
+use habitus_plugin::{Event, PluginDescriptor, PluginError, RVec, Score};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -133,6 +137,9 @@ enum EvalCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Continuous authentication: keystroke action streams through the trust model
+    /// (ANGA, ANIA, undetected impostors; trust tuned on one half of the users).
+    Continuous(eval_continuous::ContinuousArgs),
     /// The PAM step-up decision over many people: enrol each Aalto participant through
     /// habitusd's core, replay their own and others' typing into fresh sessions, count
     /// how often the strong factor is skipped.
@@ -178,10 +185,18 @@ enum EvalCommand {
 
 #[derive(Subcommand)]
 enum PluginCommand {
-    /// Load one plugin library and print its descriptor, or why it cannot be loaded.
+    /// Load one plugin library, print its descriptor (or why it cannot be loaded) and run
+    /// the conformance kit on it; exit status 1 when a check fails.
     Check {
         /// Path of the plugin library (.so).
         path: PathBuf,
+        /// Warnings (time over budget, no feature interface, unnoticed bit flips, ...)
+        /// fail too.
+        #[arg(long)]
+        strict: bool,
+        /// The plugin's TOML settings to construct it with (default: its defaults).
+        #[arg(long, value_name = "TOML", default_value = "")]
+        config: String,
     },
 }
 
@@ -332,6 +347,10 @@ fn run(cli: Cli) -> Result<()> {
             let report = aalto::run(&library, &parsed, &gallery, threads, &bar)?;
             emit(&report, &common)
         }
+        Command::Eval(EvalCommand::Continuous(args)) => {
+            let bar = Bar(Mutex::new(None));
+            eval_continuous::run(args, &bar)
+        }
         Command::Eval(EvalCommand::Stepup {
             data,
             skip,
@@ -413,7 +432,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Replay(command) => admin::replay(command),
         Command::Population(command) => admin::population(command),
         Command::Demo(args) => demo::run(args),
-        Command::Plugin(PluginCommand::Check { path }) => {
+        Command::Plugin(PluginCommand::Check {
+            path,
+            strict,
+            config,
+        }) => {
             let lib = PluginLibrary::load(&path)?;
             let d = &lib.descriptor;
             println!("plugin      {}", d.name);
@@ -433,8 +456,100 @@ fn run(cli: Cli) -> Result<()> {
                     features.join(", ")
                 }
             );
+            println!();
+            let options = conformance::Options::with_config(config);
+            let report = conformance::run(&LoadedPlugin(lib), &options);
+            println!("{}", report.table(strict));
+            let failed = report.failures(strict).len();
+            if failed > 0 {
+                bail!(
+                    "{}: {failed} conformance check{} failed",
+                    path.display(),
+                    if failed == 1 { "" } else { "s" }
+                );
+            }
             Ok(())
         }
+    }
+}
+
+/// The conformance kit's view of a library loaded by the engine: every call goes through
+/// the same `PluginInstance` habitusd uses.
+struct LoadedPlugin(PluginLibrary);
+
+impl conformance::Subject for LoadedPlugin {
+    fn descriptor(&self) -> Result<PluginDescriptor, PluginError> {
+        Ok(self.0.descriptor.clone())
+    }
+    fn instantiate(&self, config: &str) -> Result<Box<dyn conformance::Instance>, PluginError> {
+        let instance = unhost(self.0.instantiate(config))?;
+        Ok(Box::new(LoadedInstance(instance)))
+    }
+}
+
+struct LoadedInstance(PluginInstance);
+
+/// The plugin's own error, or the score the host refused (the kit reports it itself).
+fn plugin_error(e: HostError) -> Result<PluginError, Score> {
+    match e {
+        HostError::Plugin { error, .. } => Ok(error),
+        HostError::InvalidScore { score, .. } => Err(score),
+    }
+}
+
+fn unhost<T>(result: Result<T, HostError>) -> Result<T, PluginError> {
+    result.map_err(|e| {
+        plugin_error(e)
+            .unwrap_or_else(|s| PluginError::invalid_input(format!("invalid score {s:?}")))
+    })
+}
+
+fn unhost_score(result: Result<Score, HostError>) -> Result<Score, PluginError> {
+    match result {
+        Ok(s) => Ok(s),
+        Err(e) => match plugin_error(e) {
+            Ok(error) => Err(error),
+            Err(score) => Ok(score),
+        },
+    }
+}
+
+impl conformance::Instance for LoadedInstance {
+    fn descriptor(&self) -> PluginDescriptor {
+        self.0.descriptor().clone()
+    }
+    fn build_population(&self, users: &[RVec<RVec<Event>>]) -> Result<Vec<u8>, PluginError> {
+        unhost(self.0.build_population(users))
+    }
+    fn enroll(&self, population: &[u8], windows: &[RVec<Event>]) -> Result<Vec<u8>, PluginError> {
+        unhost(self.0.enroll(population, windows))
+    }
+    fn score(&self, profile: &[u8], window: &[Event]) -> Result<Score, PluginError> {
+        unhost_score(self.0.score(profile, window))
+    }
+    fn adapt(
+        &self,
+        profile: &[u8],
+        window: &[Event],
+        score: Score,
+    ) -> Result<Vec<u8>, PluginError> {
+        unhost(self.0.adapt(profile, window, score))
+    }
+    fn extract(&self, window: &[Event]) -> Result<Vec<f64>, PluginError> {
+        unhost(self.0.extract(window))
+    }
+    fn build_population_features(&self, users: &[RVec<RVec<f64>>]) -> Result<Vec<u8>, PluginError> {
+        unhost(self.0.build_population_features(users))
+    }
+    fn enroll_features(
+        &self,
+        population: &[u8],
+        samples: &[RVec<f64>],
+    ) -> Result<Vec<u8>, PluginError> {
+        unhost(self.0.enroll_features(population, samples))
+    }
+    fn score_features(&self, profile: &[u8], sample: &[f64]) -> Result<Score, PluginError> {
+        unhost_score(self.0.score_features(profile, sample))
     }
 }
 

@@ -65,18 +65,30 @@ fn a_library_that_is_not_a_plugin() {
     assert!(one_line(&e).contains("not a Habitus plugin"));
 }
 
+/// The versioning policy (plugins/sdk/README.md, "Versioning") in action: a plugin built
+/// against the previous interface release (0.0.1, a different `0.y`) is refused before
+/// any of its code runs, with one line that names the file, both versions and the fix.
 #[test]
 fn a_plugin_built_against_an_older_interface() {
-    let e = PluginLibrary::load(&common::library("habitus_fixture_old_interface")).unwrap_err();
+    let path = common::library("habitus_fixture_old_interface");
+    let e = PluginLibrary::load(&path).unwrap_err();
     let line = one_line(&e);
     assert!(
-        matches!(e, LoadError::IncompatibleInterface { .. }),
+        matches!(&e, LoadError::IncompatibleInterface { expected, found, .. }
+            if expected == habitus_plugin::INTERFACE_VERSION && found == "0.0.1"),
         "{line}"
     );
-    assert!(
-        line.contains("0.0.1") && line.contains(habitus_plugin::INTERFACE_VERSION),
-        "{line}"
+    let v = habitus_plugin::INTERFACE_VERSION;
+    assert_eq!(
+        line,
+        format!(
+            "{}: built against plugin interface 0.0.1, this host needs a compatible {v} \
+             (rebuild the plugin against habitus-plugin {v})",
+            path.display()
+        )
     );
+    // The host is unaffected: a current plugin still loads after the refusal.
+    assert!(PluginLibrary::load(&common::library("habitus_keystroke")).is_ok());
 }
 
 #[test]

@@ -300,3 +300,71 @@ pub fn run(
         ],
     })
 }
+
+/// Action streams for the continuous evaluation: each participant enrolled from
+/// sentences 1..`gallery`; genuine stream = sentences 11-15; impostor streams = all 15
+/// sentences of each of the next `impostors` participants of the same half (the
+/// population prior comes from the other half only).
+pub fn streams(
+    library: &PluginLibrary,
+    data: &AaltoData,
+    gallery: usize,
+    impostors: usize,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<super::continuous::UserStreams>, EvalError> {
+    if gallery == 0 || gallery > GENUINE_FIRST {
+        return Err(EvalError::Protocol(format!(
+            "gallery size {gallery} must be within 1..={GENUINE_FIRST}"
+        )));
+    }
+    let plugin = library.instantiate("mode = \"free\"\n")?;
+    let n = data.participants.len();
+    let halves: Vec<Vec<usize>> = (0..2)
+        .map(|h| (0..n).filter(|i| i % 2 == h).collect())
+        .collect();
+    let mut populations = Vec::new();
+    for h in 0..2 {
+        let users: Vec<RVec<RVec<Event>>> = halves[1 - h]
+            .iter()
+            .map(|&u| data.participants[u].sentences.iter().cloned().collect())
+            .collect();
+        populations.push(plugin.build_population(&users)?);
+    }
+    progress.start("Aalto streams", n);
+    let results = parallel_map(
+        n,
+        threads,
+        |p| -> Result<super::continuous::UserStreams, EvalError> {
+            let h = p % 2;
+            let me = &data.participants[p];
+            let profile = plugin.enroll(&populations[h], &me.sentences[..gallery])?;
+            let llrs = |ws: &[RVec<Event>]| -> Result<Vec<f64>, EvalError> {
+                ws.iter()
+                    .map(|w| {
+                        plugin
+                            .score(&profile, w)
+                            .map(|s| s.llr)
+                            .map_err(EvalError::from)
+                    })
+                    .collect()
+            };
+            let genuine = llrs(&me.sentences[GENUINE_FIRST..])?;
+            let mine = &halves[h];
+            let at = mine.iter().position(|&q| q == p).unwrap_or(0);
+            let mut streams = Vec::new();
+            for k in 1..=impostors.min(mine.len().saturating_sub(1)) {
+                let o = mine[(at + k) % mine.len()];
+                streams.push(llrs(&data.participants[o].sentences)?);
+            }
+            progress.advance();
+            Ok(super::continuous::UserStreams {
+                user: me.id.to_string(),
+                genuine,
+                impostors: streams,
+            })
+        },
+    );
+    progress.finish();
+    results.into_iter().collect()
+}

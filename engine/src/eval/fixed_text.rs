@@ -401,3 +401,67 @@ pub fn run(
         ],
     })
 }
+
+/// Action streams for the continuous evaluation (`habitus` detector): for each subject,
+/// the LLR of every held-out genuine repetition (after the first `protocol.train`), in
+/// order, and one stream per other subject of the *same* half made of that subject's
+/// first `impostor_reps` repetitions. The population prior comes from the other half, so
+/// it never contains the subject or its impostors.
+pub fn streams(
+    library: &PluginLibrary,
+    data: &FixedTextData,
+    protocol: Protocol,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<super::continuous::UserStreams>, EvalError> {
+    let plugin = library.instantiate("mode = \"fixed\"\ndetector = \"habitus\"\n")?;
+    let n = data.subjects.len();
+    let halves: Vec<Vec<usize>> = (0..2)
+        .map(|h| (0..n).filter(|&i| i % 2 == h).collect())
+        .collect();
+    let mut populations = Vec::new();
+    for h in 0..2 {
+        let users: Vec<RVec<RVec<Event>>> = halves[1 - h]
+            .iter()
+            .map(|&u| data.subjects[u].reps.iter().cloned().collect())
+            .collect();
+        populations.push(plugin.build_population(&users)?);
+    }
+    progress.start("CMU streams", n);
+    let results = parallel_map(
+        n,
+        threads,
+        |s| -> Result<super::continuous::UserStreams, EvalError> {
+            let subject = &data.subjects[s];
+            if subject.reps.len() <= protocol.train {
+                return Err(EvalError::Protocol(format!(
+                    "subject {} has {} repetitions, the protocol trains on {}",
+                    subject.name,
+                    subject.reps.len(),
+                    protocol.train
+                )));
+            }
+            let profile = plugin.enroll(&populations[s % 2], &subject.reps[..protocol.train])?;
+            let llrs = |reps: &[RVec<Event>]| -> Result<Vec<f64>, EvalError> {
+                Ok(score_all(&plugin, &profile, reps)?
+                    .into_iter()
+                    .map(|a| -a)
+                    .collect())
+            };
+            let genuine = llrs(&subject.reps[protocol.train..])?;
+            let mut impostors = Vec::new();
+            for &o in halves[s % 2].iter().filter(|&&o| o != s) {
+                let reps = &data.subjects[o].reps;
+                impostors.push(llrs(&reps[..protocol.impostor_reps.min(reps.len())])?);
+            }
+            progress.advance();
+            Ok(super::continuous::UserStreams {
+                user: subject.name.clone(),
+                genuine,
+                impostors,
+            })
+        },
+    );
+    progress.finish();
+    results.into_iter().collect()
+}

@@ -9,6 +9,11 @@ use crate::EventKind;
 
 /// Which behaviour a plugin models. A byte, like [`EventKind`], so that an unknown value
 /// from a newer plugin is just "other".
+///
+/// Third-party modalities use [`Modality::OTHER`] and say what they are in the
+/// descriptor's name and description. The host does not interpret the value beyond
+/// display: 3–127 are reserved for modalities a later interface version names, 128–254
+/// are free for private use.
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct Modality(pub u8);

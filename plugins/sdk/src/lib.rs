@@ -38,6 +38,13 @@
 //! * **Trust**: a native plugin runs inside the host with its full rights. Load only
 //!   plugins you trust. The trait is kept free of host callbacks so that it can later run
 //!   out of process or in WebAssembly unchanged.
+//! * **Testing**: [`conformance::check`] runs, in the author's `cargo test`, the checks
+//!   `habitus plugin check` runs on the built library (descriptor, monotone and bounded
+//!   LLRs, determinism, hostile windows and blobs, contained panics, time per event).
+//!
+//! The plugin author's guide — quick start from `examples/plugin-scroll`, the event model,
+//! a worked calibration example, profile versioning, testing and shipping — is
+//! `plugins/sdk/README.md`.
 //!
 //! ## Versioning
 //!
@@ -46,22 +53,32 @@
 //! every type in the root module and the trait's vtable.
 //!
 //! * While the interface is `0.y.z`, a host built against `0.y.z` loads plugins built
-//!   against `0.y'.z'` only when `y' >= y` (the version check of `abi_stable`). A host
-//!   must therefore never be built against a *newer* minor than its plugins: upgrade
-//!   plugins first, or together with the host.
-//! * **Patch** (`0.y.z` → `0.y.z+1`): documentation, helpers, bug fixes on the plugin side
-//!   of the SDK; nothing that crosses the boundary changes.
+//!   against `0.y'.z'` only when `y' >= y`; the patch number is not compared (from `1.0`
+//!   on: the same major). A host must therefore never be built against a *newer* minor
+//!   than its plugins: upgrade plugins first, or together with the host. A refused
+//!   plugin is one line naming the file and both versions (`engine/tests/loader.rs`
+//!   shows it with a fixture built against 0.0.1).
+//! * **Patch** (`0.y.z` → `0.y.z+1`): documentation, plugin-side helpers ([`blob`],
+//!   [`conformance`]), bug fixes in the SDK's wrappers; nothing that crosses the boundary
+//!   changes. Compatible both ways.
 //! * **Minor** (`0.y` → `0.y+1`): something was *appended*: a method after the last one of
 //!   [`ModalityPlugin`] or a field after the last prefix field of [`PluginMod`], a new
 //!   [`EventKind`], [`ErrorKind`] or [`Modality`] value (all of them are open byte values,
-//!   so old plugins see an unknown kind and ignore it). Older plugins still load (the
-//!   missing method is reported as unsupported by the host).
-//! * **Major** (`1.0`, `2.0`): a breaking change (a field changed, a method removed or its
-//!   signature changed). All plugins must be rebuilt; the loader refuses the old ones with
-//!   a message naming both versions.
+//!   so old plugins see an unknown kind and ignore it). Hosts of the old minor still load
+//!   the new plugins (they do not see what was appended); hosts of the new minor refuse
+//!   the old plugins by version.
+//! * **Breaking** (a field of [`Event`], [`Score`] or [`PluginDescriptor`] changed, a
+//!   method removed, reordered or its signature changed): a minor bump while the
+//!   interface is `0.y`, a major one from `1.0`. All plugins must be rebuilt; the loader
+//!   refuses old ones by version or, failing that, by layout, in one line.
+//!
+//! The plugin author's guide (`plugins/sdk/README.md`) has the table and the host's exact
+//! message.
 //!
 //! Profiles are versioned by each plugin independently of the interface.
 
+pub mod blob;
+pub mod conformance;
 mod descriptor;
 mod error;
 mod event;

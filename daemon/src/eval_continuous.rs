@@ -1,0 +1,152 @@
+//! `habitus eval continuous`: keystroke streams through the trust model, with the
+//! continuous-authentication metrics of Mondal & Bours (ANGA, ANIA, undetected share,
+//! per-user categories), trust parameters tuned on one half of the users and reported on
+//! the other.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use habitus_engine::eval::continuous::{default_grid, two_fold, Fold, StreamMetrics, UserStreams};
+use habitus_engine::eval::{aalto, fixed_text, Progress};
+use habitus_engine::loader::{default_plugin_dirs, find_plugin};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct ContinuousArgs {
+    /// CMU DSL-StrongPasswordData.csv (one action = one password repetition); "none" to skip.
+    #[arg(
+        long,
+        default_value = "../shared/datasets/cmu-keystroke/DSL-StrongPasswordData.csv"
+    )]
+    cmu: PathBuf,
+    /// Aalto subset folder (one action = one sentence of ≤ 50 keystrokes); "none" to skip.
+    #[arg(long, default_value = "../shared/datasets/aalto-136m-subset")]
+    aalto: PathBuf,
+    /// Aalto enrolment sentences.
+    #[arg(long, default_value_t = 10)]
+    gallery: usize,
+    /// Aalto impostor streams per participant.
+    #[arg(long, default_value_t = 10)]
+    impostors: usize,
+    /// CMU impostor repetitions per impostor stream.
+    #[arg(long, default_value_t = 50)]
+    impostor_reps: usize,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+    /// Plugin directory (default: next to this executable, then /usr/lib/habitus/plugins).
+    #[arg(long, value_name = "DIR")]
+    plugins: Option<PathBuf>,
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct SourceReport {
+    source: String,
+    action: String,
+    folds: Vec<Fold>,
+    held_out: StreamMetrics,
+}
+
+fn report(source: &str, action: &str, users: &[UserStreams]) -> SourceReport {
+    let (folds, held_out) = two_fold(users, &default_grid());
+    SourceReport {
+        source: source.into(),
+        action: action.into(),
+        folds,
+        held_out,
+    }
+}
+
+fn print(r: &SourceReport) {
+    let m = &r.held_out;
+    println!("{} (one action = {})", r.source, r.action);
+    for (i, f) in r.folds.iter().enumerate() {
+        let t = &f.trust;
+        println!(
+            "  half {}: trust tuned on the other half: A={} B={} C={} D={}",
+            i + 1,
+            t.threshold,
+            t.width,
+            t.max_reward,
+            t.max_penalty
+        );
+    }
+    println!(
+        "  held out, {} users: ANGA {} ({} genuine actions, {} wrongful lock-outs); users never locked out {:.1} %",
+        m.users,
+        m.anga.map(|a| format!("{a:.0}")).unwrap_or_else(|| "∞".into()),
+        m.genuine_actions,
+        m.genuine_lockouts,
+        100.0 * m.users_never_locked_out
+    );
+    println!(
+        "  ANIA {} over {} impostor streams; undetected {:.1} %; users +/+ {}, +/- {}, -/+ {}, -/- {}",
+        m.ania.map(|a| format!("{a:.2}")).unwrap_or_else(|| "-".into()),
+        m.impostor_streams,
+        100.0 * m.undetected,
+        m.categories.plus_plus,
+        m.categories.plus_minus,
+        m.categories.minus_plus,
+        m.categories.minus_minus
+    );
+}
+
+pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
+    let dirs = match &args.plugins {
+        Some(d) => vec![d.clone()],
+        None => default_plugin_dirs(),
+    };
+    let library = find_plugin(&dirs, "keystroke").map_err(anyhow::Error::msg)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(habitus_engine::eval::default_threads);
+    let mut reports = Vec::new();
+    if args.cmu.as_os_str() != "none" {
+        let data = fixed_text::load(&args.cmu).with_context(|| "loading the CMU data")?;
+        let protocol = fixed_text::Protocol {
+            train: 200,
+            impostor_reps: args.impostor_reps,
+        };
+        let users = fixed_text::streams(&library, &data, protocol, threads, progress)?;
+        reports.push(report(
+            &format!(
+                "CMU: enrol reps 1-200 (habitus detector, population from the other half); genuine = reps 201-400; impostors = first {} reps of each other subject of the same half",
+                args.impostor_reps
+            ),
+            "one password repetition",
+            &users,
+        ));
+    }
+    if args.aalto.as_os_str() != "none" {
+        let data = aalto::load(&args.aalto, threads, progress)?;
+        let users = aalto::streams(
+            &library,
+            &data,
+            args.gallery,
+            args.impostors,
+            threads,
+            progress,
+        )?;
+        reports.push(report(
+            &format!(
+                "Aalto: enrol sentences 1-{}; genuine = sentences 11-15; impostors = all 15 sentences of {} other participants of the same half",
+                args.gallery, args.impostors
+            ),
+            "one sentence (first 50 keystrokes)",
+            &users,
+        ));
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        println!("Continuous authentication (Mondal & Bours metrics); trust parameters tuned on one half of the users, reported on the other\n");
+        for r in &reports {
+            print(r);
+            println!();
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Continuous authentication, judged as a stream (Bours 2012; Mondal & Bours 2015).
+//!
+//! A profile is not tested on isolated samples but on a **stream of actions** (a CMU
+//! password repetition, an Aalto sentence, a mouse action, a swipe): every action's
+//! calibrated LLR moves the dynamic trust ([`TrustModel`]); when trust falls below the
+//! lock-out level the user is locked out (and, for the genuine user, trust is reset as if
+//! they had passed the strong factor, and the stream continues).
+//!
+//! * **ANGA**: average number of genuine actions before a (wrongful) lock-out, pooled
+//!   over users: genuine actions / genuine lock-outs (`None` when nobody was ever locked
+//!   out: report the number of actions instead).
+//! * **ANIA**: average number of impostor actions before the impostor is locked out, over
+//!   the impostor streams that were locked out.
+//! * **undetected**: the share of impostor streams never locked out.
+//! * per-user categories: `+/+` never wrongly locked out and every impostor caught;
+//!   `+/-` never wrongly locked out, some impostor not caught; `-/+`; `-/-`.
+//!
+//! Trust-model parameters are chosen on one half of the users ([`tune`]) and reported on
+//! the other ([`two_fold`]), never on the users they are reported for.
+
+use serde::{Deserialize, Serialize};
+
+use crate::trust::{TrustConfig, TrustModel};
+
+/// One user's test streams: the LLR of every action, in order.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UserStreams {
+    pub user: String,
+    /// The user's own held-out actions.
+    pub genuine: Vec<f64>,
+    /// One stream per impostor typing (pointing, swiping) as this user.
+    pub impostors: Vec<Vec<f64>>,
+}
+
+/// The four outcomes of a user (Mondal & Bours).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Categories {
+    /// Never wrongly locked out, every impostor caught.
+    pub plus_plus: usize,
+    /// Never wrongly locked out, some impostor not caught.
+    pub plus_minus: usize,
+    /// Wrongly locked out at least once, every impostor caught.
+    pub minus_plus: usize,
+    /// Both.
+    pub minus_minus: usize,
+}
+
+/// Stream metrics over a set of users with one trust configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StreamMetrics {
+    pub users: usize,
+    pub genuine_actions: usize,
+    pub genuine_lockouts: usize,
+    /// Genuine actions per wrongful lock-out; `None`: no lock-out at all.
+    pub anga: Option<f64>,
+    /// Share of users never wrongly locked out.
+    pub users_never_locked_out: f64,
+    pub impostor_streams: usize,
+    pub impostor_actions: usize,
+    /// Mean impostor actions before lock-out, over the impostor streams locked out.
+    pub ania: Option<f64>,
+    /// Share of impostor streams never locked out.
+    pub undetected: f64,
+    pub categories: Categories,
+}
+
+/// Runs the genuine stream: lock-outs (trust reset to 100 after each, as after passing
+/// the strong factor).
+pub fn genuine_lockouts(trust: &TrustConfig, llrs: &[f64]) -> usize {
+    let mut model = TrustModel::new(trust.clone());
+    let mut lockouts = 0;
+    for &s in llrs {
+        model.update(s);
+        if model.is_locked_out() {
+            lockouts += 1;
+            model.reset();
+        }
+    }
+    lockouts
+}
+
+/// Runs an impostor stream: the number of actions until lock-out (1-based), `None` if
+/// the impostor was never locked out.
+pub fn impostor_caught_after(trust: &TrustConfig, llrs: &[f64]) -> Option<usize> {
+    let mut model = TrustModel::new(trust.clone());
+    for (i, &s) in llrs.iter().enumerate() {
+        model.update(s);
+        if model.is_locked_out() {
+            return Some(i + 1);
+        }
+    }
+    None
+}
+
+/// The metrics of `users` under `trust`.
+pub fn evaluate(users: &[UserStreams], trust: &TrustConfig) -> StreamMetrics {
+    let mut m = StreamMetrics {
+        users: users.len(),
+        genuine_actions: 0,
+        genuine_lockouts: 0,
+        anga: None,
+        users_never_locked_out: 0.0,
+        impostor_streams: 0,
+        impostor_actions: 0,
+        ania: None,
+        undetected: 0.0,
+        categories: Categories::default(),
+    };
+    let (mut never, mut caught, mut caught_actions, mut missed) = (0, 0, 0, 0);
+    for u in users {
+        m.genuine_actions += u.genuine.len();
+        let lockouts = genuine_lockouts(trust, &u.genuine);
+        m.genuine_lockouts += lockouts;
+        let clean = lockouts == 0;
+        never += clean as usize;
+        let mut all_caught = true;
+        for s in &u.impostors {
+            m.impostor_streams += 1;
+            match impostor_caught_after(trust, s) {
+                Some(n) => {
+                    caught += 1;
+                    caught_actions += n;
+                    m.impostor_actions += n;
+                }
+                None => {
+                    missed += 1;
+                    all_caught = false;
+                    m.impostor_actions += s.len();
+                }
+            }
+        }
+        match (clean, all_caught) {
+            (true, true) => m.categories.plus_plus += 1,
+            (true, false) => m.categories.plus_minus += 1,
+            (false, true) => m.categories.minus_plus += 1,
+            (false, false) => m.categories.minus_minus += 1,
+        }
+    }
+    if m.genuine_lockouts > 0 {
+        m.anga = Some(m.genuine_actions as f64 / m.genuine_lockouts as f64);
+    }
+    if caught > 0 {
+        m.ania = Some(caught_actions as f64 / caught as f64);
+    }
+    m.users_never_locked_out = never as f64 / users.len().max(1) as f64;
+    m.undetected = missed as f64 / (caught + missed).max(1) as f64;
+    m
+}
+
+/// The trust configurations [`tune`] chooses from: the reward/penalty curve's centre,
+/// width, largest reward and largest penalty (lock-out stays at 90, trusted at 95).
+pub fn default_grid() -> Vec<TrustConfig> {
+    let mut grid = Vec::new();
+    for threshold in [-5.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0] {
+        for width in [0.5, 1.0, 2.0] {
+            for max_reward in [0.5, 1.0, 2.0] {
+                for max_penalty in [1.0, 2.0, 4.0, 8.0] {
+                    grid.push(TrustConfig {
+                        threshold,
+                        width,
+                        max_reward,
+                        max_penalty,
+                        ..TrustConfig::default()
+                    });
+                }
+            }
+        }
+    }
+    grid
+}
+
+/// At least this share of the tuning users must never be wrongly locked out.
+pub const MIN_USERS_NEVER_LOCKED_OUT: f64 = 0.95;
+/// At most this share of impostor streams may go undetected on the tuning users.
+pub const MAX_UNDETECTED: f64 = 0.10;
+
+/// Chooses the trust configuration on `users` (a tuning set). Feasible configurations
+/// spare ≥ [`MIN_USERS_NEVER_LOCKED_OUT`] of the users and miss ≤ [`MAX_UNDETECTED`] of
+/// the impostors; among them, the fewest wrongful lock-outs (highest ANGA) win, then the
+/// smallest ANIA. If none is feasible: the fewest users wrongly locked out, then the
+/// fewest undetected impostors.
+pub fn tune(users: &[UserStreams], grid: &[TrustConfig]) -> TrustConfig {
+    let mut best: Option<(bool, f64, f64, &TrustConfig)> = None;
+    for c in grid {
+        let m = evaluate(users, c);
+        let feasible = m.users_never_locked_out >= MIN_USERS_NEVER_LOCKED_OUT
+            && m.undetected <= MAX_UNDETECTED;
+        // Lower is better for both keys.
+        let (k1, k2) = if feasible {
+            (m.genuine_lockouts as f64, m.ania.unwrap_or(f64::INFINITY))
+        } else {
+            (1.0 - m.users_never_locked_out, m.undetected)
+        };
+        let better = match &best {
+            None => true,
+            Some((bf, b1, b2, _)) => {
+                (feasible && !bf) || (feasible == *bf && (k1 < *b1 || (k1 == *b1 && k2 < *b2)))
+            }
+        };
+        if better {
+            best = Some((feasible, k1, k2, c));
+        }
+    }
+    best.map(|b| b.3.clone()).unwrap_or_default()
+}
+
+/// Held-out result of one half.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Fold {
+    /// Trust parameters chosen on the other half.
+    pub trust: TrustConfig,
+    pub metrics: StreamMetrics,
+}
+
+/// Two folds: users split by alternating index; each half is reported with the trust
+/// parameters tuned on the other. Also returns the pooled held-out metrics.
+pub fn two_fold(users: &[UserStreams], grid: &[TrustConfig]) -> (Vec<Fold>, StreamMetrics) {
+    let halves: Vec<Vec<UserStreams>> = (0..2)
+        .map(|h| {
+            users
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| i % 2 == h)
+                .map(|(_, u)| u.clone())
+                .collect()
+        })
+        .collect();
+    let mut folds = Vec::new();
+    let mut pooled_users: Vec<(UserStreams, TrustConfig)> = Vec::new();
+    for h in 0..2 {
+        let trust = tune(&halves[1 - h], grid);
+        let metrics = evaluate(&halves[h], &trust);
+        for u in &halves[h] {
+            pooled_users.push((u.clone(), trust.clone()));
+        }
+        folds.push(Fold { trust, metrics });
+    }
+    (folds, pool(&pooled_users))
+}
+
+/// Metrics over users each run with their own fold's configuration.
+fn pool(users: &[(UserStreams, TrustConfig)]) -> StreamMetrics {
+    let parts: Vec<StreamMetrics> = users
+        .iter()
+        .map(|(u, c)| evaluate(std::slice::from_ref(u), c))
+        .collect();
+    let sum = |f: &dyn Fn(&StreamMetrics) -> usize| parts.iter().map(f).sum::<usize>();
+    let genuine_actions = sum(&|m| m.genuine_actions);
+    let genuine_lockouts = sum(&|m| m.genuine_lockouts);
+    let impostor_streams = sum(&|m| m.impostor_streams);
+    let undetected_streams: f64 = parts
+        .iter()
+        .map(|m| m.undetected * m.impostor_streams as f64)
+        .sum();
+    let caught_streams = impostor_streams as f64 - undetected_streams;
+    let caught_actions: f64 = parts
+        .iter()
+        .filter_map(|m| {
+            m.ania
+                .map(|a| a * (m.impostor_streams as f64 * (1.0 - m.undetected)))
+        })
+        .sum();
+    let mut categories = Categories::default();
+    for m in &parts {
+        categories.plus_plus += m.categories.plus_plus;
+        categories.plus_minus += m.categories.plus_minus;
+        categories.minus_plus += m.categories.minus_plus;
+        categories.minus_minus += m.categories.minus_minus;
+    }
+    StreamMetrics {
+        users: parts.len(),
+        genuine_actions,
+        genuine_lockouts,
+        anga: (genuine_lockouts > 0).then(|| genuine_actions as f64 / genuine_lockouts as f64),
+        users_never_locked_out: parts.iter().filter(|m| m.genuine_lockouts == 0).count() as f64
+            / parts.len().max(1) as f64,
+        impostor_streams,
+        impostor_actions: sum(&|m| m.impostor_actions),
+        ania: (caught_streams > 0.5).then(|| caught_actions / caught_streams),
+        undetected: undetected_streams / impostor_streams.max(1) as f64,
+        categories,
+    }
+}
+
+/// Interleaves two modalities' action streams into one (chimeric users: one person's
+/// typing paired with another data set's person's pointing), alternating `a` and `b`
+/// actions in proportion to their lengths, so that fusion sees both throughout.
+pub fn interleave(a: &[f64], b: &[f64]) -> Vec<f64> {
+    let (na, nb) = (a.len(), b.len());
+    let mut out = Vec::with_capacity(na + nb);
+    let (mut i, mut j) = (0, 0);
+    while i < na || j < nb {
+        // Take from whichever stream is behind its share of the merged length.
+        let take_a = j >= nb || (i < na && (i * nb.max(1)) <= (j * na.max(1)));
+        if take_a {
+            out.push(a[i]);
+            i += 1;
+        } else {
+            out.push(b[j]);
+            j += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clearly_genuine_is_never_locked_out_and_clear_impostors_are_caught() {
+        let t = TrustConfig::default();
+        assert_eq!(genuine_lockouts(&t, &[3.0; 500]), 0);
+        // Each -10 costs ≈ max_penalty (4): below 90 after 3 actions.
+        assert_eq!(impostor_caught_after(&t, &[-10.0; 20]), Some(3));
+        assert_eq!(impostor_caught_after(&t, &[5.0; 20]), None);
+        // A genuine stream with bursts of bad actions is locked out, reset, continues.
+        let mut g = vec![2.0; 30];
+        g.extend([-10.0; 3]);
+        g.extend([2.0; 30]);
+        g.extend([-10.0; 3]);
+        assert_eq!(genuine_lockouts(&t, &g), 2);
+    }
+
+    #[test]
+    fn metrics_and_categories() {
+        let users = vec![
+            UserStreams {
+                user: "a".into(),
+                genuine: vec![2.0; 100],
+                impostors: vec![vec![-10.0; 10], vec![-10.0; 10]],
+            },
+            UserStreams {
+                user: "b".into(),
+                genuine: [vec![-10.0; 3], vec![2.0; 97]].concat(),
+                impostors: vec![vec![3.0; 10]],
+            },
+        ];
+        let m = evaluate(&users, &TrustConfig::default());
+        assert_eq!((m.genuine_actions, m.genuine_lockouts), (200, 1));
+        assert_eq!(m.anga, Some(200.0));
+        assert_eq!(m.users_never_locked_out, 0.5);
+        assert_eq!(m.impostor_streams, 3);
+        assert_eq!(m.ania, Some(3.0));
+        assert!((m.undetected - 1.0 / 3.0).abs() < 1e-12);
+        assert_eq!(m.categories.plus_plus, 1);
+        assert_eq!(m.categories.minus_minus, 1);
+    }
+
+    #[test]
+    fn tuning_prefers_configurations_that_spare_genuine_users() {
+        // Genuine users hover slightly below zero; impostors well below. A threshold at
+        // 0 locks genuine users out; the tuner must move it down.
+        let users: Vec<UserStreams> = (0..20)
+            .map(|i| UserStreams {
+                user: format!("u{i}"),
+                genuine: vec![-0.5; 300],
+                impostors: vec![vec![-6.0; 30]],
+            })
+            .collect();
+        let t = tune(&users, &default_grid());
+        let m = evaluate(&users, &t);
+        assert_eq!(m.users_never_locked_out, 1.0, "{t:?}");
+        assert_eq!(m.undetected, 0.0, "{t:?}");
+        let (folds, pooled) = two_fold(&users, &default_grid());
+        assert_eq!(folds.len(), 2);
+        assert_eq!(pooled.users, 20);
+        assert_eq!(pooled.undetected, 0.0);
+    }
+
+    #[test]
+    fn interleaving_keeps_both_streams_in_order_and_proportion() {
+        let a = [1.0, 2.0, 3.0, 4.0];
+        let b = [10.0, 20.0];
+        let m = interleave(&a, &b);
+        assert_eq!(m.len(), 6);
+        let from_a: Vec<f64> = m.iter().copied().filter(|v| *v < 10.0).collect();
+        let from_b: Vec<f64> = m.iter().copied().filter(|v| *v >= 10.0).collect();
+        assert_eq!(from_a, a.to_vec());
+        assert_eq!(from_b, b.to_vec());
+        // Spread out: b's actions are not both at one end.
+        let first_b = m.iter().position(|v| *v >= 10.0).unwrap();
+        let last_b = m.iter().rposition(|v| *v >= 10.0).unwrap();
+        assert!(first_b <= 2 && last_b >= 3, "{m:?}");
+        assert_eq!(interleave(&[], &b), b.to_vec());
+    }
+}
