@@ -1,0 +1,397 @@
+//! The provider's configuration: one strict, versioned TOML file.
+//!
+//! Unknown keys are refused (`deny_unknown_fields`) so a typo never silently falls back to a
+//! default, and every value is checked on load with a message naming the key.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use habitus_engine::SessionConfig;
+use serde::{Deserialize, Serialize};
+
+/// The configuration format this build reads.
+pub const CONFIG_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Must be 1.
+    pub version: u32,
+    /// The issuer URL (`iss`): https, or http on a loopback host (tests, demo). No query,
+    /// no fragment, no trailing slash.
+    pub issuer: String,
+    /// Address to listen on.
+    #[serde(default = "default_bind")]
+    pub bind: SocketAddr,
+    /// Keys, the profile store, the provider database and the installation secrets.
+    pub state_dir: PathBuf,
+    /// Users file (see `users.rs`); relative paths are relative to `state_dir`.
+    #[serde(default = "default_users_file")]
+    pub users_file: PathBuf,
+    /// Directory of modality plugins (default: next to the executable, then
+    /// `/usr/lib/habitus/plugins`).
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub lifetimes: Lifetimes,
+    /// Origins (`scheme://host[:port]`) allowed to post behaviour to `/collect` from their
+    /// own pages (CORS). The provider's own origin is always allowed.
+    #[serde(default)]
+    pub collect_origins: Vec<String>,
+    /// Signing keys. Per algorithm, the first listed key signs; every key is published in
+    /// the JWKS, so rotation is: add the new key first, keep the old one listed for as long
+    /// as tokens signed with it live, then remove it. Empty: generated keys in
+    /// `state_dir/keys` (Ed25519 always; RSA-2048 if `openssl` is available).
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    pub clients: Vec<ClientConfig>,
+    #[serde(default)]
+    pub behavior: BehaviorConfig,
+}
+
+fn default_bind() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8400))
+}
+
+fn default_users_file() -> PathBuf {
+    PathBuf::from("users.toml")
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Lifetimes {
+    /// Authorization codes (single use).
+    pub code_s: u64,
+    pub access_token_s: u64,
+    pub id_token_s: u64,
+    pub refresh_token_s: u64,
+    /// The browser's single sign-on session (cookie) and the `sid` it names.
+    pub session_s: u64,
+    /// How long a login page may be left open.
+    pub login_s: u64,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Lifetimes {
+        Lifetimes {
+            code_s: 60,
+            access_token_s: 300,
+            id_token_s: 300,
+            refresh_token_s: 30 * 86_400,
+            session_s: 8 * 3600,
+            login_s: 600,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Alg {
+    EdDSA,
+    RS256,
+}
+
+impl Alg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Alg::EdDSA => "EdDSA",
+            Alg::RS256 => "RS256",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    pub kid: String,
+    pub alg: Alg,
+    /// PKCS#8 private key, DER or PEM ("-----BEGIN PRIVATE KEY-----"); relative to
+    /// `state_dir`. Must not be readable by group or others.
+    pub file: PathBuf,
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientConfig {
+    pub id: String,
+    /// Shared secret (`client_secret_basic` or `client_secret_post`). Compared in constant
+    /// time. Keep the file 0600.
+    pub secret: String,
+    /// Exact-match redirect URIs.
+    pub redirect_uris: Vec<String>,
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// ID token signing algorithm; OpenID Connect's default is RS256.
+    #[serde(default = "default_alg")]
+    pub id_token_signed_response_alg: Alg,
+}
+
+fn default_alg() -> Alg {
+    Alg::RS256
+}
+
+/// Which modality plugins score the collector's events, and how enrolment runs.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BehaviorConfig {
+    /// Plugins by descriptor name.
+    pub plugins: BTreeMap<String, PluginConfig>,
+    /// Engine session settings (trust model, fusion, thresholds) for each login.
+    pub session: SessionConfig,
+    /// Template updates applied per user, plugin and UTC day at most.
+    pub adapt_max_per_day: u32,
+}
+
+impl Default for BehaviorConfig {
+    fn default() -> BehaviorConfig {
+        let mut plugins = BTreeMap::new();
+        plugins.insert(
+            "keystroke".to_string(),
+            PluginConfig {
+                // The password is typed the same way at every login: fixed-text mode,
+                // one password entry per window (see docs/oidc.md, "collector").
+                config: "mode = \"fixed\"".to_string(),
+                window: WindowKind::Login,
+                enrol_windows: 5,
+            },
+        );
+        BehaviorConfig {
+            plugins,
+            session: SessionConfig::default(),
+            adapt_max_per_day: 4,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// The plugin's own TOML settings, passed through verbatim.
+    #[serde(default)]
+    pub config: String,
+    /// `login`: all of one login's events for this plugin form one window (a password
+    /// entry); `events`: windows of `session.window_events` events.
+    #[serde(default = "default_window")]
+    pub window: WindowKind,
+    /// Windows collected before the profile is built (the first logins: `learning`).
+    #[serde(default = "default_enrol")]
+    pub enrol_windows: u32,
+}
+
+fn default_window() -> WindowKind {
+    WindowKind::Events
+}
+
+fn default_enrol() -> u32 {
+    5
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum WindowKind {
+    Login,
+    Events,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read configuration {}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration {}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("configuration {}: {message}", path.display())]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            ConfigError::Invalid { message, .. } => ConfigError::Invalid {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim().replace('\n', " "),
+        })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: PathBuf::new(),
+            message,
+        })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.version != CONFIG_VERSION {
+            return Err(format!(
+                "version = {}: this habitus-oidc reads version {CONFIG_VERSION}",
+                self.version
+            ));
+        }
+        let issuer = url::Url::parse(&self.issuer)
+            .map_err(|e| format!("issuer {:?} is not a URL: {e}", self.issuer))?;
+        let loopback = matches!(issuer.host_str(), Some("127.0.0.1" | "localhost" | "[::1]"));
+        if issuer.scheme() != "https" && !(issuer.scheme() == "http" && loopback) {
+            return Err("issuer must be https (http only on a loopback host)".into());
+        }
+        if issuer.query().is_some() || issuer.fragment().is_some() || self.issuer.ends_with('/') {
+            return Err("issuer must have no query, fragment or trailing slash".into());
+        }
+        let l = &self.lifetimes;
+        for (name, v, max) in [
+            ("code_s", l.code_s, 600),
+            ("access_token_s", l.access_token_s, 86_400),
+            ("id_token_s", l.id_token_s, 86_400),
+            ("refresh_token_s", l.refresh_token_s, 365 * 86_400),
+            ("session_s", l.session_s, 30 * 86_400),
+            ("login_s", l.login_s, 3600),
+        ] {
+            if v == 0 || v > max {
+                return Err(format!("lifetimes.{name} = {v}: must be 1..={max}"));
+            }
+        }
+        for origin in &self.collect_origins {
+            let u = url::Url::parse(origin)
+                .map_err(|e| format!("collect_origins: {origin:?} is not an origin: {e}"))?;
+            if u.origin().ascii_serialization() != *origin {
+                return Err(format!(
+                    "collect_origins: {origin:?} must be exactly scheme://host[:port]"
+                ));
+            }
+        }
+        let mut kids = std::collections::BTreeSet::new();
+        for k in &self.keys {
+            if k.kid.is_empty() || k.kid.len() > 64 || !k.kid.bytes().all(|b| b.is_ascii_graphic())
+            {
+                return Err(format!(
+                    "keys: kid {:?} must be 1-64 printable ASCII",
+                    k.kid
+                ));
+            }
+            if !kids.insert(&k.kid) {
+                return Err(format!("keys: kid {:?} listed twice", k.kid));
+            }
+        }
+        if self.clients.is_empty() {
+            return Err("no [[clients]]: nobody could use this provider".into());
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for c in &self.clients {
+            if c.id.is_empty() || c.id.len() > 128 || !c.id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "clients: id {:?} must be 1-128 printable ASCII",
+                    c.id
+                ));
+            }
+            if !ids.insert(&c.id) {
+                return Err(format!("clients: id {:?} listed twice", c.id));
+            }
+            if c.secret.len() < 16 {
+                return Err(format!(
+                    "clients.{}: secret must be at least 16 characters",
+                    c.id
+                ));
+            }
+            if c.redirect_uris.is_empty() {
+                return Err(format!("clients.{}: no redirect_uris", c.id));
+            }
+            for uri in c.redirect_uris.iter().chain(&c.post_logout_redirect_uris) {
+                let u = url::Url::parse(uri)
+                    .map_err(|e| format!("clients.{}: {uri:?} is not a URL: {e}", c.id))?;
+                if u.fragment().is_some() {
+                    return Err(format!(
+                        "clients.{}: {uri:?} must not have a fragment",
+                        c.id
+                    ));
+                }
+            }
+        }
+        for (name, p) in &self.behavior.plugins {
+            if p.enrol_windows < 2 {
+                return Err(format!(
+                    "behavior.plugins.{name}.enrol_windows must be at least 2"
+                ));
+            }
+        }
+        let s = &self.behavior.session;
+        s.trust.validate()?;
+        s.fusion.validate()?;
+        if !(s.trusted_min_llr.is_finite() && s.trusted_min_llr >= 0.0) {
+            return Err("behavior.session.trusted_min_llr must be a finite number >= 0".into());
+        }
+        Ok(())
+    }
+
+    /// `p` relative to the state directory unless absolute.
+    pub fn state_path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.state_dir.join(p)
+        }
+    }
+
+    pub fn client(&self, id: &str) -> Option<&ClientConfig> {
+        self.clients.iter().find(|c| c.id == id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+version = 1
+issuer = "http://127.0.0.1:8400"
+state_dir = "/tmp/x"
+[[clients]]
+id = "rp"
+secret = "0123456789abcdef"
+redirect_uris = ["http://127.0.0.1:9000/cb"]
+"#;
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = Config::parse(MINIMAL).expect("valid");
+        assert_eq!(c.lifetimes.code_s, 60);
+        assert_eq!(c.clients[0].id_token_signed_response_alg, Alg::RS256);
+        assert!(c.behavior.plugins.contains_key("keystroke"));
+    }
+
+    #[test]
+    fn bad_configs_name_the_problem() {
+        for (edit, needle) in [
+            (MINIMAL.replace("version = 1", "version = 2"), "version"),
+            (
+                MINIMAL.replace("http://127.0.0.1:8400", "http://example.com"),
+                "https",
+            ),
+            (MINIMAL.replace("0123456789abcdef", "short"), "secret"),
+            (format!("{MINIMAL}\ntypo = 1"), "typo"),
+            (MINIMAL.replace("issuer", "isuer"), "isuer"),
+            (
+                format!("{MINIMAL}\ncollect_origins = [\"https://a.example/path\"]"),
+                "collect_origins",
+            ),
+        ] {
+            let e = Config::parse(&edit).expect_err(&edit).to_string();
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+}

@@ -1,0 +1,87 @@
+//! # habitus-oidc
+//!
+//! An OpenID Provider that puts behaviour into single sign-on: the login page's collector
+//! measures typing rhythm (never the characters) and pointer movement, the Habitus engine
+//! scores it with the same plugins as habitusd, and the result becomes the `acr`
+//! (`urn:habitus:loa:0|1|2`), `amr` (`rba`) and a namespaced `behavior` claim. When behaviour
+//! cannot reach a requested level, TOTP is asked as the step-up factor. See docs/oidc.md.
+
+pub mod behavior;
+pub mod config;
+pub mod demo;
+pub mod keys;
+pub mod pages;
+pub mod provider;
+pub mod store;
+pub mod totp;
+pub mod users;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+
+pub use config::Config;
+pub use provider::{router, Provider, Shared};
+
+/// Builds the provider from its configuration: keys, users, the provider database, the
+/// installation secrets, the profile store and the plugins. Without plugins the provider
+/// still runs, with behaviour reported as `unenrolled` (acr loa:0) and a warning.
+pub fn build(config: Config) -> anyhow::Result<Provider> {
+    std::fs::create_dir_all(&config.state_dir)
+        .with_context(|| format!("creating state directory {}", config.state_dir.display()))?;
+    let keys = keys::KeySet::load(&config)?;
+    let users = users::UsersFile::load(&config.state_path(&config.users_file))?;
+    let db = store::Db::open(&config.state_dir.join("oidc.db"))?;
+    let secrets = habitus_engine::Secrets::load_or_create(&config.state_dir.join("secrets"))?;
+    let profiles =
+        habitus_engine::ProfileStore::open(&config.state_dir.join("profiles.db"), &secrets)?;
+    let dirs: Vec<PathBuf> = match &config.plugin_dir {
+        Some(d) => vec![d.clone()],
+        None => habitus_engine::loader::default_plugin_dirs(),
+    };
+    let behavior = if config.behavior.plugins.is_empty() {
+        None
+    } else {
+        match behavior::BehaviorEngine::new(&config.behavior, &dirs, profiles, secrets.key_hasher())
+        {
+            Ok(b) => Some(b),
+            Err(e) => {
+                eprintln!("habitus-oidc: warning: behaviour scoring is off: {e}");
+                None
+            }
+        }
+    };
+    Ok(Provider::new(config, keys, users, db, behavior))
+}
+
+/// Serves `provider` on `listener` until the future is dropped or the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, provider: Shared) -> std::io::Result<()> {
+    let app = router(provider.clone()).merge(demo::router(provider));
+    axum::serve(listener, app).await
+}
+
+/// Convenience for tests and the demo: serve on a background thread with its own runtime.
+pub fn spawn(listener: std::net::TcpListener, provider: Shared) -> anyhow::Result<()> {
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    std::thread::spawn(move || {
+        rt.block_on(async move {
+            match tokio::net::TcpListener::from_std(listener) {
+                Ok(l) => {
+                    if let Err(e) = serve(l, provider).await {
+                        eprintln!("habitus-oidc: server stopped: {e}");
+                    }
+                }
+                Err(e) => eprintln!("habitus-oidc: listener: {e}"),
+            }
+        })
+    });
+    Ok(())
+}
+
+/// Keeps a reference so the type is nameable by callers.
+pub type SharedProvider = Arc<Provider>;

@@ -1,0 +1,1469 @@
+//! The OpenID Provider: shared state, the authorization and token logic, and the axum
+//! routes. HTTP details (headers, status codes) stay in the handlers; the logic functions
+//! return typed OAuth errors so they can be tested and reused by the demo.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use habitus_plugin::Event;
+use openidconnect::core::{
+    CoreGenderClaim, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
+};
+use openidconnect::{
+    AccessToken, AdditionalClaims, Audience, AuthenticationContextClass,
+    AuthenticationMethodReference, EndUserName, EndUserUsername, IdToken, IdTokenClaims, IssuerUrl,
+    LocalizedClaim, Nonce, StandardClaims, SubjectIdentifier,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::behavior::{self, Batch, BehaviorClaim, BehaviorEngine, MAX_TX_EVENTS};
+use crate::config::{Alg, ClientConfig, Config};
+use crate::keys::{core_alg, KeySet};
+use crate::pages;
+use crate::store::{Db, RefreshGrant, SsoSession};
+use crate::users::UsersFile;
+
+/// The `behavior` claim's name (namespaced, so it can never collide with a registered one).
+pub const BEHAVIOR_CLAIM: &str = "urn:habitus:behavior";
+pub const ACR_PREFIX: &str = "urn:habitus:loa:";
+const SESSION_COOKIE: &str = "habitus_oidc_session";
+/// `/collect` request bodies larger than this are refused (512 events fit well below).
+pub const MAX_COLLECT_BODY: usize = 64 * 1024;
+/// Form bodies (authorize, login, token, userinfo, end-session).
+const MAX_FORM_BODY: usize = 16 * 1024;
+/// Login transactions held at once (oldest expire first; a flood cannot grow memory).
+const MAX_TRANSACTIONS: usize = 10_000;
+const MAX_PASSWORD_ATTEMPTS: u32 = 5;
+
+pub fn acr(loa: u8) -> String {
+    format!("{ACR_PREFIX}{loa}")
+}
+
+pub fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// 256 random bits, base64url.
+pub fn random_token() -> String {
+    let mut b = [0u8; 32];
+    // The system generator failing is not recoverable for a security service.
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("system random generator");
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// An OAuth / OpenID error (`error` code and description).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OAuthError {
+    pub code: &'static str,
+    pub description: String,
+}
+
+fn oauth(code: &'static str, description: impl Into<String>) -> OAuthError {
+    OAuthError {
+        code,
+        description: description.into(),
+    }
+}
+
+/// A refused authorization request: where to send the error (redirect URI and state), if
+/// the client and redirect URI were valid, and the error.
+pub type AuthorizeError = (Option<(String, Option<String>)>, OAuthError);
+
+/// A validated authorization request.
+#[derive(Clone, Debug)]
+pub struct AuthRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub state: Option<String>,
+    pub nonce: Option<String>,
+    pub code_challenge: String,
+    pub scope: String,
+    /// Lowest level of assurance that satisfies the request (from `acr_values` or an
+    /// essential `acr` claim); 0 when nothing was asked.
+    pub required_loa: u8,
+    /// The level is essential (`claims` parameter): if it cannot be reached the request
+    /// fails instead of returning a lower `acr`.
+    pub essential: bool,
+    pub max_age: Option<i64>,
+    pub prompt_login: bool,
+    pub prompt_none: bool,
+}
+
+#[derive(Clone, Debug)]
+enum Stage {
+    Password,
+    /// Password verified; behaviour did not reach the requested level; TOTP asked.
+    Totp {
+        user: String,
+        behavior: BehaviorClaim,
+    },
+}
+
+struct LoginTx {
+    request: AuthRequest,
+    expires: i64,
+    events: Vec<Event>,
+    next_seq: u64,
+    last_t_us: u64,
+    stage: Stage,
+    attempts: u32,
+}
+
+struct CodeGrant {
+    client_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    sid: String,
+    nonce: Option<String>,
+    scope: String,
+    expires: i64,
+    /// Set when redeemed; kept until expiry so a second use can be detected.
+    used: bool,
+}
+
+/// Everything the handlers share.
+pub struct Provider {
+    pub config: Config,
+    pub keys: KeySet,
+    users: UsersFile,
+    db: Mutex<Db>,
+    behavior: Option<BehaviorEngine>,
+    txs: Mutex<HashMap<String, LoginTx>>,
+    codes: Mutex<HashMap<String, CodeGrant>>,
+    totp_used: Mutex<HashMap<String, u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Additional ID token claims: `sid` and the behaviour claim.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct HabitusClaims {
+    pub sid: String,
+    #[serde(rename = "urn:habitus:behavior")]
+    pub behavior: BehaviorClaim,
+}
+impl AdditionalClaims for HabitusClaims {}
+
+pub type HabitusIdToken = IdToken<
+    HabitusClaims,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    pub id_token: String,
+    pub refresh_token: String,
+    pub scope: String,
+}
+
+/// Where a finished login goes.
+pub enum LoginOutcome {
+    Redirect(String),
+    Page(String),
+    /// An error page (400): the request cannot continue and must not be redirected.
+    ErrorPage(String),
+    /// Redirect with a new session cookie.
+    SignedIn {
+        location: String,
+        cookie: String,
+    },
+}
+
+impl Provider {
+    pub fn new(
+        config: Config,
+        keys: KeySet,
+        users: UsersFile,
+        db: Db,
+        behavior: Option<BehaviorEngine>,
+    ) -> Provider {
+        Provider {
+            config,
+            keys,
+            users,
+            db: Mutex::new(db),
+            behavior,
+            txs: Mutex::new(HashMap::new()),
+            codes: Mutex::new(HashMap::new()),
+            totp_used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.config.issuer)
+    }
+
+    pub fn discovery(&self) -> serde_json::Value {
+        let algs: Vec<&str> = self.keys.algs().iter().map(|a| a.as_str()).collect();
+        json!({
+            "issuer": self.config.issuer,
+            "authorization_endpoint": self.endpoint("/authorize"),
+            "token_endpoint": self.endpoint("/token"),
+            "userinfo_endpoint": self.endpoint("/userinfo"),
+            "jwks_uri": self.endpoint("/jwks"),
+            "end_session_endpoint": self.endpoint("/end_session"),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs,
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "code_challenge_methods_supported": ["S256"],
+            "scopes_supported": ["openid", "profile", "offline_access"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr",
+                "amr", "sid", "preferred_username", "name", BEHAVIOR_CLAIM],
+            "claims_parameter_supported": true,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "acr_values_supported": [acr(0), acr(1), acr(2)],
+            "prompt_values_supported": ["none", "login"],
+            "authorization_response_iss_parameter_supported": true,
+            "userinfo_signing_alg_values_supported": [],
+        })
+    }
+
+    // ---------------------------------------------------------------- authorization
+
+    /// Checks client and redirect URI first: if either is wrong the user sees an error page
+    /// and is never redirected (an open redirector otherwise).
+    pub fn validate_authorize(
+        &self,
+        p: &HashMap<String, String>,
+    ) -> Result<AuthRequest, AuthorizeError> {
+        let get = |k: &str| p.get(k).map(String::as_str).filter(|v| !v.is_empty());
+        let client_id =
+            get("client_id").ok_or((None, oauth("invalid_request", "client_id missing")))?;
+        let client = self
+            .config
+            .client(client_id)
+            .ok_or((None, oauth("unauthorized_client", "unknown client_id")))?;
+        let redirect_uri =
+            get("redirect_uri").ok_or((None, oauth("invalid_request", "redirect_uri missing")))?;
+        if !client.redirect_uris.iter().any(|u| u == redirect_uri) {
+            return Err((
+                None,
+                oauth(
+                    "invalid_request",
+                    "redirect_uri is not registered for this client",
+                ),
+            ));
+        }
+        let state = get("state").map(str::to_string);
+        let back = Some((redirect_uri.to_string(), state.clone()));
+        let fail = |code, d: &str| (back.clone(), oauth(code, d));
+        for unsupported in ["request", "request_uri", "registration"] {
+            if p.contains_key(unsupported) {
+                let code = match unsupported {
+                    "request" => "request_not_supported",
+                    "request_uri" => "request_uri_not_supported",
+                    _ => "registration_not_supported",
+                };
+                return Err(fail(code, "not supported"));
+            }
+        }
+        if get("response_type") != Some("code") {
+            return Err(fail("unsupported_response_type", "only response_type=code"));
+        }
+        if let Some(mode) = get("response_mode") {
+            if mode != "query" {
+                return Err(fail("invalid_request", "only response_mode=query"));
+            }
+        }
+        let scope = get("scope").unwrap_or("");
+        if !scope.split(' ').any(|s| s == "openid") {
+            return Err(fail("invalid_scope", "scope must include openid"));
+        }
+        let code_challenge = get("code_challenge").ok_or_else(|| {
+            fail(
+                "invalid_request",
+                "PKCE is required: code_challenge missing",
+            )
+        })?;
+        if get("code_challenge_method") != Some("S256") {
+            return Err(fail(
+                "invalid_request",
+                "PKCE code_challenge_method must be S256",
+            ));
+        }
+        if code_challenge.len() != 43
+            || URL_SAFE_NO_PAD.decode(code_challenge).map(|d| d.len()) != Ok(32)
+        {
+            return Err(fail(
+                "invalid_request",
+                "code_challenge is not a base64url SHA-256",
+            ));
+        }
+        let nonce = get("nonce").map(str::to_string);
+        if nonce.as_ref().is_some_and(|n| n.len() > 512)
+            || state.as_ref().is_some_and(|s| s.len() > 1024)
+        {
+            return Err(fail("invalid_request", "state or nonce too long"));
+        }
+        let max_age = match get("max_age") {
+            None => None,
+            Some(v) => Some(v.parse::<i64>().ok().filter(|v| *v >= 0).ok_or_else(|| {
+                fail("invalid_request", "max_age must be a non-negative integer")
+            })?),
+        };
+        let prompts: Vec<&str> = get("prompt")
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .collect();
+        let prompt_none = prompts.contains(&"none");
+        let prompt_login = prompts.contains(&"login");
+        if prompt_none && prompts.len() > 1 {
+            return Err(fail("invalid_request", "prompt=none cannot be combined"));
+        }
+        if prompts
+            .iter()
+            .any(|p| !matches!(*p, "none" | "login" | "consent" | "select_account"))
+        {
+            return Err(fail("invalid_request", "unknown prompt value"));
+        }
+        let mut required_loa = 0;
+        let mut essential = false;
+        if let Some(values) = get("acr_values") {
+            if let Some(l) = values.split(' ').filter_map(parse_loa).min() {
+                required_loa = l;
+            }
+        }
+        if let Some(claims) = get("claims") {
+            let v: serde_json::Value = serde_json::from_str(claims)
+                .map_err(|_| fail("invalid_request", "claims is not JSON"))?;
+            if !v.is_object() {
+                return Err(fail("invalid_request", "claims must be a JSON object"));
+            }
+            let acr_req = v.get("id_token").and_then(|t| t.get("acr"));
+            if let Some(r) = acr_req.filter(|r| r.is_object()) {
+                let mut wanted: Vec<u8> = Vec::new();
+                if let Some(s) = r.get("value").and_then(|v| v.as_str()) {
+                    wanted.extend(parse_loa(s));
+                }
+                if let Some(a) = r.get("values").and_then(|v| v.as_array()) {
+                    wanted.extend(a.iter().filter_map(|v| v.as_str()).filter_map(parse_loa));
+                }
+                if let Some(l) = wanted.into_iter().min() {
+                    required_loa = required_loa.max(l);
+                    essential = r.get("essential").and_then(|e| e.as_bool()) == Some(true);
+                }
+            }
+        }
+        Ok(AuthRequest {
+            client_id: client_id.to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            state,
+            nonce,
+            code_challenge: code_challenge.to_string(),
+            scope: scope.to_string(),
+            required_loa,
+            essential,
+            max_age,
+            prompt_login,
+            prompt_none,
+        })
+    }
+
+    fn error_redirect(&self, redirect_uri: &str, state: Option<&str>, e: &OAuthError) -> String {
+        let mut u = url::Url::parse(redirect_uri)
+            .unwrap_or_else(|_| url::Url::parse("about:blank").expect("static URL"));
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("error", e.code);
+            q.append_pair("error_description", &e.description);
+            if let Some(s) = state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &self.config.issuer);
+        }
+        u.to_string()
+    }
+
+    /// GET/POST /authorize: returns what the browser should get.
+    pub fn authorize(&self, p: &HashMap<String, String>, cookie: Option<&str>) -> LoginOutcome {
+        let req = match self.validate_authorize(p) {
+            Ok(r) => r,
+            Err((None, e)) => {
+                return LoginOutcome::ErrorPage(pages::error_page(e.code, &e.description))
+            }
+            Err((Some((uri, state)), e)) => {
+                return LoginOutcome::Redirect(self.error_redirect(&uri, state.as_deref(), &e))
+            }
+        };
+        let now = now_unix();
+        // Single sign-on: reuse the browser's session if it satisfies the request.
+        if let Some(cookie) = cookie {
+            let session = lock(&self.db).session_by_cookie(cookie, now).ok().flatten();
+            if let Some(s) = session {
+                let fresh = req.max_age.map_or(true, |m| now - s.auth_time <= m);
+                let level = parse_loa(&s.acr).unwrap_or(0);
+                if !req.prompt_login && fresh && level >= req.required_loa {
+                    return LoginOutcome::Redirect(self.issue_code(&req, &s.sid, now));
+                }
+            }
+        }
+        if req.prompt_none {
+            return LoginOutcome::Redirect(self.error_redirect(
+                &req.redirect_uri,
+                req.state.as_deref(),
+                &oauth("login_required", "no session satisfies the request"),
+            ));
+        }
+        let tx = random_token();
+        let mut txs = lock(&self.txs);
+        txs.retain(|_, t| t.expires > now);
+        if txs.len() >= MAX_TRANSACTIONS {
+            return LoginOutcome::ErrorPage(pages::error_page(
+                "temporarily_unavailable",
+                "too many logins in progress; try again shortly",
+            ));
+        }
+        txs.insert(
+            tx.clone(),
+            LoginTx {
+                request: req,
+                expires: now + self.config.lifetimes.login_s as i64,
+                events: Vec::new(),
+                next_seq: 0,
+                last_t_us: 0,
+                stage: Stage::Password,
+                attempts: 0,
+            },
+        );
+        LoginOutcome::Page(pages::login_page(&tx, None))
+    }
+
+    fn issue_code(&self, req: &AuthRequest, sid: &str, now: i64) -> String {
+        let code = random_token();
+        let mut codes = lock(&self.codes);
+        codes.retain(|_, c| c.expires > now);
+        codes.insert(
+            code.clone(),
+            CodeGrant {
+                client_id: req.client_id.clone(),
+                redirect_uri: req.redirect_uri.clone(),
+                code_challenge: req.code_challenge.clone(),
+                sid: sid.to_string(),
+                nonce: req.nonce.clone(),
+                scope: req.scope.clone(),
+                expires: now + self.config.lifetimes.code_s as i64,
+                used: false,
+            },
+        );
+        let mut u = url::Url::parse(&req.redirect_uri).expect("validated redirect URI");
+        {
+            let mut q = u.query_pairs_mut();
+            q.append_pair("code", &code);
+            if let Some(s) = &req.state {
+                q.append_pair("state", s);
+            }
+            q.append_pair("iss", &self.config.issuer);
+        }
+        u.to_string()
+    }
+
+    // ---------------------------------------------------------------- behaviour
+
+    /// POST /collect. `Err((status, message))`: nothing was stored.
+    pub fn collect(&self, body: &[u8]) -> Result<usize, (StatusCode, String)> {
+        if body.len() > MAX_COLLECT_BODY {
+            return Err((StatusCode::PAYLOAD_TOO_LARGE, "batch too large".into()));
+        }
+        let batch: Batch = serde_json::from_slice(body)
+            .map_err(|e| (StatusCode::BAD_REQUEST, format!("malformed batch: {e}")))?;
+        let Some(engine) = &self.behavior else {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                "behaviour scoring is off".into(),
+            ));
+        };
+        let now = now_unix();
+        let mut txs = lock(&self.txs);
+        let tx = txs
+            .get_mut(&batch.tx)
+            .filter(|t| t.expires > now && matches!(t.stage, Stage::Password))
+            .ok_or((
+                StatusCode::NOT_FOUND,
+                "no such login in progress".to_string(),
+            ))?;
+        if batch.seq != tx.next_seq {
+            return Err((
+                StatusCode::CONFLICT,
+                format!(
+                    "batch {} out of sequence (expected {})",
+                    batch.seq, tx.next_seq
+                ),
+            ));
+        }
+        let events = behavior::convert(&batch.events, tx.last_t_us, engine.hasher())
+            .map_err(|e| (StatusCode::BAD_REQUEST, e))?;
+        if tx.events.len() + events.len() > MAX_TX_EVENTS {
+            return Err((
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too many events for one login".into(),
+            ));
+        }
+        tx.next_seq += 1;
+        tx.last_t_us = events.last().map(|e| e.t_us).unwrap_or(tx.last_t_us);
+        let n = events.len();
+        tx.events.extend(events);
+        Ok(n)
+    }
+
+    /// Is `origin` allowed to post to /collect?
+    pub fn collect_origin_allowed(&self, origin: &str) -> bool {
+        let own = url::Url::parse(&self.config.issuer)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_default();
+        origin == own || self.config.collect_origins.iter().any(|o| o == origin)
+    }
+
+    // ---------------------------------------------------------------- login
+
+    /// POST /login (password). Blocking (argon2, plugins): call from a blocking thread.
+    pub fn login_password(&self, tx_id: &str, user: &str, password: &str) -> LoginOutcome {
+        let now = now_unix();
+        let (events, req) = {
+            let mut txs = lock(&self.txs);
+            let Some(tx) = txs.get_mut(tx_id).filter(|t| t.expires > now) else {
+                return LoginOutcome::ErrorPage(pages::error_page(
+                    "login_expired",
+                    "this login page has expired; go back to the application and start again",
+                ));
+            };
+            if !matches!(tx.stage, Stage::Password) {
+                return LoginOutcome::ErrorPage(pages::error_page(
+                    "invalid_request",
+                    "password already given",
+                ));
+            }
+            tx.attempts += 1;
+            if tx.attempts > MAX_PASSWORD_ATTEMPTS {
+                let req = tx.request.clone();
+                txs.remove(tx_id);
+                return LoginOutcome::Redirect(self.error_redirect(
+                    &req.redirect_uri,
+                    req.state.as_deref(),
+                    &oauth("access_denied", "too many failed attempts"),
+                ));
+            }
+            (std::mem::take(&mut tx.events), tx.request.clone())
+        };
+        let Some(record) = self.users.verify(user, password) else {
+            // Behaviour of a failed attempt is discarded, and the collector starts over.
+            if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
+                tx.last_t_us = 0;
+            }
+            return LoginOutcome::Page(pages::login_page(
+                tx_id,
+                Some("Wrong user name or password."),
+            ));
+        };
+        let has_totp = record.totp.is_some();
+        let behavior = match &self.behavior {
+            Some(engine) => engine.assess_login(user, &events, now),
+            None => BehaviorClaim {
+                trust: None,
+                state: "unenrolled".into(),
+                modalities: Vec::new(),
+                evaluated_at: now,
+            },
+        };
+        drop(events);
+        let loa = behavior.loa();
+        if loa >= req.required_loa {
+            return self.finish_login(tx_id, user, behavior, false);
+        }
+        if has_totp {
+            if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
+                tx.stage = Stage::Totp {
+                    user: user.to_string(),
+                    behavior,
+                };
+                tx.attempts = 0;
+            }
+            return LoginOutcome::Page(pages::totp_page(tx_id, None));
+        }
+        if req.essential {
+            lock(&self.txs).remove(tx_id);
+            return LoginOutcome::Redirect(self.error_redirect(
+                &req.redirect_uri,
+                req.state.as_deref(),
+                &oauth(
+                    "unmet_authentication_requirements",
+                    "behaviour did not reach the requested level and the user has no step-up factor",
+                ),
+            ));
+        }
+        // acr_values are voluntary: sign in at the level reached.
+        self.finish_login(tx_id, user, behavior, false)
+    }
+
+    /// POST /login/totp.
+    pub fn login_totp(&self, tx_id: &str, code: &str) -> LoginOutcome {
+        let now = now_unix();
+        let (user, behavior, req) = {
+            let mut txs = lock(&self.txs);
+            let Some(tx) = txs.get_mut(tx_id).filter(|t| t.expires > now) else {
+                return LoginOutcome::ErrorPage(pages::error_page(
+                    "login_expired",
+                    "this login page has expired",
+                ));
+            };
+            let Stage::Totp { user, behavior } = tx.stage.clone() else {
+                return LoginOutcome::ErrorPage(pages::error_page(
+                    "invalid_request",
+                    "no code was asked",
+                ));
+            };
+            tx.attempts += 1;
+            if tx.attempts > MAX_PASSWORD_ATTEMPTS {
+                let req = tx.request.clone();
+                txs.remove(tx_id);
+                return LoginOutcome::Redirect(self.error_redirect(
+                    &req.redirect_uri,
+                    req.state.as_deref(),
+                    &oauth("access_denied", "too many failed attempts"),
+                ));
+            }
+            (user, behavior, tx.request.clone())
+        };
+        let _ = req;
+        let secret = self.users.users.get(&user).and_then(|u| u.totp.clone());
+        let step = secret.and_then(|s| crate::totp::verify(&s, code, now as u64));
+        let fresh = step.filter(|step| {
+            let mut used = lock(&self.totp_used);
+            // A code is accepted once per user (RFC 6238 §5.2).
+            if used.get(&user).is_some_and(|last| *last >= *step) {
+                false
+            } else {
+                used.insert(user.clone(), *step);
+                true
+            }
+        });
+        if fresh.is_none() {
+            return LoginOutcome::Page(pages::totp_page(
+                tx_id,
+                Some("Wrong or already used code."),
+            ));
+        }
+        self.finish_login(tx_id, &user, behavior, true)
+    }
+
+    fn finish_login(
+        &self,
+        tx_id: &str,
+        user: &str,
+        behavior: BehaviorClaim,
+        otp: bool,
+    ) -> LoginOutcome {
+        let now = now_unix();
+        let Some(tx) = lock(&self.txs).remove(tx_id) else {
+            return LoginOutcome::ErrorPage(pages::error_page(
+                "login_expired",
+                "this login page has expired",
+            ));
+        };
+        let loa = if otp { 2 } else { behavior.loa() };
+        let mut amr = vec!["pwd".to_string()];
+        if !behavior.modalities.is_empty() {
+            amr.push("rba".into());
+        }
+        if otp {
+            amr.push("otp".into());
+            amr.push("mfa".into());
+        }
+        let session = SsoSession {
+            sid: random_token(),
+            user: user.to_string(),
+            auth_time: now,
+            acr: acr(loa),
+            amr,
+            behavior,
+            expires: now + self.config.lifetimes.session_s as i64,
+        };
+        let cookie = random_token();
+        if let Err(e) = lock(&self.db).put_session(&session, &cookie) {
+            eprintln!("habitus-oidc: error: {e}");
+            return LoginOutcome::ErrorPage(pages::error_page(
+                "server_error",
+                "could not store the session",
+            ));
+        }
+        let location = self.issue_code(&tx.request, &session.sid, now);
+        LoginOutcome::SignedIn { location, cookie }
+    }
+
+    // ---------------------------------------------------------------- tokens
+
+    /// Authenticates the client of a token request.
+    fn client_auth(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<&ClientConfig, OAuthError> {
+        let basic = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Basic ")
+                    .or_else(|| v.strip_prefix("basic "))
+            });
+        let (id, secret) = match (basic, form.get("client_secret")) {
+            (Some(_), Some(_)) => {
+                return Err(oauth(
+                    "invalid_request",
+                    "use one client authentication method",
+                ))
+            }
+            (Some(b), None) => {
+                let raw = STANDARD
+                    .decode(b.trim())
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok())
+                    .ok_or_else(|| oauth("invalid_client", "malformed Basic credentials"))?;
+                let (i, s) = raw
+                    .split_once(':')
+                    .ok_or_else(|| oauth("invalid_client", "malformed Basic credentials"))?;
+                // RFC 6749 §2.3.1: both parts are form-urlencoded.
+                let dec = |v: &str| {
+                    url::form_urlencoded::parse(format!("x={v}").as_bytes())
+                        .next()
+                        .map(|(_, v)| v.into_owned())
+                        .unwrap_or_default()
+                };
+                (dec(i), dec(s))
+            }
+            (None, Some(s)) => (
+                form.get("client_id").cloned().unwrap_or_default(),
+                s.clone(),
+            ),
+            (None, None) => return Err(oauth("invalid_client", "client authentication required")),
+        };
+        if let (Some(form_id), true) = (form.get("client_id"), basic.is_some()) {
+            if *form_id != id {
+                return Err(oauth(
+                    "invalid_request",
+                    "client_id does not match the credentials",
+                ));
+            }
+        }
+        let client = self.config.client(&id);
+        let expected = client
+            .map(|c| c.secret.as_bytes())
+            .unwrap_or(b"\0no client\0");
+        let ok = crate::store::ct_eq(expected, secret.as_bytes());
+        match client {
+            Some(c) if ok => Ok(c),
+            _ => Err(oauth("invalid_client", "unknown client or wrong secret")),
+        }
+    }
+
+    /// POST /token.
+    pub fn token(
+        &self,
+        headers: &HeaderMap,
+        form: &HashMap<String, String>,
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = self.client_auth(headers, form)?;
+        let now = now_unix();
+        match form.get("grant_type").map(String::as_str) {
+            Some("authorization_code") => {
+                let code = form
+                    .get("code")
+                    .ok_or_else(|| oauth("invalid_request", "code missing"))?;
+                let verifier = form
+                    .get("code_verifier")
+                    .ok_or_else(|| oauth("invalid_request", "PKCE code_verifier missing"))?;
+                let redirect_uri = form
+                    .get("redirect_uri")
+                    .ok_or_else(|| oauth("invalid_request", "redirect_uri missing"))?;
+                let grant = {
+                    let mut codes = lock(&self.codes);
+                    let Some(g) = codes.get_mut(code.as_str()) else {
+                        return Err(oauth("invalid_grant", "unknown or expired code"));
+                    };
+                    if g.used {
+                        // RFC 6749 §4.1.2: a replayed code revokes what it produced.
+                        let sid = g.sid.clone();
+                        drop(codes);
+                        let _ = lock(&self.db).end_session(&sid);
+                        return Err(oauth(
+                            "invalid_grant",
+                            "code already used; its tokens are revoked",
+                        ));
+                    }
+                    if g.expires <= now {
+                        return Err(oauth("invalid_grant", "code expired"));
+                    }
+                    if g.client_id != client.id {
+                        return Err(oauth("invalid_grant", "code was issued to another client"));
+                    }
+                    g.used = true;
+                    (
+                        g.redirect_uri.clone(),
+                        g.code_challenge.clone(),
+                        g.sid.clone(),
+                        g.nonce.clone(),
+                        g.scope.clone(),
+                    )
+                };
+                let (g_redirect, challenge, sid, nonce, scope) = grant;
+                if *redirect_uri != g_redirect {
+                    return Err(oauth(
+                        "invalid_grant",
+                        "redirect_uri differs from the authorization request",
+                    ));
+                }
+                if verifier.len() < 43
+                    || verifier.len() > 128
+                    || !verifier.bytes().all(|b| {
+                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+                    })
+                {
+                    return Err(oauth("invalid_grant", "malformed code_verifier"));
+                }
+                let digest = URL_SAFE_NO_PAD.encode(crate::store::sha256(verifier.as_bytes()));
+                if !crate::store::ct_eq(digest.as_bytes(), challenge.as_bytes()) {
+                    return Err(oauth("invalid_grant", "PKCE verification failed"));
+                }
+                self.tokens_for(client, &sid, &scope, nonce, now)
+            }
+            Some("refresh_token") => {
+                let rt = form
+                    .get("refresh_token")
+                    .ok_or_else(|| oauth("invalid_request", "refresh_token missing"))?;
+                let grant = lock(&self.db)
+                    .redeem_refresh(rt, now)
+                    .map_err(|e| oauth("server_error", e.to_string()))?
+                    .ok_or_else(|| {
+                        oauth("invalid_grant", "unknown, used or expired refresh token")
+                    })?;
+                if grant.client != client.id {
+                    return Err(oauth(
+                        "invalid_grant",
+                        "refresh token was issued to another client",
+                    ));
+                }
+                self.tokens_for(client, &grant.sid, &grant.scope, None, now)
+            }
+            Some(_) => Err(oauth(
+                "unsupported_grant_type",
+                "authorization_code or refresh_token",
+            )),
+            None => Err(oauth("invalid_request", "grant_type missing")),
+        }
+    }
+
+    fn tokens_for(
+        &self,
+        client: &ClientConfig,
+        sid: &str,
+        scope: &str,
+        nonce: Option<String>,
+        now: i64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let session = lock(&self.db)
+            .session(sid, now)
+            .map_err(|e| oauth("server_error", e.to_string()))?
+            .ok_or_else(|| oauth("invalid_grant", "the session has ended"))?;
+        let l = &self.config.lifetimes;
+        let access_alg = if self.keys.signer(Alg::EdDSA).is_ok() {
+            Alg::EdDSA
+        } else {
+            Alg::RS256
+        };
+        let at = self
+            .keys
+            .sign_jwt(
+                access_alg,
+                "at+jwt",
+                &json!({
+                    "iss": self.config.issuer, "sub": session.user, "aud": self.endpoint("/userinfo"),
+                    "client_id": client.id, "sid": sid, "scope": scope,
+                    "iat": now, "exp": now + l.access_token_s as i64, "jti": random_token(),
+                }),
+            )
+            .map_err(|e| oauth("server_error", e))?;
+        let id_token = self
+            .id_token(client, &session, scope, nonce, &at, now)
+            .map_err(|e| oauth("server_error", e))?;
+        let refresh = random_token();
+        let expires = (now + l.refresh_token_s as i64).min(session.expires);
+        lock(&self.db)
+            .put_refresh(
+                &refresh,
+                &RefreshGrant {
+                    sid: sid.to_string(),
+                    client: client.id.clone(),
+                    scope: scope.to_string(),
+                    nonce: None,
+                },
+                expires,
+            )
+            .map_err(|e| oauth("server_error", e.to_string()))?;
+        Ok(TokenResponse {
+            access_token: at,
+            token_type: "Bearer",
+            expires_in: l.access_token_s,
+            id_token,
+            refresh_token: refresh,
+            scope: scope.to_string(),
+        })
+    }
+
+    fn id_token(
+        &self,
+        client: &ClientConfig,
+        s: &SsoSession,
+        scope: &str,
+        nonce: Option<String>,
+        access_token: &str,
+        now: i64,
+    ) -> Result<String, String> {
+        let ts = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap_or_default();
+        let issuer = IssuerUrl::new(self.config.issuer.clone()).map_err(|e| e.to_string())?;
+        let mut standard = StandardClaims::new(SubjectIdentifier::new(s.user.clone()));
+        if scope.split(' ').any(|x| x == "profile") {
+            standard = standard.set_preferred_username(Some(EndUserUsername::new(s.user.clone())));
+            if let Some(name) = self.users.users.get(&s.user).and_then(|u| u.name.clone()) {
+                standard = standard.set_name(Some(LocalizedClaim::from(EndUserName::new(name))));
+            }
+        }
+        let claims = IdTokenClaims::new(
+            issuer,
+            vec![Audience::new(client.id.clone())],
+            ts(now + self.config.lifetimes.id_token_s as i64),
+            ts(now),
+            standard,
+            HabitusClaims {
+                sid: s.sid.clone(),
+                behavior: s.behavior.clone(),
+            },
+        )
+        .set_auth_time(Some(ts(s.auth_time)))
+        .set_nonce(nonce.map(Nonce::new))
+        .set_auth_context_ref(Some(AuthenticationContextClass::new(s.acr.clone())))
+        .set_auth_method_refs(Some(
+            s.amr
+                .iter()
+                .cloned()
+                .map(AuthenticationMethodReference::new)
+                .collect(),
+        ));
+        let alg = client.id_token_signed_response_alg;
+        let key = self.keys.signer(alg).map_err(|e| e.to_string())?;
+        let token: HabitusIdToken = IdToken::new(
+            claims,
+            key,
+            core_alg(alg),
+            Some(&AccessToken::new(access_token.to_string())),
+            None,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(token.to_string())
+    }
+
+    /// GET/POST /userinfo: the claims of a valid access token's live session.
+    pub fn userinfo(&self, access_token: &str) -> Result<serde_json::Value, OAuthError> {
+        let now = now_unix();
+        let invalid = || oauth("invalid_token", "the access token is invalid or expired");
+        let claims = self
+            .keys
+            .verify_jwt(access_token, Some("at+jwt"))
+            .ok_or_else(invalid)?;
+        if claims.get("iss").and_then(|v| v.as_str()) != Some(self.config.issuer.as_str())
+            || claims
+                .get("exp")
+                .and_then(|v| v.as_i64())
+                .map_or(true, |e| e <= now)
+        {
+            return Err(invalid());
+        }
+        let sid = claims
+            .get("sid")
+            .and_then(|v| v.as_str())
+            .ok_or_else(invalid)?;
+        let session = lock(&self.db)
+            .session(sid, now)
+            .ok()
+            .flatten()
+            .ok_or_else(invalid)?;
+        let mut out = json!({
+            "sub": session.user,
+            BEHAVIOR_CLAIM: session.behavior,
+        });
+        let scope = claims.get("scope").and_then(|v| v.as_str()).unwrap_or("");
+        if scope.split(' ').any(|x| x == "profile") {
+            out["preferred_username"] = session.user.clone().into();
+            if let Some(name) = self
+                .users
+                .users
+                .get(&session.user)
+                .and_then(|u| u.name.clone())
+            {
+                out["name"] = name.into();
+            }
+        }
+        Ok(out)
+    }
+
+    /// GET/POST /end_session: ends the session named by the hint or the cookie.
+    pub fn end_session(
+        &self,
+        p: &HashMap<String, String>,
+        cookie: Option<&str>,
+    ) -> (Option<String>, String) {
+        let now = now_unix();
+        let hint = p
+            .get("id_token_hint")
+            .and_then(|t| self.verify_own_id_token(t));
+        let mut sid = hint
+            .as_ref()
+            .and_then(|c| c.get("sid")?.as_str().map(str::to_string));
+        if sid.is_none() {
+            if let Some(c) = cookie {
+                sid = lock(&self.db)
+                    .session_by_cookie(c, now)
+                    .ok()
+                    .flatten()
+                    .map(|s| s.sid);
+            }
+        }
+        if let Some(sid) = &sid {
+            let _ = lock(&self.db).end_session(sid);
+        }
+        let client_id = p.get("client_id").cloned().or_else(|| {
+            hint.as_ref().and_then(|c| match c.get("aud")? {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(a) => a.first()?.as_str().map(str::to_string),
+                _ => None,
+            })
+        });
+        let target = p.get("post_logout_redirect_uri").and_then(|uri| {
+            let client = self.config.client(client_id.as_deref()?)?;
+            client
+                .post_logout_redirect_uris
+                .iter()
+                .any(|u| u == uri)
+                .then(|| {
+                    let mut u = url::Url::parse(uri).ok()?;
+                    if let Some(s) = p.get("state") {
+                        u.query_pairs_mut().append_pair("state", s);
+                    }
+                    Some(u.to_string())
+                })?
+        });
+        (target, pages::signed_out_page())
+    }
+
+    /// Claims of an ID token we signed (expiry not checked: hints may be expired).
+    fn verify_own_id_token(&self, token: &str) -> Option<serde_json::Value> {
+        let claims = self.keys.verify_jwt(token, None)?;
+        (claims.get("iss")?.as_str()? == self.config.issuer).then_some(claims)
+    }
+}
+
+fn parse_loa(s: &str) -> Option<u8> {
+    s.strip_prefix(ACR_PREFIX)?.parse().ok().filter(|l| *l <= 2)
+}
+
+// -------------------------------------------------------------------- HTTP layer
+
+pub type Shared = Arc<Provider>;
+
+pub fn router(provider: Shared) -> Router {
+    Router::new()
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/jwks", get(jwks))
+        .route("/authorize", get(authorize_get).post(authorize_post))
+        .route("/login", post(login))
+        .route("/login/totp", post(login_totp))
+        .route("/collect", post(collect).options(collect_preflight))
+        .route("/collector.js", get(collector_js))
+        .route("/token", post(token))
+        .route("/userinfo", get(userinfo).post(userinfo))
+        .route("/end_session", get(end_session_get).post(end_session_post))
+        .layer(axum::extract::DefaultBodyLimit::max(
+            MAX_FORM_BODY.max(MAX_COLLECT_BODY),
+        ))
+        .with_state(provider)
+}
+
+fn no_store(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+    r
+}
+
+fn html(body: String) -> Response {
+    let mut r = no_store(Html(body).into_response());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    r
+}
+
+fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            c.trim()
+                .strip_prefix(&format!("{SESSION_COOKIE}="))
+                .map(str::to_string)
+        })
+}
+
+fn outcome(p: &Provider, o: LoginOutcome) -> Response {
+    match o {
+        LoginOutcome::Page(body) => html(body),
+        LoginOutcome::ErrorPage(body) => {
+            let mut r = html(body);
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
+        LoginOutcome::Redirect(to) => no_store(Redirect::to(&to).into_response()),
+        LoginOutcome::SignedIn { location, cookie } => {
+            let secure = if p.config.issuer.starts_with("https://") {
+                "; Secure"
+            } else {
+                ""
+            };
+            let mut r = no_store(Redirect::to(&location).into_response());
+            if let Ok(v) = HeaderValue::from_str(&format!(
+                "{SESSION_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
+                p.config.lifetimes.session_s
+            )) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            r
+        }
+    }
+}
+
+async fn discovery(State(p): State<Shared>) -> Response {
+    Json(p.discovery()).into_response()
+}
+
+async fn jwks(State(p): State<Shared>) -> Response {
+    let mut r = Json(p.keys.jwks()).into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    r
+}
+
+async fn authorize_get(
+    State(p): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let o = p.authorize(&q, cookie_value(&headers).as_deref());
+    outcome(&p, o)
+}
+
+async fn authorize_post(
+    State(p): State<Shared>,
+    headers: HeaderMap,
+    Form(q): Form<HashMap<String, String>>,
+) -> Response {
+    let o = p.authorize(&q, cookie_value(&headers).as_deref());
+    outcome(&p, o)
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    tx: String,
+    username: String,
+    password: String,
+}
+
+async fn login(State(p): State<Shared>, Form(f): Form<LoginForm>) -> Response {
+    let p2 = p.clone();
+    match tokio::task::spawn_blocking(move || p2.login_password(&f.tx, &f.username, &f.password))
+        .await
+    {
+        Ok(o) => outcome(&p, o),
+        Err(_) => html(pages::error_page("server_error", "login failed")),
+    }
+}
+
+#[derive(Deserialize)]
+struct TotpForm {
+    tx: String,
+    code: String,
+}
+
+async fn login_totp(State(p): State<Shared>, Form(f): Form<TotpForm>) -> Response {
+    let o = p.login_totp(&f.tx, &f.code);
+    outcome(&p, o)
+}
+
+fn cors(p: &Provider, headers: &HeaderMap, r: &mut Response) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok()) else {
+        return true; // not a cross-origin browser request
+    };
+    if !p.collect_origin_allowed(origin) {
+        return false;
+    }
+    let h = r.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(origin) {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
+    }
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    true
+}
+
+async fn collect_preflight(State(p): State<Shared>, headers: HeaderMap) -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    if !cors(&p, &headers, &mut r) {
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+async fn collect(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let mut probe = StatusCode::NO_CONTENT.into_response();
+    if !cors(&p, &headers, &mut probe) {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "origin not allowed"})),
+        )
+            .into_response();
+    }
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !(ct.starts_with("application/json") || ct.starts_with("text/plain")) {
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(json!({"error": "send JSON"})),
+        )
+            .into_response();
+    }
+    let mut r = match p.collect(&body) {
+        Ok(n) => {
+            let mut r = StatusCode::NO_CONTENT.into_response();
+            if let Ok(v) = HeaderValue::from_str(&n.to_string()) {
+                r.headers_mut().insert("x-habitus-accepted", v);
+            }
+            r
+        }
+        Err((status, message)) => (status, Json(json!({"error": message}))).into_response(),
+    };
+    for (k, v) in probe.headers() {
+        r.headers_mut().insert(k, v.clone());
+    }
+    r
+}
+
+async fn collector_js() -> Response {
+    let mut r = (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        pages::COLLECTOR_JS,
+    )
+        .into_response();
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=300"),
+    );
+    r
+}
+
+fn oauth_error_response(e: &OAuthError) -> Response {
+    let status = match e.code {
+        "invalid_client" => StatusCode::UNAUTHORIZED,
+        "server_error" => StatusCode::INTERNAL_SERVER_ERROR,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    let mut r = no_store(
+        (
+            status,
+            Json(json!({"error": e.code, "error_description": e.description})),
+        )
+            .into_response(),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"habitus-oidc\""),
+        );
+    }
+    r
+}
+
+/// Form bodies parsed by hand so a malformed body is an OAuth error, not a bare 4xx, and a
+/// repeated parameter is refused (RFC 6749 §3.1).
+fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/x-www-form-urlencoded") {
+        return Err(oauth(
+            "invalid_request",
+            "send application/x-www-form-urlencoded",
+        ));
+    }
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(body) {
+        if out.insert(k.into_owned(), v.into_owned()).is_some() {
+            return Err(oauth("invalid_request", "repeated parameter"));
+        }
+    }
+    Ok(out)
+}
+
+async fn token(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let result = parse_form(&headers, &body).and_then(|form| p.token(&headers, &form));
+    match result {
+        Ok(t) => no_store(Json(t).into_response()),
+        Err(e) => oauth_error_response(&e),
+    }
+}
+
+async fn userinfo(
+    State(p): State<Shared>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::to_string);
+    // RFC 6750 §2.2: the token may come in a form-encoded POST body instead.
+    let form_token = if method == Method::POST && !body.is_empty() {
+        match parse_form(&headers, &body) {
+            Ok(f) => f.get("access_token").cloned(),
+            Err(e) => {
+                return bearer_error(StatusCode::BAD_REQUEST, "invalid_request", &e.description)
+            }
+        }
+    } else {
+        None
+    };
+    let token = match (bearer, form_token) {
+        (Some(_), Some(_)) => {
+            return bearer_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "one access token, one method",
+            )
+        }
+        (Some(t), None) | (None, Some(t)) => t,
+        (None, None) => {
+            let mut r = StatusCode::UNAUTHORIZED.into_response();
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return r;
+        }
+    };
+    match p.userinfo(&token) {
+        Ok(v) => no_store(Json(v).into_response()),
+        Err(e) => bearer_error(StatusCode::UNAUTHORIZED, e.code, &e.description),
+    }
+}
+
+fn bearer_error(status: StatusCode, code: &str, description: &str) -> Response {
+    let mut r = no_store(
+        (
+            status,
+            Json(json!({"error": code, "error_description": description})),
+        )
+            .into_response(),
+    );
+    let v = format!(
+        "Bearer error=\"{code}\", error_description=\"{}\"",
+        description.replace('"', "'")
+    );
+    if let Ok(v) = HeaderValue::from_str(&v) {
+        r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    r
+}
+
+fn end_session_response(
+    p: &Provider,
+    q: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Response {
+    let (target, page) = p.end_session(q, cookie_value(headers).as_deref());
+    let mut r = match target {
+        Some(to) => no_store(Redirect::to(&to).into_response()),
+        None => html(page),
+    };
+    r.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "habitus_oidc_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
+        ),
+    );
+    r
+}
+
+async fn end_session_get(
+    State(p): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    end_session_response(&p, &q, &headers)
+}
+
+async fn end_session_post(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    match parse_form(&headers, &body) {
+        Ok(q) => end_session_response(&p, &q, &headers),
+        Err(e) => html(pages::error_page(e.code, &e.description)),
+    }
+}

@@ -1,0 +1,305 @@
+//! What must survive a restart: single sign-on sessions (`sid`) and refresh tokens, in an
+//! embedded SQLite file (WAL, 0600). Authorization codes and login transactions are memory
+//! only: they live 60 s / 10 min, and losing them on restart just means logging in again.
+//!
+//! Secrets are stored hashed (SHA-256): the browser's session cookie and refresh tokens are
+//! 256-bit random values, so a plain hash is enough and a stolen database file cannot be
+//! replayed against the provider.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+use crate::behavior::BehaviorClaim;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("provider database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("provider database {path}: {reason}")]
+    File { path: String, reason: String },
+}
+
+pub struct Db {
+    conn: Connection,
+}
+
+/// A single sign-on session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SsoSession {
+    pub sid: String,
+    pub user: String,
+    pub auth_time: i64,
+    pub acr: String,
+    pub amr: Vec<String>,
+    pub behavior: BehaviorClaim,
+    pub expires: i64,
+}
+
+/// A refresh token's grant.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RefreshGrant {
+    pub sid: String,
+    pub client: String,
+    pub scope: String,
+    pub nonce: Option<String>,
+}
+
+pub fn sha256(data: &[u8]) -> Vec<u8> {
+    ring::digest::digest(&ring::digest::SHA256, data)
+        .as_ref()
+        .to_vec()
+}
+
+impl Db {
+    pub fn open(path: &Path) -> Result<Db, DbError> {
+        let file_err = |reason: String| DbError::File {
+            path: path.display().to_string(),
+            reason,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| file_err(e.to_string()))?;
+        }
+        let conn = Connection::open(path)?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| file_err(e.to_string()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT OR IGNORE INTO meta VALUES ('schema', '1');
+             CREATE TABLE IF NOT EXISTS sessions (
+                 sid TEXT PRIMARY KEY, cookie_hash BLOB NOT NULL UNIQUE, user TEXT NOT NULL,
+                 auth_time INTEGER NOT NULL, acr TEXT NOT NULL, amr TEXT NOT NULL,
+                 behavior TEXT NOT NULL, expires INTEGER NOT NULL);
+             CREATE TABLE IF NOT EXISTS refresh_tokens (
+                 token_hash BLOB PRIMARY KEY, sid TEXT NOT NULL REFERENCES sessions(sid) ON DELETE CASCADE,
+                 client TEXT NOT NULL, scope TEXT NOT NULL, nonce TEXT,
+                 expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
+             CREATE INDEX IF NOT EXISTS refresh_by_sid ON refresh_tokens(sid);",
+        )?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let schema: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })?;
+        if schema != "1" {
+            return Err(file_err(format!(
+                "schema {schema} is newer than this habitus-oidc understands (1)"
+            )));
+        }
+        Ok(Db { conn })
+    }
+
+    pub fn put_session(&self, s: &SsoSession, cookie: &str) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT INTO sessions (sid, cookie_hash, user, auth_time, acr, amr, behavior, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                s.sid,
+                sha256(cookie.as_bytes()),
+                s.user,
+                s.auth_time,
+                s.acr,
+                serde_json::to_string(&s.amr).unwrap_or_default(),
+                serde_json::to_string(&s.behavior).unwrap_or_default(),
+                s.expires
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SsoSession> {
+        let amr: String = r.get(4)?;
+        let behavior: String = r.get(5)?;
+        Ok(SsoSession {
+            sid: r.get(0)?,
+            user: r.get(1)?,
+            auth_time: r.get(2)?,
+            acr: r.get(3)?,
+            amr: serde_json::from_str(&amr).unwrap_or_default(),
+            behavior: serde_json::from_str(&behavior).unwrap_or_default(),
+            expires: r.get(6)?,
+        })
+    }
+
+    const COLS: &'static str = "sid, user, auth_time, acr, amr, behavior, expires";
+
+    /// The live session named by a browser cookie.
+    pub fn session_by_cookie(&self, cookie: &str, now: i64) -> Result<Option<SsoSession>, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM sessions WHERE cookie_hash = ?1 AND expires > ?2",
+                    Self::COLS
+                ),
+                params![sha256(cookie.as_bytes()), now],
+                Self::row,
+            )
+            .optional()?)
+    }
+
+    pub fn session(&self, sid: &str, now: i64) -> Result<Option<SsoSession>, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {} FROM sessions WHERE sid = ?1 AND expires > ?2",
+                    Self::COLS
+                ),
+                params![sid, now],
+                Self::row,
+            )
+            .optional()?)
+    }
+
+    /// Ends a session and every refresh token issued under it.
+    pub fn end_session(&self, sid: &str) -> Result<bool, DbError> {
+        self.conn
+            .execute("DELETE FROM refresh_tokens WHERE sid = ?1", [sid])?;
+        Ok(self
+            .conn
+            .execute("DELETE FROM sessions WHERE sid = ?1", [sid])?
+            > 0)
+    }
+
+    pub fn put_refresh(&self, token: &str, g: &RefreshGrant, expires: i64) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT INTO refresh_tokens (token_hash, sid, client, scope, nonce, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                sha256(token.as_bytes()),
+                g.sid,
+                g.client,
+                g.scope,
+                g.nonce,
+                expires
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Redeems a refresh token once (rotation). A token presented a second time means it
+    /// leaked: the whole session's refresh tokens are revoked.
+    pub fn redeem_refresh(
+        &mut self,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<RefreshGrant>, DbError> {
+        let hash = sha256(token.as_bytes());
+        let tx = self.conn.transaction()?;
+        let row: Option<(String, String, String, Option<String>, i64, i64)> = tx
+            .query_row(
+                "SELECT sid, client, scope, nonce, expires, used FROM refresh_tokens WHERE token_hash = ?1",
+                [&hash],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
+            )
+            .optional()?;
+        let Some((sid, client, scope, nonce, expires, used)) = row else {
+            return Ok(None);
+        };
+        if used != 0 {
+            tx.execute("DELETE FROM refresh_tokens WHERE sid = ?1", [&sid])?;
+            tx.commit()?;
+            return Ok(None);
+        }
+        tx.execute(
+            "UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1",
+            [&hash],
+        )?;
+        tx.commit()?;
+        if expires <= now {
+            return Ok(None);
+        }
+        Ok(Some(RefreshGrant {
+            sid,
+            client,
+            scope,
+            nonce,
+        }))
+    }
+
+    /// Removes expired rows (called now and then).
+    pub fn prune(&self, now: i64) -> Result<(), DbError> {
+        self.conn
+            .execute("DELETE FROM refresh_tokens WHERE expires <= ?1", [now])?;
+        self.conn
+            .execute("DELETE FROM sessions WHERE expires <= ?1", [now])?;
+        Ok(())
+    }
+
+    pub fn count(&self, table: &str) -> Result<i64, DbError> {
+        let table = match table {
+            "sessions" => "sessions",
+            _ => "refresh_tokens",
+        };
+        Ok(self
+            .conn
+            .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?)
+    }
+}
+
+/// Equality without early exit: both sides are hashed to fixed-length digests first, so
+/// neither length nor the position of the first difference shows in the timing.
+pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    let (x, y) = (sha256(a), sha256(b));
+    x.iter().zip(&y).fold(0u8, |acc, (p, q)| acc | (p ^ q)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_and_refresh_rotation() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut db = Db::open(&dir.path().join("oidc.db")).expect("open");
+        let s = SsoSession {
+            sid: "s1".into(),
+            user: "alice".into(),
+            auth_time: 10,
+            acr: "urn:habitus:loa:1".into(),
+            amr: vec!["pwd".into(), "rba".into()],
+            behavior: BehaviorClaim::default(),
+            expires: 1000,
+        };
+        db.put_session(&s, "cookie").expect("put");
+        assert_eq!(
+            db.session_by_cookie("cookie", 5).expect("q"),
+            Some(s.clone())
+        );
+        assert_eq!(
+            db.session_by_cookie("cookie", 1000).expect("q"),
+            None,
+            "expired"
+        );
+        let g = RefreshGrant {
+            sid: "s1".into(),
+            client: "rp".into(),
+            scope: "openid".into(),
+            nonce: None,
+        };
+        db.put_refresh("rt1", &g, 500).expect("put");
+        db.put_refresh("rt2", &g, 500).expect("put");
+        assert_eq!(db.redeem_refresh("rt1", 5).expect("q"), Some(g.clone()));
+        assert_eq!(db.redeem_refresh("rt1", 5).expect("q"), None, "single use");
+        assert_eq!(
+            db.redeem_refresh("rt2", 5).expect("q"),
+            None,
+            "family revoked on reuse"
+        );
+        db.put_refresh("rt3", &g, 500).expect("put");
+        assert!(db.end_session("s1").expect("end"));
+        assert_eq!(db.redeem_refresh("rt3", 5).expect("q"), None);
+        let mode = std::fs::metadata(dir.path().join("oidc.db"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+}

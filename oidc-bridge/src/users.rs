@@ -1,0 +1,217 @@
+//! The users file: primary authentication (argon2id password hashes) and the optional TOTP
+//! secret used as the step-up factor.
+//!
+//! ```toml
+//! [users.alice]
+//! password = "$argon2id$v=19$m=19456,t=2,p=1$..."   # habitus-oidc user add alice
+//! totp = "JBSWY3DPEHPK3PXP"                         # base32, optional
+//! name = "Alice Example"                            # optional display name
+//! ```
+//!
+//! Behaviour is never the only signal: a login always needs the password first.
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use argon2::password_hash::{
+    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
+};
+use argon2::Argon2;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsersFile {
+    #[serde(default)]
+    pub users: BTreeMap<String, User>,
+}
+
+#[derive(Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub password: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("totp", &self.totp.as_ref().map(|_| "<redacted>"))
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UsersError {
+    #[error("users file {}: {reason}", path.display())]
+    File { path: PathBuf, reason: String },
+    #[error("invalid user name {0:?}: use 1-64 characters of a-z A-Z 0-9 . _ @ -")]
+    BadName(String),
+    #[error("password hashing failed: {0}")]
+    Hash(String),
+}
+
+/// User names become `sub`, log lines and store keys: keep them plain.
+pub fn valid_user_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'@' | b'-'))
+}
+
+impl UsersFile {
+    /// Reads the file; a missing file is an empty user list.
+    pub fn load(path: &Path) -> Result<UsersFile, UsersError> {
+        let err = |reason: String| UsersError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(UsersFile::default()),
+            Err(e) => return Err(err(e.to_string())),
+        };
+        let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+        if meta.permissions().mode() & 0o077 != 0 {
+            return Err(err(format!(
+                "readable by group or others: run `chmod 600 {}`",
+                path.display()
+            )));
+        }
+        let file: UsersFile =
+            toml::from_str(&text).map_err(|e| err(e.to_string().trim().replace('\n', " ")))?;
+        for (name, user) in &file.users {
+            if !valid_user_name(name) {
+                return Err(err(format!("invalid user name {name:?}")));
+            }
+            if PasswordHash::new(&user.password).is_err() {
+                return Err(err(format!(
+                    "users.{name}.password is not a PHC hash string"
+                )));
+            }
+            if let Some(t) = &user.totp {
+                if crate::totp::decode_base32(t).map_or(true, |k| k.len() < 10) {
+                    return Err(err(format!(
+                        "users.{name}.totp must be base32 of at least 80 bits"
+                    )));
+                }
+            }
+        }
+        Ok(file)
+    }
+
+    /// Writes the file atomically with mode 0600.
+    pub fn save(&self, path: &Path) -> Result<(), UsersError> {
+        use std::io::Write;
+        let err = |reason: String| UsersError::File {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let text = toml::to_string(self).map_err(|e| err(e.to_string()))?;
+        let tmp = path.with_extension("tmp");
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)
+            .map_err(|e| err(e.to_string()))?;
+        f.write_all(text.as_bytes())
+            .and_then(|()| f.sync_all())
+            .map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
+    }
+
+    /// Adds or replaces `name` with an argon2id hash of `password`.
+    pub fn set(
+        &mut self,
+        name: &str,
+        password: &str,
+        totp: Option<String>,
+    ) -> Result<(), UsersError> {
+        if !valid_user_name(name) {
+            return Err(UsersError::BadName(name.to_string()));
+        }
+        let hash = hash_password(password)?;
+        let previous_name = self.users.get(name).and_then(|u| u.name.clone());
+        self.users.insert(
+            name.to_string(),
+            User {
+                password: hash,
+                totp,
+                name: previous_name,
+            },
+        );
+        Ok(())
+    }
+
+    /// Checks a password. Unknown users cost the same time as known ones (a dummy hash is
+    /// verified), so response time does not reveal which names exist.
+    pub fn verify(&self, name: &str, password: &str) -> Option<&User> {
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let user = self.users.get(name);
+        let hash = match user {
+            Some(u) => u.password.clone(),
+            None => DUMMY
+                .get_or_init(|| hash_password("dummy password").unwrap_or_default())
+                .clone(),
+        };
+        let ok = PasswordHash::new(&hash)
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
+            .unwrap_or(false);
+        if ok {
+            user
+        } else {
+            None
+        }
+    }
+}
+
+pub fn hash_password(password: &str) -> Result<String, UsersError> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| UsersError::Hash(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_save_load_verify() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("users.toml");
+        let mut f = UsersFile::load(&path).expect("missing = empty");
+        f.set(
+            "alice",
+            "correct horse",
+            Some("JBSWY3DPEHPK3PXPJBSW".into()),
+        )
+        .expect("set");
+        assert!(f.set("bad name", "x", None).is_err());
+        f.save(&path).expect("save");
+        let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.contains("$argon2id$") && !text.contains("correct horse"));
+        let f = UsersFile::load(&path).expect("load");
+        assert!(f.verify("alice", "correct horse").is_some());
+        assert!(f.verify("alice", "wrong").is_none());
+        assert!(f.verify("bob", "correct horse").is_none());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(UsersFile::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("chmod 600"));
+    }
+}

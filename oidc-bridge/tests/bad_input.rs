@@ -1,0 +1,378 @@
+//! Bad input over real HTTP: the right OAuth error or 4xx, nothing stored, no panic.
+
+mod common;
+
+use common::*;
+
+fn base(pk: &Pkce) -> Vec<(&'static str, &str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", "rp"),
+        ("redirect_uri", "http://127.0.0.1:9/cb"),
+        ("scope", "openid"),
+        ("state", "s"),
+        ("code_challenge", pk.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+fn without<'a>(v: &[(&'static str, &'a str)], key: &str) -> Vec<(&'static str, &'a str)> {
+    v.iter().filter(|(k, _)| *k != key).cloned().collect()
+}
+
+fn with<'a>(
+    v: &[(&'static str, &'a str)],
+    key: &'static str,
+    value: &'a str,
+) -> Vec<(&'static str, &'a str)> {
+    let mut v = without(v, key);
+    v.push((key, value));
+    v
+}
+
+#[test]
+fn authorize_errors() {
+    let p = start("");
+    let pk = pkce();
+    let b = base(&pk);
+    // Unknown client or unregistered redirect URI: an error page, never a redirect.
+    for params in [
+        with(&b, "client_id", "nobody"),
+        with(&b, "redirect_uri", "http://127.0.0.1:9/cb/other"),
+        with(&b, "redirect_uri", "http://127.0.0.1:9/CB"),
+        without(&b, "client_id"),
+    ] {
+        let r = authorize(&p.issuer, &params, None);
+        assert_eq!(r.status, 400, "{params:?}");
+        assert!(r.header("location").is_none());
+    }
+    // Everything else: redirected back with the OAuth error and the state.
+    for (params, error) in [
+        (without(&b, "code_challenge"), "invalid_request"),
+        (
+            with(&b, "code_challenge_method", "plain"),
+            "invalid_request",
+        ),
+        (without(&b, "code_challenge_method"), "invalid_request"),
+        (with(&b, "code_challenge", "short"), "invalid_request"),
+        (
+            with(&b, "response_type", "token"),
+            "unsupported_response_type",
+        ),
+        (with(&b, "scope", "profile"), "invalid_scope"),
+        (with(&b, "max_age", "-1"), "invalid_request"),
+        (with(&b, "claims", "{not json"), "invalid_request"),
+        (with(&b, "request", "eyJ..."), "request_not_supported"),
+        (with(&b, "prompt", "none"), "login_required"),
+    ] {
+        let r = authorize(&p.issuer, &params, None);
+        assert_eq!(r.status, 303, "{params:?}: {}", r.text());
+        let q = r.location_query();
+        assert_eq!(q["error"], error, "{params:?}");
+        assert_eq!(q["state"], "s");
+        assert_eq!(q["iss"], p.issuer);
+    }
+}
+
+#[test]
+fn token_errors() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
+    let code = r.location_query()["code"].clone();
+    let grant = |verifier: &str, redirect: &str| {
+        vec![
+            ("grant_type".to_string(), "authorization_code".to_string()),
+            ("code".to_string(), code.clone()),
+            ("redirect_uri".to_string(), redirect.to_string()),
+            ("code_verifier".to_string(), verifier.to_string()),
+        ]
+    };
+    let send = |client: &str, pairs: Vec<(String, String)>| {
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        token(issuer, client, &pairs)
+    };
+    // Unknown client / wrong secret: 401 invalid_client.
+    let r = send("nobody", grant(&pk.verifier, "http://127.0.0.1:9/cb"));
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    let r = http(
+        "POST",
+        &format!("{issuer}/token"),
+        &[FORM],
+        &form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("client_id", "rp"),
+            ("client_secret", "wrong-secret-0123456789"),
+        ]),
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (401, Some("invalid_client"))
+    );
+    assert!(r.header("www-authenticate").is_some());
+    // Both methods at once: invalid_request.
+    let basic = base64::Engine::encode(
+        &base64::engine::general_purpose::STANDARD,
+        format!("rp:{SECRET}"),
+    );
+    let r = http(
+        "POST",
+        &format!("{issuer}/token"),
+        &[FORM, ("Authorization", &format!("Basic {basic}"))],
+        &form(&[
+            ("grant_type", "authorization_code"),
+            ("client_secret", SECRET),
+        ]),
+    );
+    assert_eq!(r.json()["error"], "invalid_request");
+    // Not a form: invalid_request.
+    let r = http(
+        "POST",
+        &format!("{issuer}/token"),
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    // Wrong verifier, missing verifier, wrong redirect URI: invalid_grant / invalid_request.
+    let other = pkce();
+    let r = send("rp", grant(&other.verifier, "http://127.0.0.1:9/cb"));
+    assert_eq!(r.json()["error"], "invalid_grant");
+    // (the code was consumed by that attempt: PKCE failure burns it, like any redemption)
+    let r = send("rp", grant(&pk.verifier, "http://127.0.0.1:9/cb"));
+    assert_eq!(
+        r.json()["error"],
+        "invalid_grant",
+        "a code is single use even after a failure"
+    );
+
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
+    let code = r.location_query()["code"].clone();
+    let r = token(
+        issuer,
+        "rp",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+        ],
+    );
+    assert_eq!(
+        r.json()["error"],
+        "invalid_request",
+        "missing code_verifier"
+    );
+    let r = token(
+        issuer,
+        "rp-ed",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", &pk.verifier),
+        ],
+    );
+    assert_eq!(r.json()["error"], "invalid_grant", "code of another client");
+    let r = token(
+        issuer,
+        "rp",
+        &[("grant_type", "password"), ("username", "alice")],
+    );
+    assert_eq!(r.json()["error"], "unsupported_grant_type");
+    let r = token(
+        issuer,
+        "rp",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", "nonsense"),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", &pk.verifier),
+        ],
+    );
+    assert_eq!(r.json()["error"], "invalid_grant");
+    let r = token(
+        issuer,
+        "rp",
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("code", &code),
+        ],
+    );
+    assert_eq!(r.json()["error"], "invalid_request", "repeated parameter");
+}
+
+#[test]
+fn expired_code() {
+    let p = start("[lifetimes]\ncode_s = 1\n");
+    let pk = pkce();
+    let r = browser_login(&p.issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
+    let code = r.location_query()["code"].clone();
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    let r = exchange(&p.issuer, "rp", &code, &pk);
+    assert_eq!(r.json()["error"], "invalid_grant");
+    assert!(r.json()["error_description"]
+        .as_str()
+        .unwrap_or("")
+        .contains("expired"));
+}
+
+#[test]
+fn collect_errors_store_nothing() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let page = authorize(issuer, &base(&pk), None);
+    let tx = tx_of(&page);
+    let good = typist(8, 90.0, 180.0, 1, 1);
+    let batch = |seq: u64, events: &serde_json::Value| serde_json::json!({"tx": tx, "seq": seq, "events": events});
+    let cases: Vec<(Vec<u8>, u16)> = vec![
+        (b"{not json".to_vec(), 400),
+        (serde_json::json!({"tx": tx, "seq": 0}).to_string().into_bytes(), 400),
+        (serde_json::json!({"tx": tx, "seq": 0, "events": good, "extra": 1}).to_string().into_bytes(), 400),
+        (batch(0, &serde_json::json!([{"type": "kd", "t": 5.0, "pos": 0}, {"type": "ku", "t": 4.0, "pos": 0}])).to_string().into_bytes(), 400),
+        (batch(0, &serde_json::json!([{"type": "kd", "t": 5.0, "pos": 0, "key": "a"}])).to_string().into_bytes(), 400),
+        (batch(0, &serde_json::json!([{"type": "kd", "t": -1.0, "pos": 0}])).to_string().into_bytes(), 400),
+        (batch(0, &serde_json::json!([{"type": "pm", "t": 1.0, "x": 1e30, "y": 0}])).to_string().into_bytes(), 400),
+        (batch(0, &serde_json::json!([])).to_string().into_bytes(), 400),
+        (batch(1, &serde_json::json!(good)).to_string().into_bytes(), 409),
+        (serde_json::json!({"tx": "someone-else", "seq": 0, "events": good}).to_string().into_bytes(), 404),
+        (vec![b' '; 70 * 1024], 413),
+    ];
+    for (body, status) in cases {
+        let r = http(
+            "POST",
+            &format!("{issuer}/collect"),
+            &[("Content-Type", "application/json")],
+            &body,
+        );
+        assert_eq!(
+            r.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&body[..body.len().min(200)])
+        );
+    }
+    // Too many events in one (small enough) batch.
+    let many: Vec<serde_json::Value> = (0..600)
+        .map(|i| serde_json::json!({"type": "pm", "t": i, "x": 1, "y": 1}))
+        .collect();
+    let r = collect(issuer, &batch(0, &serde_json::json!(many)));
+    assert_eq!(r.status, 400);
+    // A foreign origin is refused; an allow-listed one gets CORS headers.
+    let body = batch(0, &serde_json::json!(good)).to_string();
+    let r = http(
+        "POST",
+        &format!("{issuer}/collect"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "https://evil.example"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 403);
+    let r = http(
+        "OPTIONS",
+        &format!("{issuer}/collect"),
+        &[
+            ("Origin", "https://app.example"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        b"",
+    );
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    // Nothing was stored: seq 0 is still expected and accepts the whole good batch.
+    let r = http(
+        "POST",
+        &format!("{issuer}/collect"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Origin", "https://app.example"),
+        ],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(r.header("x-habitus-accepted"), Some("16"));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    // Replaying it: out of sequence.
+    let r = http(
+        "POST",
+        &format!("{issuer}/collect"),
+        &[("Content-Type", "application/json")],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 409);
+    // Earlier timestamps than what the login already holds: refused.
+    let r = collect(
+        issuer,
+        &batch(1, &serde_json::json!([{"type": "kd", "t": 1.0, "pos": 0}])),
+    );
+    assert_eq!(r.status, 400);
+    // After the login completes, the transaction is gone: its batches are refused.
+    let r = http(
+        "POST",
+        &format!("{issuer}/login"),
+        &[FORM],
+        &form(&[("tx", &tx), ("username", "alice"), ("password", PASSWORD)]),
+    );
+    assert_eq!(r.status, 303);
+    let r = collect(
+        issuer,
+        &batch(1, &serde_json::json!(typist(8, 90.0, 180.0, 1, 2))),
+    );
+    assert_eq!(r.status, 404);
+    // A wrong password keeps the login page; a wrong content type is refused.
+    let r = http(
+        "POST",
+        &format!("{issuer}/collect"),
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        b"a=b",
+    );
+    assert_eq!(r.status, 415);
+}
+
+#[test]
+fn wrong_password_and_unknown_user() {
+    let p = start("");
+    let pk = pkce();
+    let page = authorize(&p.issuer, &base(&pk), None);
+    let tx = tx_of(&page);
+    for (user, pw) in [("alice", "wrong"), ("mallory", PASSWORD)] {
+        let r = http(
+            "POST",
+            &format!("{}/login", p.issuer),
+            &[FORM],
+            &form(&[("tx", &tx), ("username", user), ("password", pw)]),
+        );
+        assert_eq!(r.status, 200);
+        assert!(r.text().contains("Wrong user name or password"));
+    }
+    let r = http(
+        "POST",
+        &format!("{}/login", p.issuer),
+        &[FORM],
+        &form(&[
+            ("tx", "no-such-tx"),
+            ("username", "alice"),
+            ("password", PASSWORD),
+        ]),
+    );
+    assert_eq!(r.status, 400);
+}

@@ -1,0 +1,424 @@
+//! End to end over real HTTP on a loopback port: discovery, code flow with PKCE, ID tokens
+//! verified with openidconnect against the published JWKS (RS256 and EdDSA), the behaviour
+//! claim through enrolment and scoring, userinfo (GET and POST body), refresh rotation,
+//! step-up with TOTP, end-session.
+
+mod common;
+
+use common::*;
+use habitus_oidc::provider::HabitusIdToken;
+use openidconnect::core::{CoreJwsSigningAlgorithm, CoreProviderMetadata};
+use openidconnect::{ClientId, ClientSecret, IdTokenVerifier, IssuerUrl, Nonce};
+use std::str::FromStr;
+
+fn verify(
+    issuer: &str,
+    client: &str,
+    id_token: &str,
+    nonce: &str,
+    alg: CoreJwsSigningAlgorithm,
+) -> serde_json::Value {
+    let metadata =
+        CoreProviderMetadata::discover(&IssuerUrl::new(issuer.into()).expect("issuer"), &oidc_http)
+            .expect("discovery (openidconnect)");
+    let verifier = IdTokenVerifier::new_confidential_client(
+        ClientId::new(client.into()),
+        ClientSecret::new(SECRET.into()),
+        metadata.issuer().clone(),
+        metadata.jwks().clone(),
+    )
+    .set_allowed_algs(vec![alg]);
+    let token = HabitusIdToken::from_str(id_token).expect("ID token parses");
+    let claims = token
+        .claims(&verifier, &Nonce::new(nonce.into()))
+        .expect("ID token verifies (signature, iss, aud, exp, nonce)");
+    serde_json::to_value(claims).expect("claims")
+}
+
+#[test]
+fn discovery_document_is_complete() {
+    let p = start("");
+    let d = http(
+        "GET",
+        &format!("{}/.well-known/openid-configuration", p.issuer),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(d["issuer"], p.issuer.as_str());
+    assert_eq!(
+        d["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(d["claims_parameter_supported"], true);
+    assert_eq!(
+        d["acr_values_supported"],
+        serde_json::json!([
+            "urn:habitus:loa:0",
+            "urn:habitus:loa:1",
+            "urn:habitus:loa:2"
+        ])
+    );
+    assert!(d["claims_supported"]
+        .as_array()
+        .expect("array")
+        .iter()
+        .any(|c| c == "urn:habitus:behavior"));
+    let algs = d["id_token_signing_alg_values_supported"].to_string();
+    assert!(algs.contains("EdDSA") && algs.contains("RS256"), "{algs}");
+    let jwks = http("GET", &format!("{}/jwks", p.issuer), &[], b"").json();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter_map(|k| k["kid"].as_str())
+        .collect();
+    assert_eq!(kids.len(), 2, "{jwks}");
+}
+
+#[test]
+fn code_flow_enrolment_claims_userinfo_refresh_logout() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+
+    // First login: nothing enrolled yet, behaviour collected for enrolment.
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp",
+        "alice",
+        &[],
+        typist(12, 95.0, 190.0, 1, 100),
+        &pk,
+        "nonce-1",
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let q = r.location_query();
+    assert_eq!(q["state"], "st-1");
+    assert_eq!(q["iss"], issuer);
+    let t = exchange(issuer, "rp", &q["code"], &pk);
+    assert_eq!(t.status, 200, "{}", t.text());
+    assert_eq!(t.header("cache-control"), Some("no-store"));
+    let tokens = t.json();
+    let c = verify(
+        issuer,
+        "rp",
+        tokens["id_token"].as_str().expect("id_token"),
+        "nonce-1",
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    );
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["acr"], "urn:habitus:loa:0");
+    assert_eq!(c["urn:habitus:behavior"]["state"], "learning");
+    assert!(c["auth_time"].is_number() && c["sid"].is_string());
+    assert_eq!(c["amr"], serde_json::json!(["pwd"]));
+
+    // The reused code fails, and revokes what it produced (its session included).
+    let again = exchange(issuer, "rp", &q["code"], &pk);
+    assert_eq!(again.status, 400);
+    assert_eq!(again.json()["error"], "invalid_grant");
+    let refreshed = token(
+        issuer,
+        "rp",
+        &[
+            ("grant_type", "refresh_token"),
+            (
+                "refresh_token",
+                tokens["refresh_token"].as_str().expect("rt"),
+            ),
+        ],
+    );
+    assert_eq!(
+        refreshed.json()["error"],
+        "invalid_grant",
+        "refresh token of a replayed code"
+    );
+
+    // Four more logins finish enrolment (5 windows).
+    enrol(issuer, "alice", 4);
+
+    // Genuine typing after enrolment: behaviour is scored.
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp-ed",
+        "alice",
+        &[],
+        typist(12, 95.0, 190.0, 1, 200),
+        &pk,
+        "nonce-2",
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.strip_prefix("habitus_oidc_session="))
+        .expect("session cookie")
+        .to_string();
+    let q = r.location_query();
+    let tokens = exchange(issuer, "rp-ed", &q["code"], &pk).json();
+    let id_token = tokens["id_token"].as_str().expect("id_token");
+    let c = verify(
+        issuer,
+        "rp-ed",
+        id_token,
+        "nonce-2",
+        CoreJwsSigningAlgorithm::EdDsa,
+    );
+    let b = &c["urn:habitus:behavior"];
+    eprintln!("genuine login: acr {} behavior {b}", c["acr"]);
+    assert!(
+        matches!(b["state"].as_str(), Some("trusted" | "uncertain")),
+        "{b}"
+    );
+    assert_ne!(c["acr"], "urn:habitus:loa:0");
+    assert_eq!(b["modalities"], serde_json::json!(["keystroke"]));
+    assert!(c["amr"].as_array().expect("amr").iter().any(|m| m == "rba"));
+    assert!(b["evaluated_at"].is_number() && b["trust"].is_number());
+
+    // userinfo: GET with bearer, POST with the token in the body (RFC 6750 §2.2); both
+    // equal the ID token's claims.
+    let at = tokens["access_token"].as_str().expect("at");
+    let ui_get = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("Bearer {at}"))],
+        b"",
+    );
+    assert_eq!(ui_get.status, 200, "{}", ui_get.text());
+    let ui_post = http(
+        "POST",
+        &format!("{issuer}/userinfo"),
+        &[FORM],
+        &form(&[("access_token", at)]),
+    );
+    assert_eq!(ui_post.status, 200, "{}", ui_post.text());
+    let (g, po) = (ui_get.json(), ui_post.json());
+    assert_eq!(g, po);
+    for k in ["sub", "preferred_username", "urn:habitus:behavior"] {
+        assert_eq!(g[k], c[k], "{k}");
+    }
+    let bad = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", "Bearer x.y.z")],
+        b"",
+    );
+    assert_eq!(bad.status, 401);
+    assert!(bad
+        .header("www-authenticate")
+        .unwrap_or("")
+        .contains("invalid_token"));
+
+    // Refresh: rotation; the old token is single use.
+    let rt = tokens["refresh_token"].as_str().expect("rt");
+    let r1 = token(
+        issuer,
+        "rp-ed",
+        &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+    );
+    assert_eq!(r1.status, 200, "{}", r1.text());
+    let r1 = r1.json();
+    assert_eq!(
+        claims_of(r1["id_token"].as_str().expect("id"))["auth_time"],
+        c["auth_time"]
+    );
+    let r2 = token(
+        issuer,
+        "rp-ed",
+        &[("grant_type", "refresh_token"), ("refresh_token", rt)],
+    );
+    assert_eq!(r2.json()["error"], "invalid_grant");
+    let wrong_client = token(
+        issuer,
+        "rp",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", r1["refresh_token"].as_str().expect("rt")),
+        ],
+    );
+    assert_eq!(wrong_client.json()["error"], "invalid_grant");
+
+    // Single sign-on: the first session's cookie gets a code without a login page...
+    let pk = pkce();
+    let sso = authorize(
+        issuer,
+        &[
+            ("response_type", "code"),
+            ("client_id", "rp"),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("scope", "openid"),
+            ("code_challenge", &pk.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+        Some(&cookie),
+    );
+    assert_eq!(sso.status, 303, "{}", sso.text());
+    assert!(sso.location_query().contains_key("code"));
+    // ...but not with prompt=login, nor max_age=0 after a second.
+    let forced = authorize(
+        issuer,
+        &[
+            ("response_type", "code"),
+            ("client_id", "rp"),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("scope", "openid"),
+            ("code_challenge", &pk.challenge),
+            ("code_challenge_method", "S256"),
+            ("prompt", "login"),
+        ],
+        Some(&cookie),
+    );
+    assert_eq!(forced.status, 200);
+    tx_of(&forced);
+    // ...and prompt=none at a higher level than the session has: login_required.
+    let none = authorize(
+        issuer,
+        &[
+            ("response_type", "code"),
+            ("client_id", "rp"),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("scope", "openid"),
+            ("code_challenge", &pk.challenge),
+            ("code_challenge_method", "S256"),
+            ("prompt", "none"),
+            ("acr_values", "urn:habitus:loa:2"),
+        ],
+        Some(&cookie),
+    );
+    assert_eq!(none.location_query()["error"], "login_required");
+
+    // End session with the hint: tokens of that session stop working.
+    let out = http("GET", &format!("{issuer}/end_session?id_token_hint={id_token}&post_logout_redirect_uri=http%3A%2F%2F127.0.0.1%3A9%2Fbye&state=s9"), &[], b"");
+    assert_eq!(
+        out.status, 200,
+        "rp-ed registered no post-logout URI: page, no redirect"
+    );
+    let after = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("Bearer {at}"))],
+        b"",
+    );
+    assert_eq!(after.status, 401);
+    let rt_after = token(
+        issuer,
+        "rp-ed",
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", r1["refresh_token"].as_str().expect("rt")),
+        ],
+    );
+    assert_eq!(rt_after.json()["error"], "invalid_grant");
+}
+
+#[test]
+fn step_up_with_totp_when_behaviour_cannot_reach_the_level() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    enrol(issuer, "alice", 5);
+    enrol(issuer, "bob", 5);
+
+    // An impostor's rhythm (different habits) asking for loa:2: the TOTP page.
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp",
+        "alice",
+        &[("acr_values", "urn:habitus:loa:2")],
+        typist(12, 150.0, 330.0, 77, 1),
+        &pk,
+        "n",
+    );
+    assert_eq!(r.status, 200, "step-up page expected: {}", r.text());
+    assert!(r.text().contains("/login/totp"));
+    let tx = tx_of(&r);
+    let wrong = http(
+        "POST",
+        &format!("{issuer}/login/totp"),
+        &[FORM],
+        &form(&[("tx", &tx), ("code", "000000")]),
+    );
+    assert!(wrong.text().contains("Wrong"), "{}", wrong.text());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let key = habitus_oidc::totp::decode_base32(TOTP).expect("b32");
+    let code = format!("{:06}", habitus_oidc::totp::totp_at(&key, now));
+    let ok = http(
+        "POST",
+        &format!("{issuer}/login/totp"),
+        &[FORM],
+        &form(&[("tx", &tx), ("code", &code)]),
+    );
+    assert_eq!(ok.status, 303, "{}", ok.text());
+    let q = ok.location_query();
+    let c = claims_of(
+        exchange(issuer, "rp", &q["code"], &pk).json()["id_token"]
+            .as_str()
+            .expect("id"),
+    );
+    assert_eq!(c["acr"], "urn:habitus:loa:2");
+    let amr = c["amr"].to_string();
+    assert!(amr.contains("otp") && amr.contains("pwd"), "{amr}");
+    eprintln!("impostor behaviour: {}", c["urn:habitus:behavior"]);
+    assert_ne!(c["urn:habitus:behavior"]["state"], "trusted");
+
+    // The same TOTP code cannot be used twice.
+    let pk2 = pkce();
+    let r = browser_login(
+        issuer,
+        "rp",
+        "alice",
+        &[("acr_values", "urn:habitus:loa:2")],
+        typist(12, 150.0, 330.0, 77, 2),
+        &pk2,
+        "n",
+    );
+    let tx = tx_of(&r);
+    let reuse = http(
+        "POST",
+        &format!("{issuer}/login/totp"),
+        &[FORM],
+        &form(&[("tx", &tx), ("code", &code)]),
+    );
+    assert_eq!(reuse.status, 200);
+    assert!(reuse.text().contains("already used"));
+
+    // bob has no TOTP: an essential acr he cannot reach fails with the OpenID error...
+    let claims = r#"{"id_token":{"acr":{"essential":true,"value":"urn:habitus:loa:2"}}}"#;
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp",
+        "bob",
+        &[("claims", claims)],
+        typist(12, 150.0, 330.0, 77, 3),
+        &pk,
+        "n",
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert_eq!(
+        r.location_query()["error"],
+        "unmet_authentication_requirements"
+    );
+    // ...while voluntary acr_values sign him in at the level reached.
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp",
+        "bob",
+        &[("acr_values", "urn:habitus:loa:2")],
+        typist(12, 150.0, 330.0, 77, 4),
+        &pk,
+        "n",
+    );
+    let q = r.location_query();
+    let c = claims_of(
+        exchange(issuer, "rp", &q["code"], &pk).json()["id_token"]
+            .as_str()
+            .expect("id"),
+    );
+    assert_ne!(c["acr"], "urn:habitus:loa:2");
+}
