@@ -2,6 +2,7 @@
 //!
 //! * `habitus eval cmu|fixed-text|aalto …` — reproduce published keystroke benchmarks
 //!   through the loaded plugins.
+//! * `habitus eval touchalytics …` — touch strokes on the Touchalytics feature matrix.
 //! * `habitus plugin check PATH [--strict]` — load one plugin, print its descriptor and
 //!   run the conformance kit of `habitus-plugin` on it.
 //! * `habitus status|enroll|ingest|forget|export` — talk to a running habitusd.
@@ -11,6 +12,7 @@
 mod admin;
 mod demo;
 mod eval_continuous;
+mod eval_touch;
 mod plot;
 
 use std::path::{Path, PathBuf};
@@ -181,6 +183,9 @@ enum EvalCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Touch strokes on the Touchalytics feature matrix (Frank et al. 2013): intra-session,
+    /// inter-session and inter-week EER for 1 and 11 strokes.
+    Touchalytics(eval_touch::TouchalyticsArgs),
 }
 
 #[derive(Subcommand)]
@@ -332,6 +337,7 @@ fn run(cli: Cli) -> Result<()> {
                 &common,
             )
         }
+        Command::Eval(EvalCommand::Touchalytics(args)) => eval_touch::run(args),
         Command::Eval(EvalCommand::Aalto {
             data,
             gallery,

@@ -5,6 +5,7 @@ pub mod continuous;
 pub mod fixed_text;
 pub mod metrics;
 pub mod report;
+pub mod touchalytics;
 
 pub use report::{DetectorResult, EvalReport};
 

@@ -1,0 +1,234 @@
+//! Small numerical helpers: robust location and scale, a Cholesky whitening, the
+//! logistic LLR calibration, and k-nearest-neighbour distances.
+
+/// Median of the finite values; NaN when there are none.
+pub fn median(values: &[f64]) -> f64 {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Robust centre and scale of the finite values: median and interquartile range / 1.349
+/// (a normal sd), falling back to the sd, then to 1 for a constant column.
+pub fn robust_centre_scale(values: &[f64]) -> (f64, f64) {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return (0.0, 1.0);
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let at = |q: f64| v[((n - 1) as f64 * q).round() as usize];
+    let centre = median(&v);
+    let mut scale = (at(0.75) - at(0.25)) / 1.349;
+    // `is_nan() ||` keeps a NaN scale out as well.
+    if scale.is_nan() || scale <= 1e-9 {
+        let mean = v.iter().sum::<f64>() / n as f64;
+        scale = (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64).sqrt();
+    }
+    if scale.is_nan() || scale <= 1e-9 {
+        scale = 1.0;
+    }
+    (centre, scale)
+}
+
+/// The inverse of the Cholesky factor `L` of a symmetric positive-definite `d × d`
+/// matrix (row-major), i.e. a whitening `W` with `W A Wᵀ = I`; lower triangular,
+/// row-major. `None` when the matrix is not positive definite.
+#[allow(clippy::needless_range_loop)]
+pub fn inverse_cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0.0; d * d];
+    for i in 0..d {
+        for j in 0..=i {
+            let s: f64 = (0..j).map(|k| l[i * d + k] * l[j * d + k]).sum();
+            if i == j {
+                let v = a[i * d + i] - s;
+                if v.is_nan() || v <= 0.0 {
+                    return None;
+                }
+                l[i * d + i] = v.sqrt();
+            } else {
+                l[i * d + j] = (a[i * d + j] - s) / l[j * d + j];
+            }
+        }
+    }
+    // Invert the lower-triangular L by forward substitution, column by column.
+    let mut w = vec![0.0; d * d];
+    for c in 0..d {
+        for i in c..d {
+            let rhs = if i == c { 1.0 } else { 0.0 };
+            let s: f64 = (c..i).map(|k| l[i * d + k] * w[k * d + c]).sum();
+            w[i * d + c] = (rhs - s) / l[i * d + i];
+        }
+    }
+    w.iter().all(|x| x.is_finite()).then_some(w)
+}
+
+/// Fits `llr = b0 + b1 * x` by logistic regression (Newton / IRLS) with the two classes
+/// weighted to equal total mass, so the log-odds is a prior-free log-likelihood ratio.
+/// A tiny ridge keeps the Hessian invertible when the classes separate perfectly.
+pub fn fit_llr_calibration(genuine: &[f64], impostor: &[f64]) -> Option<(f64, f64)> {
+    if genuine.is_empty() || impostor.is_empty() {
+        return None;
+    }
+    const RIDGE: f64 = 1e-6;
+    let wg = 0.5 / genuine.len() as f64;
+    let wi = 0.5 / impostor.len() as f64;
+    let (mut b0, mut b1) = (0.0f64, 0.0f64);
+    for _ in 0..50 {
+        let (mut g0, mut g1) = (RIDGE * b0, RIDGE * b1);
+        let (mut h00, mut h01, mut h11) = (RIDGE, 0.0, RIDGE);
+        for (xs, y, w) in [(genuine, 1.0, wg), (impostor, 0.0, wi)] {
+            for &x in xs {
+                let p = 1.0 / (1.0 + (-(b0 + b1 * x)).exp());
+                let r = w * (p - y);
+                g0 += r;
+                g1 += r * x;
+                let h = w * p * (1.0 - p);
+                h00 += h;
+                h01 += h * x;
+                h11 += h * x * x;
+            }
+        }
+        let det = h00 * h11 - h01 * h01;
+        if !det.is_finite() || det.abs() < 1e-300 {
+            return None;
+        }
+        let s0 = (h11 * g0 - h01 * g1) / det;
+        let s1 = (h00 * g1 - h01 * g0) / det;
+        b0 -= s0;
+        b1 -= s1;
+        if s0.abs().max(s1.abs()) < 1e-10 {
+            break;
+        }
+    }
+    (b0.is_finite() && b1.is_finite()).then_some((b0, b1))
+}
+
+/// Squared Euclidean distance, in eight independent lanes so the compiler can use SIMD
+/// (a single running sum would have to be added in order).
+pub fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let (ra, rb) = (a8.remainder(), b8.remainder());
+    for (ca, cb) in a8.zip(b8) {
+        for l in 0..8 {
+            let t = ca[l] - cb[l];
+            lanes[l] += t * t;
+        }
+    }
+    let mut s: f32 = lanes.iter().sum();
+    for (x, y) in ra.iter().zip(rb) {
+        let t = x - y;
+        s += t * t;
+    }
+    s
+}
+
+/// Mean Euclidean distance from `x` to its `k` nearest rows of `rows` (row-major, `d`
+/// columns), skipping rows for which `skip(row index)` is true. NaN when no row is left.
+pub fn mean_knn_distance(
+    x: &[f32],
+    rows: &[f32],
+    d: usize,
+    k: usize,
+    skip: impl Fn(usize) -> bool,
+) -> f64 {
+    let k = k.max(1);
+    // The k smallest squared distances so far, ascending.
+    let mut best: Vec<f32> = Vec::with_capacity(k + 1);
+    for (i, row) in rows.chunks_exact(d).enumerate() {
+        if skip(i) {
+            continue;
+        }
+        let s = squared_distance(x, row);
+        if best.len() < k || s < best[k - 1] {
+            let at = best.partition_point(|&v| v <= s);
+            best.insert(at, s);
+            best.truncate(k);
+        }
+    }
+    if best.is_empty() {
+        return f64::NAN;
+    }
+    best.iter().map(|&s| (s as f64).sqrt()).sum::<f64>() / best.len() as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn robust_statistics() {
+        assert_eq!(median(&[3.0, f64::NAN, 1.0, 2.0]), 2.0);
+        let (c, s) = robust_centre_scale(&[5.0; 10]);
+        assert_eq!((c, s), (5.0, 1.0));
+        let (c, _) = robust_centre_scale(&[]);
+        assert_eq!(c, 0.0);
+    }
+
+    #[test]
+    fn inverse_cholesky_whitens() {
+        let a = [4.0, 2.0, 0.4, 2.0, 3.0, 0.5, 0.4, 0.5, 2.0];
+        let w = inverse_cholesky(&a, 3).unwrap();
+        // W A Wᵀ = I
+        for i in 0..3 {
+            for j in 0..3 {
+                let mut s = 0.0;
+                for k in 0..3 {
+                    for l in 0..3 {
+                        s += w[i * 3 + k] * a[k * 3 + l] * w[j * 3 + l];
+                    }
+                }
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((s - want).abs() < 1e-12, "({i},{j}) = {s}");
+            }
+        }
+        assert!(inverse_cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
+    }
+
+    #[test]
+    fn calibration_recovers_a_known_logistic_slope() {
+        // Genuine ~ N(+1, 1), impostor ~ N(-1, 1): the true LLR is 2x.
+        let mut g = Vec::new();
+        let mut im = Vec::new();
+        for i in 0..2001 {
+            let x = -5.0 + i as f64 * 0.005;
+            let pdf = |m: f64| (-(x - m) * (x - m) / 2.0f64).exp();
+            for _ in 0..(pdf(1.0) * 20.0).round() as usize {
+                g.push(x);
+            }
+            for _ in 0..(pdf(-1.0) * 20.0).round() as usize {
+                im.push(x);
+            }
+        }
+        let (b0, b1) = fit_llr_calibration(&g, &im).unwrap();
+        assert!(b0.abs() < 0.05 && (b1 - 2.0).abs() < 0.1, "{b0} {b1}");
+        assert!(fit_llr_calibration(&[], &[1.0]).is_none());
+    }
+
+    #[test]
+    fn squared_distance_matches_the_plain_sum() {
+        let a: Vec<f32> = (0..27).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..27).map(|i| (i as f32).sin()).collect();
+        let plain: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
+        assert!((squared_distance(&a, &b) - plain).abs() < 1e-3 * plain);
+    }
+
+    #[test]
+    fn knn_distance() {
+        let rows = [0.0f32, 0.0, 3.0, 4.0, 6.0, 8.0];
+        let d = mean_knn_distance(&[0.0, 0.0], &rows, 2, 2, |_| false);
+        assert!((d - 2.5).abs() < 1e-9, "{d}");
+        let d = mean_knn_distance(&[0.0, 0.0], &rows, 2, 1, |i| i == 0);
+        assert!((d - 5.0).abs() < 1e-9, "{d}");
+        assert!(mean_knn_distance(&[0.0, 0.0], &rows, 2, 1, |_| true).is_nan());
+    }
+}
