@@ -2,6 +2,7 @@
 //!
 //! * `habitus eval cmu|fixed-text|aalto …` — reproduce published keystroke benchmarks
 //!   through the loaded plugins.
+//! * `habitus eval balabit …` — mouse dynamics on the Balabit challenge data.
 //! * `habitus eval touchalytics …` — touch strokes on the Touchalytics feature matrix.
 //! * `habitus plugin check PATH [--strict]` — load one plugin, print its descriptor and
 //!   run the conformance kit of `habitus-plugin` on it.
@@ -12,6 +13,7 @@
 mod admin;
 mod demo;
 mod eval_continuous;
+mod eval_mouse;
 mod eval_touch;
 mod plot;
 
@@ -183,6 +185,9 @@ enum EvalCommand {
         #[command(flatten)]
         common: Common,
     },
+    /// Mouse dynamics on the Balabit Mouse Dynamics Challenge data (challenge protocol:
+    /// ROC AUC over the labelled test sessions; closed and open set).
+    Balabit(eval_mouse::BalabitArgs),
     /// Touch strokes on the Touchalytics feature matrix (Frank et al. 2013): intra-session,
     /// inter-session and inter-week EER for 1 and 11 strokes.
     Touchalytics(eval_touch::TouchalyticsArgs),
@@ -337,6 +342,7 @@ fn run(cli: Cli) -> Result<()> {
                 &common,
             )
         }
+        Command::Eval(EvalCommand::Balabit(args)) => eval_mouse::run(args),
         Command::Eval(EvalCommand::Touchalytics(args)) => eval_touch::run(args),
         Command::Eval(EvalCommand::Aalto {
             data,

@@ -1,6 +1,7 @@
 //! Benchmark protocols, run through loaded plugins over the ABI (the real path).
 
 pub mod aalto;
+pub mod balabit;
 pub mod continuous;
 pub mod fixed_text;
 pub mod metrics;
