@@ -1,4 +1,5 @@
-//! `habitus eval continuous`: keystroke streams through the trust model, with the
+//! `habitus eval continuous`: keystroke, mouse and fused (chimeric) streams through the
+//! trust model, with the
 //! continuous-authentication metrics of Mondal & Bours (ANGA, ANIA, undetected share,
 //! per-user categories), trust parameters tuned on one half of the users and reported on
 //! the other.
@@ -7,8 +8,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::Args;
-use habitus_engine::eval::continuous::{default_grid, two_fold, Fold, StreamMetrics, UserStreams};
-use habitus_engine::eval::{aalto, fixed_text, Progress};
+use habitus_engine::eval::continuous::{
+    chimeric, default_grid, two_fold, Fold, StreamMetrics, UserStreams,
+};
+use habitus_engine::eval::{aalto, balabit, fixed_text, touchalytics, Progress};
 use habitus_engine::loader::{default_plugin_dirs, find_plugin};
 use serde::Serialize;
 
@@ -23,6 +26,14 @@ pub struct ContinuousArgs {
     /// Aalto subset folder (one action = one sentence of ≤ 50 keystrokes); "none" to skip.
     #[arg(long, default_value = "../shared/datasets/aalto-136m-subset")]
     aalto: PathBuf,
+    /// Balabit mouse folder (one action = one mouse action); "none" to skip. With a
+    /// keystroke source, also the fused stream of chimeric users (typing + pointing).
+    #[arg(long, default_value = "../shared/datasets/balabit-mouse")]
+    balabit: PathBuf,
+    /// Touchalytics featMat.csv (one action = one stroke, inter-session protocol); "none"
+    /// to skip.
+    #[arg(long, default_value = "../shared/datasets/touchalytics/featMat.csv")]
+    touchalytics: PathBuf,
     /// Aalto enrolment sentences.
     #[arg(long, default_value_t = 10)]
     gallery: usize,
@@ -95,15 +106,35 @@ fn print(r: &SourceReport) {
 }
 
 pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(habitus_engine::eval::default_threads);
+    let mut reports = Vec::new();
     let dirs = match &args.plugins {
         Some(d) => vec![d.clone()],
         None => default_plugin_dirs(),
     };
     let library = find_plugin(&dirs, "keystroke").map_err(anyhow::Error::msg)?;
-    let threads = args
-        .threads
-        .unwrap_or_else(habitus_engine::eval::default_threads);
-    let mut reports = Vec::new();
+    // The mouse streams come first: the fused streams pair each keystroke source with them.
+    let mouse = if args.balabit.as_os_str() != "none" {
+        if !args.balabit.join("training_files").is_dir() {
+            anyhow::bail!(
+                "{}: no Balabit data (training_files/ missing); pass --balabit DIR or --balabit none",
+                args.balabit.display()
+            );
+        }
+        let library = find_plugin(&dirs, "mouse").map_err(anyhow::Error::msg)?;
+        let data = balabit::load(&args.balabit, threads, progress)?;
+        let users = balabit::streams(&library, &data, "", threads, progress)?;
+        reports.push(report(
+            "Balabit: profile per account from its training sessions (population: the other accounts' training sessions); genuine = the account's legal labelled test sessions in order; impostors = its illegal labelled test sessions, one stream each",
+            "one mouse action (move, point-and-click or drag-and-drop)",
+            &users,
+        ));
+        Some(users)
+    } else {
+        None
+    };
     if args.cmu.as_os_str() != "none" {
         let data = fixed_text::load(&args.cmu).with_context(|| "loading the CMU data")?;
         let protocol = fixed_text::Protocol {
@@ -119,6 +150,13 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             "one password repetition",
             &users,
         ));
+        if let Some(mouse) = &mouse {
+            reports.push(report(
+                "CMU + Balabit, fused: chimeric users (CMU subject i with a Balabit account of the same half), keystroke and mouse actions interleaved in proportion",
+                "one password repetition or one mouse action",
+                &chimeric(&users, mouse),
+            ));
+        }
     }
     if args.aalto.as_os_str() != "none" {
         let data = aalto::load(&args.aalto, threads, progress)?;
@@ -136,6 +174,23 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
                 args.gallery, args.impostors
             ),
             "one sentence (first 50 keystrokes)",
+            &users,
+        ));
+        if let Some(mouse) = &mouse {
+            reports.push(report(
+                "Aalto + Balabit, fused: chimeric users (Aalto participant i with a Balabit account of the same half), keystroke and mouse actions interleaved in proportion",
+                "one sentence or one mouse action",
+                &chimeric(&users, mouse),
+            ));
+        }
+    }
+    if args.touchalytics.as_os_str() != "none" {
+        let library = find_plugin(&dirs, "touch").map_err(anyhow::Error::msg)?;
+        let data = touchalytics::load(&args.touchalytics)?;
+        let users = touchalytics::streams(&library, &data, threads, progress)?;
+        reports.push(report(
+            "Touchalytics: inter-session, profile per (user, stroke type, fold) from the other same-day documents (population: the other half's training documents); genuine = the held-out documents' strokes in order; impostors = each other user of the same half, one stream per fold",
+            "one stroke (scrolling or horizontal)",
             &users,
         ));
     }

@@ -50,6 +50,7 @@ use std::path::{Path, PathBuf};
 use habitus_plugin::{ErrorKind, Event, EventKind, RVec};
 use serde::Serialize;
 
+use super::continuous::UserStreams;
 use super::metrics::{det_curve, eer};
 use super::report::DetectorResult;
 use super::{parallel_map, EvalError, EvalReport, Progress};
@@ -899,6 +900,64 @@ pub fn run_validation(
         actions_per_session_median: median(actions),
         notes: vec!["for choosing hyper-parameters: no test session is read".into()],
     })
+}
+
+/// Continuous-authentication streams (see [`super::continuous`]), closed set: per
+/// account, the profile enrolled on its training sessions (population: the other
+/// accounts' training sessions) scores every action of the account's labelled test
+/// sessions, one action at a time, in order. The genuine stream is the legal sessions'
+/// actions one session after the other (file-name order); every illegal session is one
+/// impostor stream. Sessions without actions add nothing.
+pub fn streams(
+    library: &PluginLibrary,
+    data: &BalabitData,
+    config: &str,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<UserStreams>, EvalError> {
+    let plugin = library.instantiate(config)?;
+    let per_action = plugin.descriptor().feature_names.len().max(1);
+    let train_sessions: Vec<&Session> = data.training.iter().flatten().collect();
+    let train_events: Vec<&[Event]> = train_sessions.iter().map(|s| &s.events[..]).collect();
+    let test_events: Vec<&[Event]> = data.test.iter().map(|s| &s.events[..]).collect();
+    let train_features = extract_all(&plugin, &train_events, threads, progress)?;
+    let test_features = extract_all(&plugin, &test_events, threads, progress)?;
+    let mut train: Vec<Vec<&[f64]>> = vec![Vec::new(); data.users.len()];
+    for (s, f) in train_sessions.iter().zip(&train_features) {
+        train[s.account].push(f);
+    }
+    let jobs: Vec<Job> = (0..data.users.len())
+        .map(|account| Job {
+            account,
+            left_out: None,
+        })
+        .collect();
+    let profiles = build_profiles(&plugin, &train, &jobs, threads, progress)?;
+    progress.start("scoring actions", jobs.len());
+    let out = parallel_map(jobs.len(), threads, |a| -> Result<UserStreams, EvalError> {
+        let mut user = UserStreams {
+            user: data.users[a].clone(),
+            ..UserStreams::default()
+        };
+        for (s, f) in data.test.iter().zip(&test_features) {
+            if s.account != a || f.is_empty() {
+                continue;
+            }
+            let llrs = f
+                .chunks_exact(per_action)
+                .map(|action| Ok(plugin.score_features(&profiles[a], action)?.llr))
+                .collect::<Result<Vec<f64>, EvalError>>()?;
+            if s.illegal == Some(true) {
+                user.impostors.push(llrs);
+            } else {
+                user.genuine.extend(llrs);
+            }
+        }
+        progress.advance();
+        Ok(user)
+    });
+    progress.finish();
+    out.into_iter().collect()
 }
 
 #[cfg(test)]

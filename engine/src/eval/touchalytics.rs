@@ -36,6 +36,7 @@ use std::path::Path;
 
 use habitus_plugin::RVec;
 
+use super::continuous::UserStreams;
 use super::metrics::mean_sd;
 use super::report::{summarise, SubjectScores};
 use super::{parallel_map, DetectorResult, EvalError, EvalReport, Progress};
@@ -680,6 +681,46 @@ pub fn run(
         results,
         notes,
     })
+}
+
+/// Continuous-authentication streams (see [`super::continuous`]), inter-session
+/// protocol: per user, every (stroke type, fold) profile scores the user's held-out
+/// document stroke by stroke; the genuine stream is all of them in order (scrolling
+/// folds, then horizontal); every other user of the same half gives one impostor stream
+/// per (stroke type, fold): their strokes of the test document. Populations as in
+/// [`run`]: the other half's training documents (never a test document). Users come out
+/// in id order.
+pub fn streams(
+    library: &PluginLibrary,
+    data: &TouchalyticsData,
+    threads: usize,
+    progress: &dyn Progress,
+) -> Result<Vec<UserStreams>, EvalError> {
+    let plugin = library.instantiate("")?;
+    let folds = run_scenario(
+        &plugin,
+        data,
+        Scenario::InterSession,
+        threads,
+        progress,
+        "touch streams",
+    )?;
+    let llrs = |docs: &DocScores| -> Vec<f64> { docs.iter().flatten().map(|s| -s).collect() };
+    let mut out: BTreeMap<u32, UserStreams> = BTreeMap::new();
+    for f in &folds {
+        let user = out.entry(f.user).or_insert_with(|| UserStreams {
+            user: format!("user {}", f.user),
+            ..UserStreams::default()
+        });
+        user.genuine.extend(llrs(&f.genuine));
+        user.impostors.extend(
+            f.impostors
+                .iter()
+                .map(|(_, docs)| llrs(docs))
+                .filter(|s| !s.is_empty()),
+        );
+    }
+    Ok(out.into_values().collect())
 }
 
 #[cfg(test)]
