@@ -34,9 +34,11 @@ pub(super) fn to_json(user: &str, profiles: &[StoredProfile], days: &[DayCount])
     json!({ "user": user, "profiles": profiles, "adaptations_per_day": days })
 }
 
-/// Plugins' profile blobs are conventionally 4 ASCII magic bytes, a version byte, then
-/// JSON (e.g. `HKSP\x01{...}`). When a blob has that shape, show the JSON itself so the
-/// export is readable; otherwise `null` (the base64 still shows every byte).
+/// Plugins' profile blobs are conventionally the SDK envelope (`habitus_plugin::blob`:
+/// 4 ASCII magic bytes, a format byte, a u32 LE payload length, a JSON payload, an 8-byte
+/// checksum) or, in older plugins, magic, version byte and JSON (`HKSP\x01{...}`). When a
+/// blob has either shape, show the JSON itself so the export is readable; otherwise
+/// `null` (the base64 still shows every byte).
 pub(super) fn readable_content(blob: &[u8]) -> Value {
     let Some((magic, rest)) = blob.split_first_chunk::<4>() else {
         return Value::Null;
@@ -46,6 +48,15 @@ pub(super) fn readable_content(blob: &[u8]) -> Value {
     };
     if !magic.iter().all(u8::is_ascii_graphic) {
         return Value::Null;
+    }
+    // The envelope: length, payload, checksum (not verified here: the plugin does that).
+    if let Some((len, tail)) = body.split_first_chunk::<4>() {
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() == len.saturating_add(8) {
+            if let Ok(v) = serde_json::from_slice(&tail[..len]) {
+                return v;
+            }
+        }
     }
     serde_json::from_slice(body).unwrap_or(Value::Null)
 }
@@ -96,6 +107,13 @@ mod tests {
     #[test]
     fn store_readable_content_only_for_magic_version_json() {
         assert_eq!(readable_content(b"HKSP\x01{\"a\":1}"), json!({"a": 1}));
+        let enveloped = [&b"HKSP\x02\x07\x00\x00\x00{\"a\":2}"[..], &[0u8; 8]].concat();
+        assert_eq!(readable_content(&enveloped), json!({"a": 2}));
+        // Length disagreeing with the size: not the envelope, and not JSON either.
+        assert_eq!(
+            readable_content(&enveloped[..enveloped.len() - 1]),
+            Value::Null
+        );
         assert_eq!(readable_content(b"HKSP\x01not json"), Value::Null);
         assert_eq!(readable_content(b"\x00KSP\x01{\"a\":1}"), Value::Null);
         assert_eq!(readable_content(b"HKSP"), Value::Null);
