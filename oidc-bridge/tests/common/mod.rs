@@ -48,10 +48,16 @@ pub struct TestProvider {
 
 /// A running provider. `extra` is appended to the config (more clients, lifetimes...).
 pub fn start(extra: &str) -> TestProvider {
-    let dir = tempfile::tempdir().expect("tempdir");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let port = listener.local_addr().expect("addr").port();
-    let issuer = format!("http://127.0.0.1:{port}");
+    start_at(extra, listener, format!("http://127.0.0.1:{port}"))
+}
+
+/// A running provider on `listener` that calls itself `issuer` (e.g. the address of a
+/// recording proxy in front of it).
+pub fn start_at(extra: &str, listener: std::net::TcpListener, issuer: String) -> TestProvider {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = listener.local_addr().expect("addr").port();
     let text = format!(
         r#"version = 1
 issuer = "{issuer}"
