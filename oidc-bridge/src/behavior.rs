@@ -336,8 +336,7 @@ impl BehaviorEngine {
         now_unix: i64,
     ) -> Result<(usize, Option<BehaviorClaim>), LiveError> {
         // Validate before touching any state: a refused batch changes nothing.
-        let events =
-            convert(&batch.events, 0, &self.hasher).map_err(LiveError::Invalid)?;
+        let events = convert(&batch.events, 0, &self.hasher).map_err(LiveError::Invalid)?;
         let mut live = lock(&self.live);
         if !live.contains_key(sid) {
             if batch.seq != 0 {

@@ -422,10 +422,7 @@ impl Config {
                 ));
             }
             if !rids.insert(&r.id) {
-                return Err(format!(
-                    "signals.ssf_receivers: id {:?} listed twice",
-                    r.id
-                ));
+                return Err(format!("signals.ssf_receivers: id {:?} listed twice", r.id));
             }
             if r.token.len() < 32 || !r.token.bytes().all(|b| b.is_ascii_graphic()) {
                 return Err(format!(

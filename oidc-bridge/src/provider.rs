@@ -591,7 +591,10 @@ impl Provider {
             return Ok(n);
         };
         if claim.state == "drift" && self.config.signals.revoke_on_drift {
-            eprintln!("habitus-oidc: behaviour drift: ending a session of {}", session.user);
+            eprintln!(
+                "habitus-oidc: behaviour drift: ending a session of {}",
+                session.user
+            );
             self.revoke_session(&session.sid, Revocation::Drift);
             return Ok(n);
         }

@@ -125,15 +125,16 @@ fn loggable(url: &str) -> String {
 async fn deliver(d: Delivery, timeout: Duration) {
     let result = tokio::time::timeout(
         timeout,
-        post(
-            &d.url,
-            d.content_type,
-            d.authorization.as_deref(),
-            &d.body,
-        ),
+        post(&d.url, d.content_type, d.authorization.as_deref(), &d.body),
     )
     .await;
-    let ok = |s: u16| if d.push { s == 202 } else { (200..300).contains(&s) };
+    let ok = |s: u16| {
+        if d.push {
+            s == 202
+        } else {
+            (200..300).contains(&s)
+        }
+    };
     match result {
         Ok(Ok(status)) if ok(status) => {}
         Ok(Ok(status)) => eprintln!(
@@ -210,7 +211,10 @@ pub async fn post(
     }
     let line = String::from_utf8_lossy(&head);
     let mut parts = line.split(' ');
-    match (parts.next(), parts.next().and_then(|s| s.trim().parse().ok())) {
+    match (
+        parts.next(),
+        parts.next().and_then(|s| s.trim().parse().ok()),
+    ) {
         (Some(v), Some(status)) if v.starts_with("HTTP/1.") => Ok(status),
         _ => Err("answer is not HTTP/1.x".into()),
     }
@@ -258,8 +262,8 @@ fn validate_stream(body: &[u8]) -> Result<Stream, String> {
     if body.len() > MAX_STREAM_BODY {
         return Err(format!("stream configuration over {MAX_STREAM_BODY} bytes"));
     }
-    let r: StreamRequest = serde_json::from_slice(body)
-        .map_err(|e| format!("malformed stream configuration: {e}"))?;
+    let r: StreamRequest =
+        serde_json::from_slice(body).map_err(|e| format!("malformed stream configuration: {e}"))?;
     if r.delivery.method != PUSH_DELIVERY {
         return Err(format!(
             "delivery.method {:?}: only push delivery ({PUSH_DELIVERY}) is supported",
@@ -383,12 +387,7 @@ impl Provider {
     }
 
     /// A SET (`typ: secevent+jwt`) for every stream that asked for `event`.
-    fn set_deliveries(
-        &self,
-        user: &str,
-        event: &str,
-        payload: serde_json::Value,
-    ) -> Vec<Delivery> {
+    fn set_deliveries(&self, user: &str, event: &str, payload: serde_json::Value) -> Vec<Delivery> {
         let now = now_unix();
         let mut out = Vec::new();
         for (receiver, stream) in self.streams() {
@@ -542,21 +541,24 @@ pub struct StreamQuery {
     stream_id: Option<String>,
 }
 
-fn authorised<'a>(p: &'a Provider, headers: &HeaderMap) -> Result<&'a SsfReceiver, Response> {
-    p.ssf_receiver(headers).ok_or_else(|| {
-        ssf_error(
-            StatusCode::UNAUTHORIZED,
-            "a receiver's bearer token is required",
-        )
-    })
+fn unauthorised() -> Response {
+    ssf_error(
+        StatusCode::UNAUTHORIZED,
+        "a receiver's bearer token is required",
+    )
 }
 
-fn stored_stream(p: &Provider, r: &SsfReceiver, q: &StreamQuery) -> Result<Stream, Response> {
-    let not_found = || ssf_error(StatusCode::NOT_FOUND, "no such stream");
+/// The receiver's stored stream, or the error to answer (status, message).
+fn stored_stream(
+    p: &Provider,
+    r: &SsfReceiver,
+    q: &StreamQuery,
+) -> Result<Stream, (StatusCode, String)> {
+    let not_found = || (StatusCode::NOT_FOUND, "no such stream".to_string());
     let text = p
         .db()
         .stream(&r.id)
-        .map_err(|e| ssf_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()))?
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
         .ok_or_else(not_found)?;
     let s: Stream = serde_json::from_str(&text).map_err(|_| not_found())?;
     if q.stream_id.as_ref().is_some_and(|id| *id != s.stream_id) {
@@ -565,14 +567,9 @@ fn stored_stream(p: &Provider, r: &SsfReceiver, q: &StreamQuery) -> Result<Strea
     Ok(s)
 }
 
-pub async fn stream_create(
-    State(p): State<Shared>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let r = match authorised(&p, &headers) {
-        Ok(r) => r,
-        Err(e) => return e,
+pub async fn stream_create(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(r) = p.ssf_receiver(&headers) else {
+        return unauthorised();
     };
     let ct = headers
         .get(header::CONTENT_TYPE)
@@ -607,9 +604,8 @@ pub async fn stream_get(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Response {
-    let r = match authorised(&p, &headers) {
-        Ok(r) => r,
-        Err(e) => return e,
+    let Some(r) = p.ssf_receiver(&headers) else {
+        return unauthorised();
     };
     match stored_stream(&p, r, &q) {
         Ok(s) => {
@@ -618,7 +614,7 @@ pub async fn stream_get(
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             resp
         }
-        Err(e) => e,
+        Err((status, m)) => ssf_error(status, &m),
     }
 }
 
@@ -627,12 +623,11 @@ pub async fn stream_delete(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> Response {
-    let r = match authorised(&p, &headers) {
-        Ok(r) => r,
-        Err(e) => return e,
+    let Some(r) = p.ssf_receiver(&headers) else {
+        return unauthorised();
     };
-    if let Err(e) = stored_stream(&p, r, &q) {
-        return e;
+    if let Err((status, m)) = stored_stream(&p, r, &q) {
+        return ssf_error(status, &m);
     }
     match p.db().delete_stream(&r.id) {
         Ok(_) => StatusCode::NO_CONTENT.into_response(),

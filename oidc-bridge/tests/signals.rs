@@ -20,7 +20,8 @@ use serde_json::{json, Value};
 
 const RECEIVER_TOKEN: &str = "siem-bearer-0123456789abcdef0123456789";
 const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
-const ASSURANCE: &str = "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
+const ASSURANCE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
 const BCL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 
 #[derive(Clone, Debug)]
@@ -206,7 +207,10 @@ fn check_logout_token(issuer: &str, r: &Received, client: &str, sid: &str) {
     assert_eq!(c["events"], json!({BCL_EVENT: {}}));
     assert!(c.get("nonce").is_none(), "a logout token has no nonce");
     assert!(c["jti"].as_str().is_some_and(|j| j.len() >= 20));
-    let (iat, exp) = (c["iat"].as_i64().expect("iat"), c["exp"].as_i64().expect("exp"));
+    let (iat, exp) = (
+        c["iat"].as_i64().expect("iat"),
+        c["exp"].as_i64().expect("exp"),
+    );
     assert!(exp > iat && exp - iat <= 300, "short-lived: {c}");
 }
 
@@ -313,7 +317,10 @@ fn discovery_and_stream_configuration() {
     .json();
     assert_eq!(s["issuer"], issuer);
     assert_eq!(s["jwks_uri"], format!("{issuer}/jwks"));
-    assert_eq!(s["delivery_methods_supported"], json!(["urn:ietf:rfc:8935"]));
+    assert_eq!(
+        s["delivery_methods_supported"],
+        json!(["urn:ietf:rfc:8935"])
+    );
     assert_eq!(s["configuration_endpoint"], format!("{issuer}/ssf/stream"));
     assert_eq!(s["spec_version"], "1_0");
 
@@ -324,7 +331,10 @@ fn discovery_and_stream_configuration() {
         let r = stream_request(issuer, "POST", bearer, &good);
         assert_eq!(r.status, 401, "{}", r.text());
         assert_eq!(r.header("www-authenticate"), Some("Bearer"));
-        assert_eq!(stream_request(issuer, "GET", bearer, &Value::Null).status, 401);
+        assert_eq!(
+            stream_request(issuer, "GET", bearer, &Value::Null).status,
+            401
+        );
         assert_eq!(
             stream_request(issuer, "DELETE", bearer, &Value::Null).status,
             401
@@ -376,7 +386,10 @@ fn discovery_and_stream_configuration() {
     let created = create_stream(issuer, rport);
     assert_eq!(created["iss"], issuer);
     assert_eq!(created["aud"], "https://siem.example");
-    assert_eq!(created["events_delivered"], json!([SESSION_REVOKED, ASSURANCE]));
+    assert_eq!(
+        created["events_delivered"],
+        json!([SESSION_REVOKED, ASSURANCE])
+    );
     assert!(created["delivery"].get("authorization_header").is_none());
     let id = created["stream_id"].as_str().expect("stream_id");
     let read = stream_request(issuer, "GET", Some(RECEIVER_TOKEN), &Value::Null);
@@ -420,7 +433,10 @@ fn end_session_sends_logout_tokens_and_session_revoked() {
     let t = exchange(issuer, "rp-bc", &r.location_query()["code"], &pk);
     assert_eq!(t.status, 200, "{}", t.text());
     let id_token = t.json()["id_token"].as_str().expect("id_token").to_string();
-    let sid = claims_of(&id_token)["sid"].as_str().expect("sid").to_string();
+    let sid = claims_of(&id_token)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_string();
     for client in ["rp-slow", "rp-down", "rp"] {
         let pk = pkce();
         let code = sso_code(issuer, client, &cookie, &pk);
@@ -438,7 +454,10 @@ fn end_session_sends_logout_tokens_and_session_revoked() {
     );
     let took = started.elapsed();
     assert_eq!(out.status, 200);
-    assert!(took < Duration::from_millis(1000), "end-session took {took:?}");
+    assert!(
+        took < Duration::from_millis(1000),
+        "end-session took {took:?}"
+    );
 
     let got = wait_for(&log, "logout token and SET", |g| {
         g.iter().any(|r| r.path == "/bcl")
@@ -545,15 +564,19 @@ fn behaviour_drift_in_a_live_session_revokes_it() {
         assert_eq!(r.status, 204, "{}", r.text());
     }
     let revoked_at = revoked_at.expect("drift revoked the session");
-    assert!(revoked_at >= 2, "a single window does not revoke: {revoked_at}");
+    assert!(
+        revoked_at >= 2,
+        "a single window does not revoke: {revoked_at}"
+    );
 
     let got = wait_for(&log, "logout token and session-revoked", |g| {
         g.iter().any(|r| r.path == "/bcl")
-            && g.iter()
-                .any(|r| r.path == "/ssf" && r.body.len() > 10 && {
+            && g.iter().any(|r| {
+                r.path == "/ssf" && r.body.len() > 10 && {
                     let c = claims_of(&r.body);
                     c["events"].get(SESSION_REVOKED).is_some()
-                })
+                }
+            })
     });
     let bcl: Vec<&Received> = got.iter().filter(|r| r.path == "/bcl").collect();
     assert_eq!(bcl.len(), 1);
