@@ -35,6 +35,8 @@ pub const MAX_POSITION: u32 = 256;
 pub const MAX_BATCH_EVENTS: usize = 512;
 /// Events kept per login transaction, at most.
 pub const MAX_TX_EVENTS: usize = 4096;
+/// Live sessions scored at once (memory bound); the least recently used is dropped first.
+pub const MAX_LIVE_SESSIONS: usize = 10_000;
 /// Collector times are `performance.now()` milliseconds: at most a day after page load.
 const MAX_T_MS: f64 = 86_400_000.0;
 /// Pointer coordinates (CSS pixels) beyond this are refused.
@@ -84,9 +86,11 @@ pub struct WireEvent {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Batch {
-    /// The login transaction the page belongs to.
-    pub tx: String,
-    /// 0, 1, 2, … per transaction: a batch is accepted once, in order.
+    /// The login transaction the page belongs to. Absent: the batch belongs to the live
+    /// SSO session named by the request's session cookie (relying-party pages after login).
+    #[serde(default)]
+    pub tx: Option<String>,
+    /// 0, 1, 2, … per transaction (or live session): a batch is accepted once, in order.
     pub seq: u64,
     pub events: Vec<WireEvent>,
 }
@@ -210,6 +214,10 @@ impl BehaviorClaim {
     }
 }
 
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 struct ModalityPlugin {
     name: String,
     instance: Arc<PluginInstance>,
@@ -226,7 +234,24 @@ struct Learner {
     partial: Vec<Event>,
 }
 
+/// Why a live batch was refused (nothing was scored).
+#[derive(Debug, Clone, PartialEq)]
+pub enum LiveError {
+    OutOfSequence(u64),
+    Invalid(String),
+    Busy,
+}
+
+/// The running engine session of one live SSO session (memory only).
+struct Live {
+    session: Session,
+    next_seq: u64,
+    last_t_us: u64,
+    touched: i64,
+}
+
 pub struct BehaviorEngine {
+    live: Mutex<HashMap<String, Live>>,
     plugins: Vec<ModalityPlugin>,
     session_config: SessionConfig,
     hasher: KeyHasher,
@@ -273,6 +298,7 @@ impl BehaviorEngine {
             });
         }
         Ok(BehaviorEngine {
+            live: Mutex::new(HashMap::new()),
             plugins,
             session_config,
             hasher,
@@ -288,6 +314,141 @@ impl BehaviorEngine {
 
     pub fn plugin_names(&self) -> Vec<String> {
         self.plugins.iter().map(|p| p.name.clone()).collect()
+    }
+
+    /// Forgets the live state of a session that ended.
+    pub fn forget_live(&self, sid: &str) {
+        lock(&self.live).remove(sid);
+    }
+
+    /// Scores one batch of a live SSO session `sid` of `user` with the session's running
+    /// engine session (trust carries over from batch to batch; it starts at 100 with the
+    /// first live batch). Key events of a batch form one password entry (a re-typed
+    /// password, e.g. on a lock screen); pointer and touch events go to their plugins.
+    /// Live evidence is never learned from and never adapts a template: an impostor must
+    /// not be able to train the profile. Returns the events accepted and, when at least one
+    /// window was scored, the new behaviour claim.
+    pub fn collect_live(
+        &self,
+        sid: &str,
+        user: &str,
+        batch: &Batch,
+        now_unix: i64,
+    ) -> Result<(usize, Option<BehaviorClaim>), LiveError> {
+        // Validate before touching any state: a refused batch changes nothing.
+        let events = convert(&batch.events, 0, &self.hasher).map_err(LiveError::Invalid)?;
+        let mut live = lock(&self.live);
+        if !live.contains_key(sid) {
+            if batch.seq != 0 {
+                return Err(LiveError::OutOfSequence(0));
+            }
+            if live.len() >= MAX_LIVE_SESSIONS {
+                let oldest = live
+                    .iter()
+                    .min_by_key(|(_, l)| l.touched)
+                    .map(|(k, _)| k.clone());
+                match oldest {
+                    Some(k) => {
+                        live.remove(&k);
+                    }
+                    None => return Err(LiveError::Busy),
+                }
+            }
+            let profiles = match lock(&self.store).profiles(user) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("habitus-oidc: error: reading profiles of {user}: {e}");
+                    Vec::new()
+                }
+            };
+            let slots = self
+                .plugins
+                .iter()
+                .map(|p| {
+                    let blob = profiles
+                        .iter()
+                        .find(|s| s.plugin == p.name)
+                        .map(|s| s.blob.clone());
+                    (p.instance.clone(), blob)
+                })
+                .collect();
+            live.insert(
+                sid.to_string(),
+                Live {
+                    session: Session::new(&self.session_config, slots),
+                    next_seq: 0,
+                    last_t_us: 0,
+                    touched: now_unix,
+                },
+            );
+        }
+        let l = live.get_mut(sid).ok_or(LiveError::Busy)?;
+        if batch.seq != l.next_seq {
+            return Err(LiveError::OutOfSequence(l.next_seq));
+        }
+        l.next_seq += 1;
+        l.touched = now_unix;
+        let n = events.len();
+        // Each page has its own clock (performance.now()): batches are laid end to end
+        // after what the session already holds, one second apart.
+        let first = events.first().map(|e| e.t_us).unwrap_or(0);
+        let base = if l.last_t_us == 0 {
+            0
+        } else {
+            l.last_t_us + 1_000_000
+        };
+        let shift = |t: u64| base + (t - first);
+        let mut feed: Vec<Event> = events
+            .iter()
+            .filter(|e| e.kind != EventKind::KEY_DOWN && e.kind != EventKind::KEY_UP)
+            .copied()
+            .collect();
+        if let Some(entry) = password_entry(&events) {
+            feed.extend(entry);
+        }
+        feed.sort_by_key(|e| e.t_us);
+        let before = l.session.assess(l.last_t_us + 1).windows_scored;
+        for e in &feed {
+            let mut e = *e;
+            e.t_us = shift(e.t_us);
+            l.session.push(e);
+        }
+        l.session.flush();
+        l.last_t_us = feed
+            .last()
+            .map(|e| shift(e.t_us))
+            .unwrap_or(l.last_t_us)
+            .max(l.last_t_us);
+        let a = l.session.assess(l.last_t_us + 1);
+        if let Some(err) = l.session.last_error() {
+            eprintln!("habitus-oidc: scoring a live session of {user}: {err}");
+        }
+        // Live windows are not adaptation material.
+        l.session.take_adaptation_candidates();
+        if a.windows_scored == before {
+            return Ok((n, None));
+        }
+        let state = match a.state {
+            State::Unenrolled => "unenrolled",
+            State::Learning => "learning",
+            State::Trusted => "trusted",
+            State::Uncertain => "uncertain",
+            State::Drift => "drift",
+        };
+        Ok((
+            n,
+            Some(BehaviorClaim {
+                trust: Some((a.trust * 10.0).round() / 10.0),
+                state: state.to_string(),
+                modalities: a
+                    .modalities
+                    .iter()
+                    .filter(|m| m.last_score.is_some())
+                    .map(|m| m.plugin.clone())
+                    .collect(),
+                evaluated_at: now_unix,
+            }),
+        ))
     }
 
     /// Scores one login's events for `user` (already password-verified), learns from them

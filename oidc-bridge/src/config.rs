@@ -48,6 +48,9 @@ pub struct Config {
     pub clients: Vec<ClientConfig>,
     #[serde(default)]
     pub behavior: BehaviorConfig,
+    /// Drift signals: back-channel logout delivery and the Shared Signals transmitter.
+    #[serde(default)]
+    pub signals: SignalsConfig,
 }
 
 fn default_bind() -> SocketAddr {
@@ -124,6 +127,15 @@ pub struct ClientConfig {
     /// ID token signing algorithm; OpenID Connect's default is RS256.
     #[serde(default = "default_alg")]
     pub id_token_signed_response_alg: Alg,
+    /// OpenID Connect Back-Channel Logout 1.0: where Logout Tokens are POSTed when a
+    /// session this client received tokens in ends. `http://` only (no TLS client in
+    /// this build); no fragment.
+    #[serde(default)]
+    pub backchannel_logout_uri: Option<String>,
+    /// The client needs `sid` in Logout Tokens. Always honoured: every Logout Token
+    /// carries both `sub` and `sid`.
+    #[serde(default)]
+    pub backchannel_logout_session_required: bool,
 }
 
 fn default_alg() -> Alg {
@@ -191,6 +203,69 @@ fn default_enrol() -> u32 {
 pub enum WindowKind {
     Login,
     Events,
+}
+
+/// Drift signals (docs/oidc.md, "Drift signals").
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SignalsConfig {
+    /// Connect + send + answer, per delivery (Logout Token or SET), in milliseconds.
+    pub timeout_ms: u64,
+    /// End the SSO session when live behaviour (post-login `/collect`) reaches the
+    /// `drift` state: back-channel logout and CAEP `session-revoked` follow.
+    pub revoke_on_drift: bool,
+    /// Shared Signals receivers allowed to configure a stream (one stream each).
+    pub ssf_receivers: Vec<SsfReceiver>,
+}
+
+impl Default for SignalsConfig {
+    fn default() -> SignalsConfig {
+        SignalsConfig {
+            timeout_ms: 5000,
+            revoke_on_drift: true,
+            ssf_receivers: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsfReceiver {
+    /// Names the receiver (and its stream) in logs.
+    pub id: String,
+    /// Bearer token the receiver presents to the stream configuration endpoint; at least
+    /// 32 characters, compared in constant time. Keep the file 0600.
+    pub token: String,
+    /// `aud` of the SETs sent to this receiver (default: `id`).
+    #[serde(default)]
+    pub audience: Option<String>,
+}
+
+impl SsfReceiver {
+    pub fn audience(&self) -> &str {
+        self.audience.as_deref().unwrap_or(&self.id)
+    }
+}
+
+/// A delivery URL this build can push to: `http://host[:port]/path`, no fragment, no
+/// userinfo. `https` needs a TLS client, which is not in this build.
+pub fn check_push_url(uri: &str) -> Result<url::Url, String> {
+    let u = url::Url::parse(uri).map_err(|e| format!("{uri:?} is not a URL: {e}"))?;
+    if u.scheme() == "https" {
+        return Err(format!(
+            "{uri:?}: https delivery is not supported by this build (no TLS client); use http:// on a loopback or private network, or a local TLS-terminating forwarder"
+        ));
+    }
+    if u.scheme() != "http" {
+        return Err(format!("{uri:?}: only http:// delivery URLs are supported"));
+    }
+    if !matches!(u.host_str(), Some(h) if !h.is_empty()) {
+        return Err(format!("{uri:?}: no host"));
+    }
+    if u.fragment().is_some() || !u.username().is_empty() || u.password().is_some() {
+        return Err(format!("{uri:?}: no fragment or user:password allowed"));
+    }
+    Ok(u)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -321,6 +396,46 @@ impl Config {
                     ));
                 }
             }
+            if let Some(uri) = &c.backchannel_logout_uri {
+                check_push_url(uri)
+                    .map_err(|e| format!("clients.{}: backchannel_logout_uri {e}", c.id))?;
+            } else if c.backchannel_logout_session_required {
+                return Err(format!(
+                    "clients.{}: backchannel_logout_session_required without backchannel_logout_uri",
+                    c.id
+                ));
+            }
+        }
+        let sig = &self.signals;
+        if !(100..=60_000).contains(&sig.timeout_ms) {
+            return Err(format!(
+                "signals.timeout_ms = {}: must be 100..=60000",
+                sig.timeout_ms
+            ));
+        }
+        let mut rids = std::collections::BTreeSet::new();
+        for r in &sig.ssf_receivers {
+            if r.id.is_empty() || r.id.len() > 128 || !r.id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "signals.ssf_receivers: id {:?} must be 1-128 printable ASCII",
+                    r.id
+                ));
+            }
+            if !rids.insert(&r.id) {
+                return Err(format!("signals.ssf_receivers: id {:?} listed twice", r.id));
+            }
+            if r.token.len() < 32 || !r.token.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(format!(
+                    "signals.ssf_receivers.{}: token must be at least 32 printable ASCII characters",
+                    r.id
+                ));
+            }
+            if r.audience.as_deref() == Some("") {
+                return Err(format!(
+                    "signals.ssf_receivers.{}: audience must not be empty",
+                    r.id
+                ));
+            }
         }
         for (name, p) in &self.behavior.plugins {
             if p.enrol_windows < 2 {
@@ -388,6 +503,29 @@ redirect_uris = ["http://127.0.0.1:9000/cb"]
             (
                 format!("{MINIMAL}\ncollect_origins = [\"https://a.example/path\"]"),
                 "collect_origins",
+            ),
+            (
+                format!("{MINIMAL}backchannel_logout_uri = \"https://rp.example/bcl\""),
+                "no TLS client",
+            ),
+            (
+                format!("{MINIMAL}backchannel_logout_uri = \"ftp://rp.example/bcl\""),
+                "only http://",
+            ),
+            (
+                format!("{MINIMAL}backchannel_logout_session_required = true"),
+                "without backchannel_logout_uri",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[clients]]",
+                    "[[signals.ssf_receivers]]\nid = \"siem\"\ntoken = \"short\"\n[[clients]]",
+                ),
+                "token",
+            ),
+            (
+                MINIMAL.replace("[[clients]]", "[signals]\ntimeout_ms = 0\n[[clients]]"),
+                "timeout_ms",
             ),
         ] {
             let e = Config::parse(&edit).expect_err(&edit).to_string();

@@ -12,6 +12,7 @@ pub mod demo;
 pub mod keys;
 pub mod pages;
 pub mod provider;
+pub mod signals;
 pub mod store;
 pub mod totp;
 pub mod users;

@@ -30,6 +30,7 @@ use crate::behavior::{self, Batch, BehaviorClaim, BehaviorEngine, MAX_TX_EVENTS}
 use crate::config::{Alg, ClientConfig, Config};
 use crate::keys::{core_alg, KeySet};
 use crate::pages;
+use crate::signals::{self, Revocation};
 use crate::store::{Db, RefreshGrant, SsoSession};
 use crate::users::UsersFile;
 
@@ -147,7 +148,7 @@ pub struct Provider {
     totp_used: Mutex<HashMap<String, u64>>,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -210,6 +211,18 @@ impl Provider {
         }
     }
 
+    /// The provider database (held briefly; never across an await or a delivery).
+    pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Db> {
+        lock(&self.db)
+    }
+
+    /// Drops the live behaviour state of an ended session.
+    pub(crate) fn forget_live(&self, sid: &str) {
+        if let Some(engine) = &self.behavior {
+            engine.forget_live(sid);
+        }
+    }
+
     fn endpoint(&self, path: &str) -> String {
         format!("{}{path}", self.config.issuer)
     }
@@ -240,6 +253,8 @@ impl Provider {
             "prompt_values_supported": ["none", "login"],
             "authorization_response_iss_parameter_supported": true,
             "userinfo_signing_alg_values_supported": [],
+            "backchannel_logout_supported": true,
+            "backchannel_logout_session_supported": true,
         })
     }
 
@@ -485,8 +500,14 @@ impl Provider {
 
     // ---------------------------------------------------------------- behaviour
 
-    /// POST /collect. `Err((status, message))`: nothing was stored.
-    pub fn collect(&self, body: &[u8]) -> Result<usize, (StatusCode, String)> {
+    /// POST /collect. `Err((status, message))`: nothing was stored. A batch names its login
+    /// transaction (`tx`); without one it belongs to the live SSO session of `cookie`.
+    /// Blocking (plugins score live batches): call from a blocking thread.
+    pub fn collect(
+        &self,
+        body: &[u8],
+        cookie: Option<&str>,
+    ) -> Result<usize, (StatusCode, String)> {
         if body.len() > MAX_COLLECT_BODY {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "batch too large".into()));
         }
@@ -499,9 +520,12 @@ impl Provider {
             ));
         };
         let now = now_unix();
+        let Some(tx_id) = &batch.tx else {
+            return self.collect_live(engine, &batch, cookie, now);
+        };
         let mut txs = lock(&self.txs);
         let tx = txs
-            .get_mut(&batch.tx)
+            .get_mut(tx_id)
             .filter(|t| t.expires > now && matches!(t.stage, Stage::Password))
             .ok_or((
                 StatusCode::NOT_FOUND,
@@ -528,6 +552,67 @@ impl Provider {
         tx.last_t_us = events.last().map(|e| e.t_us).unwrap_or(tx.last_t_us);
         let n = events.len();
         tx.events.extend(events);
+        Ok(n)
+    }
+
+    /// A batch for a live session: scored with the session's running trust; the session's
+    /// `acr` and behaviour claim follow, and the signals fire (docs/oidc.md, "Drift
+    /// signals").
+    fn collect_live(
+        &self,
+        engine: &BehaviorEngine,
+        batch: &Batch,
+        cookie: Option<&str>,
+        now: i64,
+    ) -> Result<usize, (StatusCode, String)> {
+        let cookie = cookie.ok_or((
+            StatusCode::UNAUTHORIZED,
+            "no tx and no session cookie".to_string(),
+        ))?;
+        let session = lock(&self.db)
+            .session_by_cookie(cookie, now)
+            .ok()
+            .flatten()
+            .ok_or((StatusCode::NOT_FOUND, "no live session".to_string()))?;
+        let (n, claim) = engine
+            .collect_live(&session.sid, &session.user, batch, now)
+            .map_err(|e| match e {
+                behavior::LiveError::OutOfSequence(expected) => (
+                    StatusCode::CONFLICT,
+                    format!("batch {} out of sequence (expected {expected})", batch.seq),
+                ),
+                behavior::LiveError::Invalid(m) => (StatusCode::BAD_REQUEST, m),
+                behavior::LiveError::Busy => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many live sessions".to_string(),
+                ),
+            })?;
+        let Some(claim) = claim else {
+            return Ok(n);
+        };
+        if claim.state == "drift" && self.config.signals.revoke_on_drift {
+            eprintln!(
+                "habitus-oidc: behaviour drift: ending a session of {}",
+                session.user
+            );
+            self.revoke_session(&session.sid, Revocation::Drift);
+            return Ok(n);
+        }
+        let previous = parse_loa(&session.acr).unwrap_or(0);
+        let current = claim.loa();
+        if let Err(e) = lock(&self.db).update_session_behavior(&session.sid, &acr(current), &claim)
+        {
+            eprintln!("habitus-oidc: error: {e}");
+            return Ok(n);
+        }
+        if current != previous {
+            self.assurance_changed(
+                &session.user,
+                &acr(previous),
+                &acr(current),
+                current > previous,
+            );
+        }
         Ok(n)
     }
 
@@ -808,7 +893,7 @@ impl Provider {
                         // RFC 6749 §4.1.2: a replayed code revokes what it produced.
                         let sid = g.sid.clone();
                         drop(codes);
-                        let _ = lock(&self.db).end_session(&sid);
+                        self.revoke_session(&sid, Revocation::CodeReplay);
                         return Err(oauth(
                             "invalid_grant",
                             "code already used; its tokens are revoked",
@@ -1052,7 +1137,7 @@ impl Provider {
             }
         }
         if let Some(sid) = &sid {
-            let _ = lock(&self.db).end_session(sid);
+            self.revoke_session(sid, Revocation::Logout);
         }
         let client_id = p.get("client_id").cloned().or_else(|| {
             hint.as_ref().and_then(|c| match c.get("aud")? {
@@ -1105,6 +1190,16 @@ pub fn router(provider: Shared) -> Router {
         .route("/token", post(token))
         .route("/userinfo", get(userinfo).post(userinfo))
         .route("/end_session", get(end_session_get).post(end_session_post))
+        .route(
+            "/.well-known/ssf-configuration",
+            get(signals::ssf_configuration),
+        )
+        .route(
+            "/ssf/stream",
+            post(signals::stream_create)
+                .get(signals::stream_get)
+                .delete(signals::stream_delete),
+        )
         .layer(axum::extract::DefaultBodyLimit::max(
             MAX_FORM_BODY.max(MAX_COLLECT_BODY),
         ))
@@ -1244,6 +1339,11 @@ fn cors(p: &Provider, headers: &HeaderMap, r: &mut Response) -> bool {
         h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, v);
     }
     h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    // Relying-party pages send the SSO cookie with live-session batches.
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+        HeaderValue::from_static("true"),
+    );
     true
 }
 
@@ -1288,7 +1388,17 @@ async fn collect(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         )
             .into_response();
     }
-    let mut r = match p.collect(&body) {
+    let cookie = cookie_value(&headers);
+    let p2 = p.clone();
+    let result = tokio::task::spawn_blocking(move || p2.collect(&body, cookie.as_deref()))
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "collect failed".to_string(),
+            ))
+        });
+    let mut r = match result {
         Ok(n) => {
             let mut r = StatusCode::NO_CONTENT.into_response();
             if let Ok(v) = HeaderValue::from_str(&n.to_string()) {

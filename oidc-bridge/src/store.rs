@@ -80,7 +80,9 @@ impl Db {
                  token_hash BLOB PRIMARY KEY, sid TEXT NOT NULL REFERENCES sessions(sid) ON DELETE CASCADE,
                  client TEXT NOT NULL, scope TEXT NOT NULL, nonce TEXT,
                  expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
-             CREATE INDEX IF NOT EXISTS refresh_by_sid ON refresh_tokens(sid);",
+             CREATE INDEX IF NOT EXISTS refresh_by_sid ON refresh_tokens(sid);
+             CREATE TABLE IF NOT EXISTS ssf_streams (
+                 receiver TEXT PRIMARY KEY, config TEXT NOT NULL);",
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let schema: String =
@@ -166,6 +168,69 @@ impl Db {
             .conn
             .execute("DELETE FROM sessions WHERE sid = ?1", [sid])?
             > 0)
+    }
+
+    /// Clients that received tokens under `sid` (every token response stores a refresh
+    /// token row, kept until it expires or the session ends).
+    pub fn session_clients(&self, sid: &str) -> Result<Vec<String>, DbError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT DISTINCT client FROM refresh_tokens WHERE sid = ?1 ORDER BY client")?;
+        let rows = st.query_map([sid], |r| r.get::<_, String>(0))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Records a live re-assessment of a session: its new `acr` and behaviour claim.
+    pub fn update_session_behavior(
+        &self,
+        sid: &str,
+        acr: &str,
+        behavior: &BehaviorClaim,
+    ) -> Result<bool, DbError> {
+        Ok(self.conn.execute(
+            "UPDATE sessions SET acr = ?2, behavior = ?3 WHERE sid = ?1",
+            params![
+                sid,
+                acr,
+                serde_json::to_string(behavior).unwrap_or_default()
+            ],
+        )? > 0)
+    }
+
+    /// The SSF stream of `receiver` (its configuration as JSON).
+    pub fn stream(&self, receiver: &str) -> Result<Option<String>, DbError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT config FROM ssf_streams WHERE receiver = ?1",
+                [receiver],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Creates the stream of `receiver`; `false` if it already has one.
+    pub fn create_stream(&self, receiver: &str, config: &str) -> Result<bool, DbError> {
+        Ok(self.conn.execute(
+            "INSERT OR IGNORE INTO ssf_streams (receiver, config) VALUES (?1, ?2)",
+            params![receiver, config],
+        )? > 0)
+    }
+
+    pub fn delete_stream(&self, receiver: &str) -> Result<bool, DbError> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM ssf_streams WHERE receiver = ?1", [receiver])?
+            > 0)
+    }
+
+    /// Every stream: (receiver, configuration JSON).
+    pub fn streams(&self) -> Result<Vec<(String, String)>, DbError> {
+        let mut st = self
+            .conn
+            .prepare("SELECT receiver, config FROM ssf_streams ORDER BY receiver")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     pub fn put_refresh(&self, token: &str, g: &RefreshGrant, expires: i64) -> Result<(), DbError> {

@@ -1,0 +1,660 @@
+//! Drift signals: OpenID Connect Back-Channel Logout 1.0 Logout Tokens, and a minimal Shared
+//! Signals (SSF 1.0) transmitter pushing CAEP Security Event Tokens per RFC 8935.
+//!
+//! Delivery never blocks the request that caused it: each token is POSTed from a spawned
+//! tokio task with the configured timeout, and failures are logged (URL without query, the
+//! HTTP status or the error), never retried. The HTTP client is a small HTTP/1.1 writer over
+//! `tokio::net::TcpStream`: there is no HTTP client crate in the tree, and no TLS client, so
+//! only `http://` delivery URLs are accepted (checked at configuration load and at stream
+//! creation).
+
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{check_push_url, SsfReceiver};
+use crate::provider::{now_unix, random_token, Provider, Shared};
+
+pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+pub const CAEP_SESSION_REVOKED: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+pub const CAEP_ASSURANCE_LEVEL_CHANGE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
+/// RFC 8935 push delivery.
+pub const PUSH_DELIVERY: &str = "urn:ietf:rfc:8935";
+/// Logout Tokens are short-lived: receivers must process them at once.
+pub const LOGOUT_TOKEN_LIFETIME_S: i64 = 120;
+/// Stream configuration request bodies larger than this are refused.
+const MAX_STREAM_BODY: usize = 8 * 1024;
+/// The HTTP status line of a delivery answer must arrive within this many bytes.
+const MAX_ANSWER_HEAD: usize = 8 * 1024;
+
+pub fn events_supported() -> Vec<&'static str> {
+    vec![CAEP_SESSION_REVOKED, CAEP_ASSURANCE_LEVEL_CHANGE]
+}
+
+/// Why a session ended (CAEP `initiating_entity` and `reason_admin`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Revocation {
+    /// RP-initiated logout (end-session endpoint).
+    Logout,
+    /// Live behaviour reached the `drift` state (`signals.revoke_on_drift`).
+    Drift,
+    /// An authorization code was presented twice (RFC 6749 §4.1.2).
+    CodeReplay,
+}
+
+impl Revocation {
+    fn initiating_entity(self) -> &'static str {
+        match self {
+            Revocation::Logout => "user",
+            Revocation::Drift => "policy",
+            Revocation::CodeReplay => "system",
+        }
+    }
+    fn reason(self) -> &'static str {
+        match self {
+            Revocation::Logout => "the user signed out",
+            Revocation::Drift => "behaviour drifted from the user's profile",
+            Revocation::CodeReplay => "an authorization code was replayed",
+        }
+    }
+}
+
+/// One token to POST.
+#[derive(Clone, Debug)]
+pub struct Delivery {
+    pub url: String,
+    pub content_type: &'static str,
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+    /// 202 for RFC 8935; any 2xx for back-channel logout.
+    pub push: bool,
+    /// For logs: what it is and for whom.
+    pub what: String,
+}
+
+/// Sends `deliveries` in the background (tokio tasks; a thread with its own runtime when
+/// called outside one). Returns at once.
+pub fn dispatch(deliveries: Vec<Delivery>, timeout: Duration) {
+    if deliveries.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) => {
+            for d in deliveries {
+                h.spawn(deliver(d, timeout));
+            }
+        }
+        Err(_) => {
+            std::thread::spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(async move {
+                        for d in deliveries {
+                            deliver(d, timeout).await;
+                        }
+                    }),
+                    Err(e) => eprintln!("habitus-oidc: signals: no runtime: {e}"),
+                }
+            });
+        }
+    }
+}
+
+/// The URL as logged: no query (it could carry a receiver's secret).
+fn loggable(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(bad URL)".into(),
+    }
+}
+
+async fn deliver(d: Delivery, timeout: Duration) {
+    let result = tokio::time::timeout(
+        timeout,
+        post(&d.url, d.content_type, d.authorization.as_deref(), &d.body),
+    )
+    .await;
+    let ok = |s: u16| {
+        if d.push {
+            s == 202
+        } else {
+            (200..300).contains(&s)
+        }
+    };
+    match result {
+        Ok(Ok(status)) if ok(status) => {}
+        Ok(Ok(status)) => eprintln!(
+            "habitus-oidc: signals: {} to {}: answered HTTP {status}",
+            d.what,
+            loggable(&d.url)
+        ),
+        Ok(Err(e)) => eprintln!(
+            "habitus-oidc: signals: {} to {}: {e}",
+            d.what,
+            loggable(&d.url)
+        ),
+        Err(_) => eprintln!(
+            "habitus-oidc: signals: {} to {}: no answer within {} ms",
+            d.what,
+            loggable(&d.url),
+            timeout.as_millis()
+        ),
+    }
+}
+
+/// One HTTP/1.1 POST (`Connection: close`) over a plain TCP connection; returns the status.
+pub async fn post(
+    url: &str,
+    content_type: &str,
+    authorization: Option<&str>,
+    body: &[u8],
+) -> Result<u16, String> {
+    let u = check_push_url(url)?;
+    let host = u.host_str().ok_or("no host")?;
+    let port = u.port_or_known_default().ok_or("no port")?;
+    let mut target = u.path().to_string();
+    if let Some(q) = u.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let host_header = match u.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_string(),
+    };
+    let mut stream = tokio::net::TcpStream::connect(format!("{host}:{port}"))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let mut req = format!(
+        "POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: habitus-oidc\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    );
+    if let Some(a) = authorization {
+        req.push_str(&format!("Authorization: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream
+        .write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    stream
+        .write_all(body)
+        .await
+        .map_err(|e| format!("send: {e}"))?;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(2).any(|w| w == b"\r\n") {
+        if head.len() > MAX_ANSWER_HEAD {
+            return Err("answer has no status line".into());
+        }
+        let n = stream
+            .read(&mut buf)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        if n == 0 {
+            return Err("connection closed without an answer".into());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split(' ');
+    match (
+        parts.next(),
+        parts.next().and_then(|s| s.trim().parse().ok()),
+    ) {
+        (Some(v), Some(status)) if v.starts_with("HTTP/1.") => Ok(status),
+        _ => Err("answer is not HTTP/1.x".into()),
+    }
+}
+
+// ------------------------------------------------------------------ stream configuration
+
+/// What a receiver may send to create its stream (SSF 1.0 §8.1.1; `deny_unknown_fields`:
+/// read-only transmitter properties are refused rather than silently ignored).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StreamRequest {
+    delivery: DeliveryRequest,
+    #[serde(default)]
+    events_requested: Option<Vec<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeliveryRequest {
+    method: String,
+    endpoint_url: String,
+    /// Sent as the `Authorization` header of every push (RFC 8935 §2.2 lets the receiver
+    /// require one).
+    #[serde(default)]
+    authorization_header: Option<String>,
+}
+
+/// A stream as stored (and, minus the authorization header, as shown).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Stream {
+    pub stream_id: String,
+    pub endpoint_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authorization_header: Option<String>,
+    pub events_requested: Vec<String>,
+    pub events_delivered: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn validate_stream(body: &[u8]) -> Result<Stream, String> {
+    if body.len() > MAX_STREAM_BODY {
+        return Err(format!("stream configuration over {MAX_STREAM_BODY} bytes"));
+    }
+    let r: StreamRequest =
+        serde_json::from_slice(body).map_err(|e| format!("malformed stream configuration: {e}"))?;
+    if r.delivery.method != PUSH_DELIVERY {
+        return Err(format!(
+            "delivery.method {:?}: only push delivery ({PUSH_DELIVERY}) is supported",
+            r.delivery.method
+        ));
+    }
+    check_push_url(&r.delivery.endpoint_url).map_err(|e| format!("delivery.endpoint_url {e}"))?;
+    if let Some(a) = &r.delivery.authorization_header {
+        if a.is_empty() || a.len() > 1024 || !a.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(
+                "delivery.authorization_header must be 1-1024 printable ASCII characters".into(),
+            );
+        }
+    }
+    let supported = events_supported();
+    let requested = match r.events_requested {
+        None => supported.iter().map(|s| s.to_string()).collect(),
+        Some(v) => {
+            if v.len() > 32 || v.iter().any(|e| e.is_empty() || e.len() > 256) {
+                return Err("events_requested: at most 32 URIs of 1-256 characters".into());
+            }
+            v
+        }
+    };
+    let delivered = supported
+        .iter()
+        .filter(|s| requested.iter().any(|r| r == *s))
+        .map(|s| s.to_string())
+        .collect();
+    if r.description.as_ref().is_some_and(|d| d.len() > 256) {
+        return Err("description: at most 256 characters".into());
+    }
+    Ok(Stream {
+        stream_id: random_token(),
+        endpoint_url: r.delivery.endpoint_url,
+        authorization_header: r.delivery.authorization_header,
+        events_requested: requested,
+        events_delivered: delivered,
+        description: r.description,
+    })
+}
+
+impl Provider {
+    /// `/.well-known/ssf-configuration`.
+    pub fn ssf_configuration(&self) -> serde_json::Value {
+        let issuer = &self.config.issuer;
+        json!({
+            "spec_version": "1_0",
+            "issuer": issuer,
+            "jwks_uri": format!("{issuer}/jwks"),
+            "delivery_methods_supported": [PUSH_DELIVERY],
+            "configuration_endpoint": format!("{issuer}/ssf/stream"),
+            "authorization_schemes": [{"spec_urn": "urn:ietf:rfc:6750"}],
+            "default_subjects": "ALL",
+        })
+    }
+
+    /// The stream configuration as the receiver sees it.
+    fn stream_view(&self, receiver: &SsfReceiver, s: &Stream) -> serde_json::Value {
+        let mut v = json!({
+            "stream_id": s.stream_id,
+            "iss": self.config.issuer,
+            "aud": receiver.audience(),
+            "delivery": {"method": PUSH_DELIVERY, "endpoint_url": s.endpoint_url},
+            "events_supported": events_supported(),
+            "events_requested": s.events_requested,
+            "events_delivered": s.events_delivered,
+        });
+        if let Some(d) = &s.description {
+            v["description"] = d.clone().into();
+        }
+        v
+    }
+
+    /// The receiver whose bearer token `headers` carry.
+    fn ssf_receiver(&self, headers: &HeaderMap) -> Option<&SsfReceiver> {
+        let token = headers
+            .get(header::AUTHORIZATION)?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .trim();
+        // Every receiver is compared, so timing does not tell which one matched.
+        let mut found = None;
+        for r in &self.config.signals.ssf_receivers {
+            if crate::store::ct_eq(r.token.as_bytes(), token.as_bytes()) {
+                found = Some(r);
+            }
+        }
+        found
+    }
+
+    fn streams(&self) -> Vec<(SsfReceiver, Stream)> {
+        let rows = match self.db().streams() {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("habitus-oidc: signals: reading streams: {e}");
+                return Vec::new();
+            }
+        };
+        rows.into_iter()
+            .filter_map(|(rid, text)| {
+                let r = self
+                    .config
+                    .signals
+                    .ssf_receivers
+                    .iter()
+                    .find(|r| r.id == rid)?;
+                let s: Stream = serde_json::from_str(&text).ok()?;
+                Some((r.clone(), s))
+            })
+            .collect()
+    }
+
+    fn set_alg(&self) -> crate::config::Alg {
+        if self.keys.signer(crate::config::Alg::EdDSA).is_ok() {
+            crate::config::Alg::EdDSA
+        } else {
+            crate::config::Alg::RS256
+        }
+    }
+
+    /// A SET (`typ: secevent+jwt`) for every stream that asked for `event`.
+    fn set_deliveries(&self, user: &str, event: &str, payload: serde_json::Value) -> Vec<Delivery> {
+        let now = now_unix();
+        let mut out = Vec::new();
+        for (receiver, stream) in self.streams() {
+            if !stream.events_delivered.iter().any(|e| e == event) {
+                continue;
+            }
+            let claims = json!({
+                "iss": self.config.issuer,
+                "aud": receiver.audience(),
+                "iat": now,
+                "jti": random_token(),
+                "sub_id": {"format": "iss_sub", "iss": self.config.issuer, "sub": user},
+                "events": {event: payload.clone()},
+            });
+            match self.keys.sign_jwt(self.set_alg(), "secevent+jwt", &claims) {
+                Ok(jwt) => out.push(Delivery {
+                    url: stream.endpoint_url.clone(),
+                    content_type: "application/secevent+jwt",
+                    authorization: stream.authorization_header.clone(),
+                    body: jwt.into_bytes(),
+                    push: true,
+                    what: format!("SET {} for stream of {}", short_event(event), receiver.id),
+                }),
+                Err(e) => eprintln!("habitus-oidc: signals: signing a SET: {e}"),
+            }
+        }
+        out
+    }
+
+    /// Logout Tokens for the clients in `clients` that registered a back-channel URI.
+    fn logout_deliveries(&self, clients: &[String], user: &str, sid: &str) -> Vec<Delivery> {
+        let now = now_unix();
+        let mut out = Vec::new();
+        for id in clients {
+            let Some(c) = self.config.client(id) else {
+                continue;
+            };
+            let Some(uri) = &c.backchannel_logout_uri else {
+                continue;
+            };
+            let claims = json!({
+                "iss": self.config.issuer,
+                "aud": c.id,
+                "iat": now,
+                "exp": now + LOGOUT_TOKEN_LIFETIME_S,
+                "jti": random_token(),
+                "sub": user,
+                "sid": sid,
+                "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+            });
+            match self
+                .keys
+                .sign_jwt(c.id_token_signed_response_alg, "logout+jwt", &claims)
+            {
+                Ok(jwt) => out.push(Delivery {
+                    url: uri.clone(),
+                    content_type: "application/x-www-form-urlencoded",
+                    authorization: None,
+                    body: url::form_urlencoded::Serializer::new(String::new())
+                        .append_pair("logout_token", &jwt)
+                        .finish()
+                        .into_bytes(),
+                    push: false,
+                    what: format!("logout token for client {}", c.id),
+                }),
+                Err(e) => eprintln!(
+                    "habitus-oidc: signals: signing a logout token for {}: {e}",
+                    c.id
+                ),
+            }
+        }
+        out
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.config.signals.timeout_ms)
+    }
+
+    /// Ends session `sid` (and its refresh tokens), then tells the clients that received
+    /// tokens in it (back-channel logout) and the SSF streams (CAEP `session-revoked`).
+    /// Nothing is sent for a session that had already ended.
+    pub fn revoke_session(&self, sid: &str, why: Revocation) {
+        let now = now_unix();
+        let (session, clients) = {
+            let db = self.db();
+            let session = db.session(sid, now).ok().flatten();
+            let clients = db.session_clients(sid).unwrap_or_default();
+            if let Err(e) = db.end_session(sid) {
+                eprintln!("habitus-oidc: error: ending a session: {e}");
+            }
+            (session, clients)
+        };
+        self.forget_live(sid);
+        let Some(session) = session else {
+            return;
+        };
+        let mut out = self.logout_deliveries(&clients, &session.user, sid);
+        out.extend(self.set_deliveries(
+            &session.user,
+            CAEP_SESSION_REVOKED,
+            json!({
+                "event_timestamp": now,
+                "initiating_entity": why.initiating_entity(),
+                "reason_admin": {"en": why.reason()},
+            }),
+        ));
+        dispatch(out, self.timeout());
+    }
+
+    /// CAEP `assurance-level-change` for a live session whose `acr` moved.
+    pub fn assurance_changed(&self, user: &str, previous: &str, current: &str, up: bool) {
+        let out = self.set_deliveries(
+            user,
+            CAEP_ASSURANCE_LEVEL_CHANGE,
+            json!({
+                "event_timestamp": now_unix(),
+                "namespace": "Custom",
+                "previous_level": previous,
+                "current_level": current,
+                "change_direction": if up { "increase" } else { "decrease" },
+                "initiating_entity": "policy",
+            }),
+        );
+        dispatch(out, self.timeout());
+    }
+}
+
+fn short_event(event: &str) -> &str {
+    event.rsplit('/').next().unwrap_or(event)
+}
+
+// ------------------------------------------------------------------ HTTP handlers
+
+fn ssf_error(status: StatusCode, message: &str) -> Response {
+    let mut r = (status, Json(json!({"error": message}))).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    r
+}
+
+pub async fn ssf_configuration(State(p): State<Shared>) -> Response {
+    Json(p.ssf_configuration()).into_response()
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    stream_id: Option<String>,
+}
+
+fn unauthorised() -> Response {
+    ssf_error(
+        StatusCode::UNAUTHORIZED,
+        "a receiver's bearer token is required",
+    )
+}
+
+/// The receiver's stored stream, or the error to answer (status, message).
+fn stored_stream(
+    p: &Provider,
+    r: &SsfReceiver,
+    q: &StreamQuery,
+) -> Result<Stream, (StatusCode, String)> {
+    let not_found = || (StatusCode::NOT_FOUND, "no such stream".to_string());
+    let text = p
+        .db()
+        .stream(&r.id)
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .ok_or_else(not_found)?;
+    let s: Stream = serde_json::from_str(&text).map_err(|_| not_found())?;
+    if q.stream_id.as_ref().is_some_and(|id| *id != s.stream_id) {
+        return Err(not_found());
+    }
+    Ok(s)
+}
+
+pub async fn stream_create(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(r) = p.ssf_receiver(&headers) else {
+        return unauthorised();
+    };
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct.starts_with("application/json") {
+        return ssf_error(StatusCode::BAD_REQUEST, "send application/json");
+    }
+    let stream = match validate_stream(&body) {
+        Ok(s) => s,
+        Err(e) => return ssf_error(StatusCode::BAD_REQUEST, &e),
+    };
+    let text = serde_json::to_string(&stream).unwrap_or_default();
+    match p.db().create_stream(&r.id, &text) {
+        Ok(true) => {
+            eprintln!("habitus-oidc: signals: stream created for {}", r.id);
+            let mut resp = (StatusCode::CREATED, Json(p.stream_view(r, &stream))).into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Ok(false) => ssf_error(
+            StatusCode::CONFLICT,
+            "this receiver already has a stream; DELETE it first",
+        ),
+        Err(e) => ssf_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+pub async fn stream_get(
+    State(p): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    let Some(r) = p.ssf_receiver(&headers) else {
+        return unauthorised();
+    };
+    match stored_stream(&p, r, &q) {
+        Ok(s) => {
+            let mut resp = Json(p.stream_view(r, &s)).into_response();
+            resp.headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            resp
+        }
+        Err((status, m)) => ssf_error(status, &m),
+    }
+}
+
+pub async fn stream_delete(
+    State(p): State<Shared>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> Response {
+    let Some(r) = p.ssf_receiver(&headers) else {
+        return unauthorised();
+    };
+    if let Err((status, m)) = stored_stream(&p, r, &q) {
+        return ssf_error(status, &m);
+    }
+    match p.db().delete_stream(&r.id) {
+        Ok(_) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => ssf_error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_requests_are_checked() {
+        let ok = json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "http://127.0.0.1:9/ssf"},
+            "events_requested": [CAEP_SESSION_REVOKED, "urn:example:unknown"]});
+        let s = validate_stream(ok.to_string().as_bytes()).expect("valid");
+        assert_eq!(s.events_delivered, vec![CAEP_SESSION_REVOKED.to_string()]);
+        for (body, needle) in [
+            ("not json".to_string(), "malformed"),
+            (json!({"delivery": {"method": "urn:ietf:rfc:8936", "endpoint_url": "http://a/"}}).to_string(), "push"),
+            (json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "https://a/"}}).to_string(), "TLS"),
+            (json!({"delivery": {"method": PUSH_DELIVERY}}).to_string(), "endpoint_url"),
+            (json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "http://a/"}, "iss": "x"}).to_string(), "iss"),
+            (json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "http://a/", "authorization_header": "a\r\nb"}}).to_string(), "authorization_header"),
+        ] {
+            let e = validate_stream(body.as_bytes()).expect_err(&body);
+            assert!(e.contains(needle), "{needle}: {e}");
+        }
+    }
+}

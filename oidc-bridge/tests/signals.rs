@@ -1,0 +1,607 @@
+//! Drift signals over real HTTP: a test receiver (axum on 127.0.0.1:0) registered as a
+//! client's back-channel logout URI and as an SSF stream's push endpoint. Ending a session,
+//! and behaviour drifting in a live session, must deliver Logout Tokens and CAEP SETs whose
+//! signatures verify against the provider's JWKS; receivers that are down or slow must not
+//! hold up the end-session request.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::post;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::*;
+use serde_json::{json, Value};
+
+const RECEIVER_TOKEN: &str = "siem-bearer-0123456789abcdef0123456789";
+const SESSION_REVOKED: &str = "https://schemas.openid.net/secevent/caep/event-type/session-revoked";
+const ASSURANCE: &str =
+    "https://schemas.openid.net/secevent/caep/event-type/assurance-level-change";
+const BCL_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+#[derive(Clone, Debug)]
+struct Received {
+    path: String,
+    content_type: String,
+    authorization: String,
+    body: String,
+}
+
+type Log = Arc<Mutex<Vec<Received>>>;
+
+fn record(log: &Log, path: &str, headers: &HeaderMap, body: &Bytes) {
+    let h = |k: &str| {
+        headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    log.lock().expect("log").push(Received {
+        path: path.into(),
+        content_type: h("content-type"),
+        authorization: h("authorization"),
+        body: String::from_utf8_lossy(body).into_owned(),
+    });
+}
+
+/// The relying party's / receiver's server: `/bcl` answers 200, `/ssf` 202, `/slow` after
+/// 30 s.
+fn receiver() -> (u16, Log) {
+    let log: Log = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let app = axum::Router::new()
+        .route(
+            "/bcl",
+            post(|State(l): State<Log>, h: HeaderMap, b: Bytes| async move {
+                record(&l, "/bcl", &h, &b);
+                StatusCode::OK
+            }),
+        )
+        .route(
+            "/ssf",
+            post(|State(l): State<Log>, h: HeaderMap, b: Bytes| async move {
+                record(&l, "/ssf", &h, &b);
+                StatusCode::ACCEPTED
+            }),
+        )
+        .route(
+            "/slow",
+            post(|State(l): State<Log>, h: HeaderMap, b: Bytes| async move {
+                record(&l, "/slow", &h, &b);
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                StatusCode::OK
+            }),
+        )
+        .with_state(log.clone());
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+            axum::serve(l, app).await.expect("serve");
+        });
+    });
+    (port, log)
+}
+
+/// A loopback port nobody listens on.
+fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn config(rport: u16, down: u16) -> String {
+    format!(
+        r#"
+[signals]
+timeout_ms = 1500
+[[signals.ssf_receivers]]
+id = "siem"
+token = "{RECEIVER_TOKEN}"
+audience = "https://siem.example"
+
+[[clients]]
+id = "rp-bc"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "http://127.0.0.1:{rport}/bcl"
+backchannel_logout_session_required = true
+
+[[clients]]
+id = "rp-slow"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "http://127.0.0.1:{rport}/slow"
+id_token_signed_response_alg = "EdDSA"
+
+[[clients]]
+id = "rp-down"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "http://127.0.0.1:{down}/bcl"
+"#
+    )
+}
+
+fn wait_for(log: &Log, what: &str, pred: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+    let start = Instant::now();
+    loop {
+        let got = log.lock().expect("log").clone();
+        if pred(&got) {
+            return got;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{what}: not received; got {got:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Verifies a compact JWS against the provider's published JWKS (ring) and returns
+/// (header, claims).
+fn verify_jws(issuer: &str, token: &str) -> (Value, Value) {
+    let jwks = http("GET", &format!("{issuer}/jwks"), &[], b"").json();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3, "compact JWS: {token}");
+    let dec = |s: &str| URL_SAFE_NO_PAD.decode(s).expect("base64url");
+    let header: Value = serde_json::from_slice(&dec(parts[0])).expect("header");
+    let claims: Value = serde_json::from_slice(&dec(parts[1])).expect("claims");
+    let key = jwks["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .unwrap_or_else(|| panic!("kid {} not in the JWKS", header["kid"]));
+    let message = format!("{}.{}", parts[0], parts[1]);
+    let sig = dec(parts[2]);
+    let ok = match header["alg"].as_str() {
+        Some("EdDSA") => {
+            let x = dec(key["x"].as_str().expect("x"));
+            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, x)
+                .verify(message.as_bytes(), &sig)
+                .is_ok()
+        }
+        Some("RS256") => {
+            let n = dec(key["n"].as_str().expect("n"));
+            let e = dec(key["e"].as_str().expect("e"));
+            ring::signature::RsaPublicKeyComponents { n, e }
+                .verify(
+                    &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+                    message.as_bytes(),
+                    &sig,
+                )
+                .is_ok()
+        }
+        other => panic!("unexpected alg {other:?}"),
+    };
+    assert!(ok, "signature verifies against the JWKS");
+    (header, claims)
+}
+
+fn logout_token_of(r: &Received) -> String {
+    assert_eq!(r.content_type, "application/x-www-form-urlencoded");
+    url::form_urlencoded::parse(r.body.as_bytes())
+        .find(|(k, _)| k == "logout_token")
+        .map(|(_, v)| v.into_owned())
+        .expect("logout_token parameter")
+}
+
+fn check_logout_token(issuer: &str, r: &Received, client: &str, sid: &str) {
+    let (h, c) = verify_jws(issuer, &logout_token_of(r));
+    assert_eq!(h["typ"], "logout+jwt");
+    assert_eq!(c["iss"], issuer);
+    assert_eq!(c["aud"], client);
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["sid"], sid);
+    assert_eq!(c["events"], json!({BCL_EVENT: {}}));
+    assert!(c.get("nonce").is_none(), "a logout token has no nonce");
+    assert!(c["jti"].as_str().is_some_and(|j| j.len() >= 20));
+    let (iat, exp) = (
+        c["iat"].as_i64().expect("iat"),
+        c["exp"].as_i64().expect("exp"),
+    );
+    assert!(exp > iat && exp - iat <= 300, "short-lived: {c}");
+}
+
+/// The CAEP SETs received, verified: (event URI, event payload).
+fn sets(issuer: &str, got: &[Received]) -> Vec<(String, Value)> {
+    got.iter()
+        .filter(|r| r.path == "/ssf")
+        .map(|r| {
+            assert_eq!(r.content_type, "application/secevent+jwt");
+            assert_eq!(r.authorization, "Bearer push-secret");
+            let (h, c) = verify_jws(issuer, &r.body);
+            assert_eq!(h["typ"], "secevent+jwt");
+            assert_eq!(c["iss"], issuer);
+            assert_eq!(c["aud"], "https://siem.example");
+            assert!(c["iat"].is_i64() && c["jti"].is_string());
+            assert!(c.get("nonce").is_none() && c.get("sub").is_none());
+            assert_eq!(
+                c["sub_id"],
+                json!({"format": "iss_sub", "iss": issuer, "sub": "alice"})
+            );
+            let events = c["events"].as_object().expect("events");
+            assert_eq!(events.len(), 1, "one event per SET");
+            let (k, v) = events.iter().next().expect("event");
+            (k.clone(), v.clone())
+        })
+        .collect()
+}
+
+fn stream_request(issuer: &str, method: &str, bearer: Option<&str>, body: &Value) -> Reply {
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let mut hs = vec![("Content-Type", "application/json")];
+    if let Some(a) = &auth {
+        hs.push(("Authorization", a.as_str()));
+    }
+    let body = if body.is_null() {
+        Vec::new()
+    } else {
+        body.to_string().into_bytes()
+    };
+    http(method, &format!("{issuer}/ssf/stream"), &hs, &body)
+}
+
+fn create_stream(issuer: &str, rport: u16) -> Value {
+    let body = json!({
+        "delivery": {
+            "method": "urn:ietf:rfc:8935",
+            "endpoint_url": format!("http://127.0.0.1:{rport}/ssf"),
+            "authorization_header": "Bearer push-secret",
+        },
+        "events_requested": [SESSION_REVOKED, ASSURANCE],
+        "description": "test receiver",
+    });
+    let r = stream_request(issuer, "POST", Some(RECEIVER_TOKEN), &body);
+    assert_eq!(r.status, 201, "{}", r.text());
+    r.json()
+}
+
+fn cookie_of(r: &Reply) -> String {
+    let c = r.header("set-cookie").expect("session cookie");
+    c.split(';')
+        .next()
+        .and_then(|kv| kv.strip_prefix("habitus_oidc_session="))
+        .expect("cookie value")
+        .to_string()
+}
+
+fn sso_code(issuer: &str, client: &str, cookie: &str, pk: &Pkce) -> String {
+    let r = authorize(
+        issuer,
+        &[
+            ("response_type", "code"),
+            ("client_id", client),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("scope", "openid"),
+            ("code_challenge", &pk.challenge),
+            ("code_challenge_method", "S256"),
+        ],
+        Some(cookie),
+    );
+    assert_eq!(r.status, 303, "SSO reuse: {}", r.text());
+    r.location_query()["code"].clone()
+}
+
+#[test]
+fn discovery_and_stream_configuration() {
+    let (rport, _log) = receiver();
+    let p = start(&config(rport, dead_port()));
+    let issuer = p.issuer.as_str();
+    let d = http(
+        "GET",
+        &format!("{issuer}/.well-known/openid-configuration"),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(d["backchannel_logout_supported"], true);
+    assert_eq!(d["backchannel_logout_session_supported"], true);
+    let s = http(
+        "GET",
+        &format!("{issuer}/.well-known/ssf-configuration"),
+        &[],
+        b"",
+    )
+    .json();
+    assert_eq!(s["issuer"], issuer);
+    assert_eq!(s["jwks_uri"], format!("{issuer}/jwks"));
+    assert_eq!(
+        s["delivery_methods_supported"],
+        json!(["urn:ietf:rfc:8935"])
+    );
+    assert_eq!(s["configuration_endpoint"], format!("{issuer}/ssf/stream"));
+    assert_eq!(s["spec_version"], "1_0");
+
+    let good = json!({"delivery": {"method": "urn:ietf:rfc:8935",
+        "endpoint_url": format!("http://127.0.0.1:{rport}/ssf")}});
+    // Without, or with a wrong, bearer token: 401, nothing created.
+    for bearer in [None, Some("wrong-token-wrong-token-wrong-token-x")] {
+        let r = stream_request(issuer, "POST", bearer, &good);
+        assert_eq!(r.status, 401, "{}", r.text());
+        assert_eq!(r.header("www-authenticate"), Some("Bearer"));
+        assert_eq!(
+            stream_request(issuer, "GET", bearer, &Value::Null).status,
+            401
+        );
+        assert_eq!(
+            stream_request(issuer, "DELETE", bearer, &Value::Null).status,
+            401
+        );
+    }
+    // Malformed configurations: 400 with a reason.
+    for (body, needle) in [
+        (json!("not an object"), "malformed"),
+        (json!({"events_requested": []}), "delivery"),
+        (
+            json!({"delivery": {"method": "urn:ietf:rfc:8936", "endpoint_url": "http://127.0.0.1:1/x"}}),
+            "push delivery",
+        ),
+        (
+            json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://siem.example/x"}}),
+            "TLS",
+        ),
+        (
+            json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "not a url"}}),
+            "endpoint_url",
+        ),
+        (
+            json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "http://127.0.0.1:1/x"}, "stream_id": "mine"}),
+            "stream_id",
+        ),
+    ] {
+        let r = stream_request(issuer, "POST", Some(RECEIVER_TOKEN), &body);
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let e = r.json()["error"].as_str().expect("error").to_string();
+        assert!(e.contains(needle), "{needle}: {e}");
+    }
+    let raw = http(
+        "POST",
+        &format!("{issuer}/ssf/stream"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Authorization", &format!("Bearer {RECEIVER_TOKEN}")),
+        ],
+        b"{\"delivery\":",
+    );
+    assert_eq!(raw.status, 400);
+    assert_eq!(
+        stream_request(issuer, "GET", Some(RECEIVER_TOKEN), &Value::Null).status,
+        404,
+        "nothing was created"
+    );
+
+    // Create, read, refuse a second, delete.
+    let created = create_stream(issuer, rport);
+    assert_eq!(created["iss"], issuer);
+    assert_eq!(created["aud"], "https://siem.example");
+    assert_eq!(
+        created["events_delivered"],
+        json!([SESSION_REVOKED, ASSURANCE])
+    );
+    assert!(created["delivery"].get("authorization_header").is_none());
+    let id = created["stream_id"].as_str().expect("stream_id");
+    let read = stream_request(issuer, "GET", Some(RECEIVER_TOKEN), &Value::Null);
+    assert_eq!(read.status, 200);
+    assert_eq!(read.json(), created);
+    let again = stream_request(issuer, "POST", Some(RECEIVER_TOKEN), &good);
+    assert_eq!(again.status, 409);
+    let other = http(
+        "GET",
+        &format!("{issuer}/ssf/stream?stream_id=other"),
+        &[("Authorization", &format!("Bearer {RECEIVER_TOKEN}"))],
+        b"",
+    );
+    assert_eq!(other.status, 404);
+    let del = http(
+        "DELETE",
+        &format!("{issuer}/ssf/stream?stream_id={id}"),
+        &[("Authorization", &format!("Bearer {RECEIVER_TOKEN}"))],
+        b"",
+    );
+    assert_eq!(del.status, 204);
+    assert_eq!(
+        stream_request(issuer, "GET", Some(RECEIVER_TOKEN), &Value::Null).status,
+        404
+    );
+}
+
+#[test]
+fn end_session_sends_logout_tokens_and_session_revoked() {
+    let (rport, log) = receiver();
+    let p = start(&config(rport, dead_port()));
+    let issuer = p.issuer.as_str();
+    create_stream(issuer, rport);
+
+    // One SSO session, tokens for four clients: rp-bc (receiver up), rp-slow (answers after
+    // 30 s), rp-down (nothing listens), rp (no back-channel URI).
+    let pk = pkce();
+    let r = browser_login(issuer, "rp-bc", "alice", &[], Vec::new(), &pk, "nonce-bc");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = cookie_of(&r);
+    let t = exchange(issuer, "rp-bc", &r.location_query()["code"], &pk);
+    assert_eq!(t.status, 200, "{}", t.text());
+    let id_token = t.json()["id_token"].as_str().expect("id_token").to_string();
+    let sid = claims_of(&id_token)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    for client in ["rp-slow", "rp-down", "rp"] {
+        let pk = pkce();
+        let code = sso_code(issuer, client, &cookie, &pk);
+        assert_eq!(exchange(issuer, client, &code, &pk).status, 200);
+    }
+    assert!(log.lock().expect("log").is_empty(), "nothing sent yet");
+
+    // End the session: the answer does not wait for any receiver.
+    let started = Instant::now();
+    let out = http(
+        "GET",
+        &format!("{issuer}/end_session?id_token_hint={id_token}"),
+        &[],
+        b"",
+    );
+    let took = started.elapsed();
+    assert_eq!(out.status, 200);
+    assert!(
+        took < Duration::from_millis(1000),
+        "end-session took {took:?}"
+    );
+
+    let got = wait_for(&log, "logout token and SET", |g| {
+        g.iter().any(|r| r.path == "/bcl")
+            && g.iter().any(|r| r.path == "/ssf")
+            && g.iter().any(|r| r.path == "/slow")
+    });
+    let bcl: Vec<&Received> = got.iter().filter(|r| r.path == "/bcl").collect();
+    assert_eq!(bcl.len(), 1, "only rp-bc at /bcl: {got:#?}");
+    check_logout_token(issuer, bcl[0], "rp-bc", &sid);
+    // rp-slow's token (EdDSA, its ID token algorithm) arrived too, before it stalled.
+    let slow = got.iter().find(|r| r.path == "/slow").expect("slow");
+    check_logout_token(issuer, slow, "rp-slow", &sid);
+    let (h, _) = verify_jws(issuer, &logout_token_of(slow));
+    assert_eq!(h["alg"], "EdDSA");
+    let s = sets(issuer, &got);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].0, SESSION_REVOKED);
+    assert_eq!(s[0].1["initiating_entity"], "user");
+    assert!(s[0].1["event_timestamp"].is_i64());
+
+    // The provider stays responsive while the slow receiver holds its connection, and a
+    // second end-session (session already gone) sends nothing more.
+    let started = Instant::now();
+    let again = http(
+        "GET",
+        &format!("{issuer}/end_session?id_token_hint={id_token}"),
+        &[],
+        b"",
+    );
+    assert_eq!(again.status, 200);
+    assert!(started.elapsed() < Duration::from_millis(1000));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(log.lock().expect("log").len(), got.len());
+}
+
+#[test]
+fn behaviour_drift_in_a_live_session_revokes_it() {
+    let (rport, log) = receiver();
+    let p = start(&config(rport, dead_port()));
+    let issuer = p.issuer.as_str();
+    enrol(issuer, "alice", 5);
+    create_stream(issuer, rport);
+
+    // An impostor's rhythm at login, stepped up with TOTP: a loa:2 session for rp-bc.
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp-bc",
+        "alice",
+        &[("acr_values", "urn:habitus:loa:2")],
+        typist(12, 150.0, 330.0, 77, 1),
+        &pk,
+        "n",
+    );
+    assert_eq!(r.status, 200, "TOTP page expected: {}", r.text());
+    let tx = tx_of(&r);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let key = habitus_oidc::totp::decode_base32(TOTP).expect("b32");
+    let code = format!("{:06}", habitus_oidc::totp::totp_at(&key, now));
+    let ok = http(
+        "POST",
+        &format!("{issuer}/login/totp"),
+        &[FORM],
+        &form(&[("tx", &tx), ("code", &code)]),
+    );
+    assert_eq!(ok.status, 303, "{}", ok.text());
+    let cookie = cookie_of(&ok);
+    let t = exchange(issuer, "rp-bc", &ok.location_query()["code"], &pk).json();
+    let id_claims = claims_of(t["id_token"].as_str().expect("id_token"));
+    assert_eq!(id_claims["acr"], "urn:habitus:loa:2");
+    let sid = id_claims["sid"].as_str().expect("sid").to_string();
+    let at = t["access_token"].as_str().expect("at").to_string();
+
+    // Live batches without a cookie, or for another cookie, are refused.
+    let live = |seq: u64, login: u64, cookie: Option<&str>| {
+        let c = cookie.map(|c| format!("habitus_oidc_session={c}"));
+        let mut hs = vec![("Content-Type", "application/json")];
+        if let Some(c) = &c {
+            hs.push(("Cookie", c.as_str()));
+        }
+        let body = json!({"seq": seq, "events": typist(12, 150.0, 330.0, 77, login)});
+        http(
+            "POST",
+            &format!("{issuer}/collect"),
+            &hs,
+            body.to_string().as_bytes(),
+        )
+    };
+    assert_eq!(live(0, 10, None).status, 401);
+    assert_eq!(live(0, 10, Some("not-a-session")).status, 404);
+    assert_eq!(live(5, 10, Some(&cookie)).status, 409, "seq starts at 0");
+
+    // The impostor keeps typing: trust falls, the level drops, then drift ends the session.
+    let mut revoked_at = None;
+    for seq in 0..12u64 {
+        let r = live(seq, 20 + seq, Some(&cookie));
+        if r.status == 404 {
+            revoked_at = Some(seq);
+            break;
+        }
+        assert_eq!(r.status, 204, "{}", r.text());
+    }
+    let revoked_at = revoked_at.expect("drift revoked the session");
+    assert!(
+        revoked_at >= 2,
+        "a single window does not revoke: {revoked_at}"
+    );
+
+    let got = wait_for(&log, "logout token and session-revoked", |g| {
+        g.iter().any(|r| r.path == "/bcl")
+            && g.iter().any(|r| {
+                r.path == "/ssf" && r.body.len() > 10 && {
+                    let c = claims_of(&r.body);
+                    c["events"].get(SESSION_REVOKED).is_some()
+                }
+            })
+    });
+    let bcl: Vec<&Received> = got.iter().filter(|r| r.path == "/bcl").collect();
+    assert_eq!(bcl.len(), 1);
+    check_logout_token(issuer, bcl[0], "rp-bc", &sid);
+    let s = sets(issuer, &got);
+    let change = s
+        .iter()
+        .find(|(e, _)| e == ASSURANCE)
+        .unwrap_or_else(|| panic!("assurance-level-change: {s:?}"));
+    assert_eq!(change.1["previous_level"], "urn:habitus:loa:2");
+    assert_eq!(change.1["current_level"], "urn:habitus:loa:1");
+    assert_eq!(change.1["change_direction"], "decrease");
+    assert!(change.1["namespace"].is_string() && change.1["event_timestamp"].is_i64());
+    let revoked = s
+        .iter()
+        .find(|(e, _)| e == SESSION_REVOKED)
+        .expect("session-revoked");
+    assert_eq!(revoked.1["initiating_entity"], "policy");
+
+    // The session's tokens stop working.
+    let ui = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("Bearer {at}"))],
+        b"",
+    );
+    assert_eq!(ui.status, 401);
+}
