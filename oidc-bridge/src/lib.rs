@@ -13,6 +13,7 @@ pub mod keys;
 pub mod pages;
 pub mod provider;
 pub mod signals;
+pub mod step_up;
 pub mod store;
 pub mod totp;
 pub mod users;

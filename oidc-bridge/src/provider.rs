@@ -987,6 +987,8 @@ impl Provider {
                 &json!({
                     "iss": self.config.issuer, "sub": session.user, "aud": self.endpoint("/userinfo"),
                     "client_id": client.id, "sid": sid, "scope": scope,
+                    // For resource servers' step-up checks (RFC 9470; `step_up`).
+                    "acr": session.acr, "auth_time": session.auth_time,
                     "iat": now, "exp": now + l.access_token_s as i64, "jti": random_token(),
                 }),
             )
