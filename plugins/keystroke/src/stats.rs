@@ -1,25 +1,6 @@
-//! Small robust statistics shared by the detectors.
+//! Small robust statistics shared by the detectors (the common ones come from the SDK).
 
-/// Median; the mean of the two middle values for an even count. `NaN` for no values.
-pub fn median(values: &[f64]) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
-/// Median absolute deviation scaled to estimate a normal standard deviation.
-pub fn mad(values: &[f64], centre: f64) -> f64 {
-    let dev: Vec<f64> = values.iter().map(|v| (v - centre).abs()).collect();
-    1.4826 * median(&dev)
-}
+pub use habitus_plugin::stats::{fit_llr_calibration, mad, median};
 
 pub fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
@@ -33,48 +14,6 @@ pub fn std_dev(values: &[f64], mean: f64) -> f64 {
 /// Column `j` of row-major samples.
 pub fn column(samples: &[Vec<f64>], j: usize) -> Vec<f64> {
     samples.iter().map(|s| s[j]).collect()
-}
-
-/// Fits `llr = b0 + b1 * x` by logistic regression (Newton / IRLS) with the two classes
-/// weighted to equal total mass, so the log-odds is a prior-free log-likelihood ratio.
-/// A tiny ridge keeps the Hessian invertible when the classes separate perfectly.
-pub fn fit_llr_calibration(genuine: &[f64], impostor: &[f64]) -> Option<(f64, f64)> {
-    if genuine.is_empty() || impostor.is_empty() {
-        return None;
-    }
-    const RIDGE: f64 = 1e-6;
-    let wg = 0.5 / genuine.len() as f64;
-    let wi = 0.5 / impostor.len() as f64;
-    let (mut b0, mut b1) = (0.0f64, 0.0f64);
-    for _ in 0..50 {
-        let (mut g0, mut g1) = (RIDGE * b0, RIDGE * b1);
-        let (mut h00, mut h01, mut h11) = (RIDGE, 0.0, RIDGE);
-        let classes = [(genuine, 1.0, wg), (impostor, 0.0, wi)];
-        for (xs, y, w) in classes {
-            for &x in xs {
-                let p = 1.0 / (1.0 + (-(b0 + b1 * x)).exp());
-                let r = w * (p - y);
-                g0 += r;
-                g1 += r * x;
-                let h = w * p * (1.0 - p);
-                h00 += h;
-                h01 += h * x;
-                h11 += h * x * x;
-            }
-        }
-        let det = h00 * h11 - h01 * h01;
-        if !det.is_finite() || det.abs() < 1e-300 {
-            return None;
-        }
-        let s0 = (h11 * g0 - h01 * g1) / det;
-        let s1 = (h00 * g1 - h01 * g0) / det;
-        b0 -= s0;
-        b1 -= s1;
-        if s0.abs().max(s1.abs()) < 1e-10 {
-            break;
-        }
-    }
-    (b0.is_finite() && b1.is_finite()).then_some((b0, b1))
 }
 
 #[cfg(test)]

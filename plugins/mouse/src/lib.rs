@@ -48,7 +48,6 @@ pub mod config;
 pub mod features;
 pub mod model;
 pub mod segment;
-pub mod stats;
 
 use std::sync::{Arc, Mutex};
 

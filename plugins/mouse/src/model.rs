@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::boost::{self, Booster};
 use crate::config::Config;
 use crate::features::FEATURES;
-use crate::stats::{fit_llr_calibration, mad, median};
+use habitus_plugin::stats::{fit_llr_calibration, mad, median};
 use habitus_plugin::PluginError;
 
 /// Other people's actions, per person (f32: a population is stored once and is large).

@@ -41,6 +41,8 @@
 //! * **Testing**: [`conformance::check`] runs, in the author's `cargo test`, the checks
 //!   `habitus plugin check` runs on the built library (descriptor, monotone and bounded
 //!   LLRs, determinism, hostile windows and blobs, contained panics, time per event).
+//! * **Helpers**: [`blob`] (a versioned, checksummed envelope for profiles) and [`stats`]
+//!   (median, MAD, and the logistic fit that calibrates a raw score into an LLR).
 //!
 //! The plugin author's guide — quick start from `examples/plugin-scroll`, the event model,
 //! a worked calibration example, profile versioning, testing and shipping — is
@@ -59,7 +61,7 @@
 //!   plugin is one line naming the file and both versions (`engine/tests/loader.rs`
 //!   shows it with a fixture built against 0.0.1).
 //! * **Patch** (`0.y.z` → `0.y.z+1`): documentation, plugin-side helpers ([`blob`],
-//!   [`conformance`]), bug fixes in the SDK's wrappers; nothing that crosses the boundary
+//!   [`stats`], [`conformance`]), bug fixes in the SDK's wrappers; nothing that crosses the boundary
 //!   changes. Compatible both ways.
 //! * **Minor** (`0.y` → `0.y+1`): something was *appended*: a method after the last one of
 //!   [`ModalityPlugin`] or a field after the last prefix field of [`PluginMod`], a new
@@ -82,6 +84,7 @@ pub mod conformance;
 mod descriptor;
 mod error;
 mod event;
+pub mod stats;
 // abi_stable's `#[sabi_trait]` expands to impls the `non_local_definitions` lint dislikes.
 #[allow(non_local_definitions)]
 mod interface;

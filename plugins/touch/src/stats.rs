@@ -1,6 +1,8 @@
 //! Small numerical helpers: robust location and scale, a Cholesky whitening, the
 //! logistic LLR calibration, and k-nearest-neighbour distances.
 
+pub use habitus_plugin::stats::fit_llr_calibration;
+
 /// Median of the finite values; NaN when there are none.
 pub fn median(values: &[f64]) -> f64 {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
@@ -69,47 +71,6 @@ pub fn inverse_cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
         }
     }
     w.iter().all(|x| x.is_finite()).then_some(w)
-}
-
-/// Fits `llr = b0 + b1 * x` by logistic regression (Newton / IRLS) with the two classes
-/// weighted to equal total mass, so the log-odds is a prior-free log-likelihood ratio.
-/// A tiny ridge keeps the Hessian invertible when the classes separate perfectly.
-pub fn fit_llr_calibration(genuine: &[f64], impostor: &[f64]) -> Option<(f64, f64)> {
-    if genuine.is_empty() || impostor.is_empty() {
-        return None;
-    }
-    const RIDGE: f64 = 1e-6;
-    let wg = 0.5 / genuine.len() as f64;
-    let wi = 0.5 / impostor.len() as f64;
-    let (mut b0, mut b1) = (0.0f64, 0.0f64);
-    for _ in 0..50 {
-        let (mut g0, mut g1) = (RIDGE * b0, RIDGE * b1);
-        let (mut h00, mut h01, mut h11) = (RIDGE, 0.0, RIDGE);
-        for (xs, y, w) in [(genuine, 1.0, wg), (impostor, 0.0, wi)] {
-            for &x in xs {
-                let p = 1.0 / (1.0 + (-(b0 + b1 * x)).exp());
-                let r = w * (p - y);
-                g0 += r;
-                g1 += r * x;
-                let h = w * p * (1.0 - p);
-                h00 += h;
-                h01 += h * x;
-                h11 += h * x * x;
-            }
-        }
-        let det = h00 * h11 - h01 * h01;
-        if !det.is_finite() || det.abs() < 1e-300 {
-            return None;
-        }
-        let s0 = (h11 * g0 - h01 * g1) / det;
-        let s1 = (h00 * g1 - h01 * g0) / det;
-        b0 -= s0;
-        b1 -= s1;
-        if s0.abs().max(s1.abs()) < 1e-10 {
-            break;
-        }
-    }
-    (b0.is_finite() && b1.is_finite()).then_some((b0, b1))
 }
 
 /// Squared Euclidean distance, in eight independent lanes so the compiler can use SIMD

@@ -1,5 +1,6 @@
-//! Small statistics: robust location/scale and the logistic calibration that turns a
-//! score into a log-likelihood ratio.
+//! Small statistics that most plugins need: robust location and scale, and the logistic
+//! calibration that turns a detector's raw score into a log-likelihood ratio (the unit
+//! every `Score::llr` is in). Plain functions on `f64` slices, no dependencies.
 
 /// Median; the mean of the two middle values for an even count. `NaN` for no values.
 pub fn median(values: &[f64]) -> f64 {
@@ -25,7 +26,6 @@ pub fn mad(values: &[f64], centre: f64) -> f64 {
 /// Fits `llr = b0 + b1 * x` by logistic regression (Newton / IRLS) with the two classes
 /// weighted to equal total mass, so the log-odds is a prior-free log-likelihood ratio.
 /// A tiny ridge keeps the Hessian invertible when the classes separate perfectly.
-/// (The same fit as the keystroke plugin's; plugins share no code but the SDK.)
 pub fn fit_llr_calibration(genuine: &[f64], impostor: &[f64]) -> Option<(f64, f64)> {
     if genuine.is_empty() || impostor.is_empty() {
         return None;
