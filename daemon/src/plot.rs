@@ -115,11 +115,22 @@ pub fn det_svg(report: &EvalReport) -> String {
     );
     for (i, r) in report.results.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
-        let points: Vec<String> = r
-            .det
-            .iter()
-            .map(|&(fa, miss)| format!("{:.1},{:.1}", sx(fa), sy(miss)))
-            .collect();
+        // A DET over many scores has far more points than pixels: keep a point only when
+        // it moves at least half a pixel from the last one kept (and always the last), so
+        // the picture is the same and the file stays small.
+        let mut points: Vec<String> = Vec::new();
+        let mut kept: Option<(f64, f64)> = None;
+        for (k, &(fa, miss)) in r.det.iter().enumerate() {
+            let p = (sx(fa), sy(miss));
+            let last = k + 1 == r.det.len();
+            if let Some(q) = kept {
+                if !last && (p.0 - q.0).abs() < 0.5 && (p.1 - q.1).abs() < 0.5 {
+                    continue;
+                }
+            }
+            points.push(format!("{:.1},{:.1}", p.0, p.1));
+            kept = Some(p);
+        }
         let _ = writeln!(
             s,
             r#"<polyline fill="none" stroke="{colour}" stroke-width="1.6" points="{}"/>"#,
@@ -160,5 +171,44 @@ mod tests {
         assert!(probit(0.5).abs() < 1e-9);
         assert!((probit(0.975) - 1.959964).abs() < 1e-5);
         assert!((probit(0.001) + 3.090232).abs() < 1e-5);
+    }
+
+    #[test]
+    fn dense_curves_are_thinned_to_what_can_be_seen() {
+        // 200,000 points along a DET: the polyline keeps a few hundred, and both ends.
+        let det: Vec<(f64, f64)> = (0..=200_000)
+            .map(|i| {
+                let fa = i as f64 / 200_000.0;
+                (fa, (1.0 - fa).powi(3))
+            })
+            .collect();
+        let report = EvalReport {
+            dataset: "synthetic".into(),
+            protocol: String::new(),
+            results: vec![habitus_engine::eval::DetectorResult {
+                detector: "d".into(),
+                variant: String::new(),
+                eer_mean: 0.1,
+                eer_sd: 0.0,
+                zero_miss_far_mean: 0.0,
+                zero_miss_far_sd: 0.0,
+                subjects: 1,
+                gallery: None,
+                per_subject_eer: Vec::new(),
+                det,
+            }],
+            notes: Vec::new(),
+        };
+        let svg = det_svg(&report);
+        let line = svg
+            .lines()
+            .find(|l| l.starts_with("<polyline"))
+            .expect("polyline");
+        let kept = line.matches(',').count();
+        assert!((2..2_000).contains(&kept), "{kept} points kept");
+        assert!(svg.len() < 100_000, "{} bytes", svg.len());
+        // The first and the last point survive thinning.
+        assert!(line.contains("points=\"70.0,70.0 "), "{line}");
+        assert!(line.contains(" 570.0,490.0\""), "{line}");
     }
 }
