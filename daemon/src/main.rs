@@ -141,7 +141,8 @@ enum EvalCommand {
         #[command(flatten)]
         common: Common,
     },
-    /// Continuous authentication: keystroke action streams through the trust model
+    /// Continuous authentication: keystroke (CMU, Aalto), mouse (Balabit), touch
+    /// (Touchalytics) and fused keystroke + mouse action streams through the trust model
     /// (ANGA, ANIA, undetected impostors; trust tuned on one half of the users).
     Continuous(eval_continuous::ContinuousArgs),
     /// The PAM step-up decision over many people: enrol each Aalto participant through
