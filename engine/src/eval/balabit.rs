@@ -518,6 +518,43 @@ fn extract_all(
     out.into_iter().collect()
 }
 
+/// The plugin's feature vectors of every session: training sessions (account by account,
+/// in `data.training` order) and labelled test sessions (in `data.test` order).
+struct SessionFeatures {
+    train: Vec<Vec<f64>>,
+    test: Vec<Vec<f64>>,
+}
+
+impl SessionFeatures {
+    fn extract(
+        plugin: &PluginInstance,
+        data: &BalabitData,
+        threads: usize,
+        progress: &dyn Progress,
+    ) -> Result<SessionFeatures, EvalError> {
+        let train_events: Vec<&[Event]> = data
+            .training
+            .iter()
+            .flatten()
+            .map(|s| &s.events[..])
+            .collect();
+        let test_events: Vec<&[Event]> = data.test.iter().map(|s| &s.events[..]).collect();
+        Ok(SessionFeatures {
+            train: extract_all(plugin, &train_events, threads, progress)?,
+            test: extract_all(plugin, &test_events, threads, progress)?,
+        })
+    }
+
+    /// Training feature vectors grouped by account.
+    fn train_by_account(&self, data: &BalabitData) -> Vec<Vec<&[f64]>> {
+        let mut out: Vec<Vec<&[f64]>> = vec![Vec::new(); data.users.len()];
+        for (s, f) in data.training.iter().flatten().zip(&self.train) {
+            out[s.account].push(f);
+        }
+        out
+    }
+}
+
 /// Per job: the enrolled profile.
 fn build_profiles(
     plugin: &PluginInstance,
@@ -736,19 +773,13 @@ pub fn run(
 ) -> Result<BalabitReport, EvalError> {
     let plugin = library.instantiate(config)?;
     let per_action = plugin.descriptor().feature_names.len().max(1);
-    let train_sessions: Vec<&Session> = data.training.iter().flatten().collect();
-    let test_sessions: Vec<&Session> = data.test.iter().collect();
-    let train_events: Vec<&[Event]> = train_sessions.iter().map(|s| &s.events[..]).collect();
-    let test_events: Vec<&[Event]> = test_sessions.iter().map(|s| &s.events[..]).collect();
-    let train_features = extract_all(&plugin, &train_events, threads, progress)?;
-    let test_features = extract_all(&plugin, &test_events, threads, progress)?;
-    let mut train: Vec<Vec<&[f64]>> = vec![Vec::new(); data.users.len()];
-    for (s, f) in train_sessions.iter().zip(&train_features) {
-        train[s.account].push(f);
-    }
-    let queries: Vec<Query> = test_sessions
+    let features = SessionFeatures::extract(&plugin, data, threads, progress)?;
+    let (train_features, test_features) = (&features.train, &features.test);
+    let train = features.train_by_account(data);
+    let queries: Vec<Query> = data
+        .test
         .iter()
-        .zip(&test_features)
+        .zip(test_features)
         .map(|(s, f)| Query {
             account: s.account,
             illegal: s.illegal == Some(true),
@@ -787,7 +818,7 @@ pub fn run(
         notes: vec![
             format!(
                 "{} training sessions ({train_actions} actions, {train_without} without actions) for {} accounts; test sessions never used for training, calibration or tuning; {} unlabelled test sessions not read; {} labels without a file",
-                train_sessions.len(),
+                train_features.len(),
                 data.users.len(),
                 data.unlabelled,
                 data.labels_without_file
@@ -917,15 +948,8 @@ pub fn streams(
 ) -> Result<Vec<UserStreams>, EvalError> {
     let plugin = library.instantiate(config)?;
     let per_action = plugin.descriptor().feature_names.len().max(1);
-    let train_sessions: Vec<&Session> = data.training.iter().flatten().collect();
-    let train_events: Vec<&[Event]> = train_sessions.iter().map(|s| &s.events[..]).collect();
-    let test_events: Vec<&[Event]> = data.test.iter().map(|s| &s.events[..]).collect();
-    let train_features = extract_all(&plugin, &train_events, threads, progress)?;
-    let test_features = extract_all(&plugin, &test_events, threads, progress)?;
-    let mut train: Vec<Vec<&[f64]>> = vec![Vec::new(); data.users.len()];
-    for (s, f) in train_sessions.iter().zip(&train_features) {
-        train[s.account].push(f);
-    }
+    let features = SessionFeatures::extract(&plugin, data, threads, progress)?;
+    let train = features.train_by_account(data);
     let jobs: Vec<Job> = (0..data.users.len())
         .map(|account| Job {
             account,
@@ -939,7 +963,7 @@ pub fn streams(
             user: data.users[a].clone(),
             ..UserStreams::default()
         };
-        for (s, f) in data.test.iter().zip(&test_features) {
+        for (s, f) in data.test.iter().zip(&features.test) {
             if s.account != a || f.is_empty() {
                 continue;
             }

@@ -16,39 +16,6 @@ pub fn column(samples: &[Vec<f64>], j: usize) -> Vec<f64> {
     samples.iter().map(|s| s[j]).collect()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn median_and_mad() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!((mad(&[1.0, 2.0, 3.0, 4.0, 100.0], 3.0) - 1.4826).abs() < 1e-12);
-    }
-
-    #[test]
-    fn calibration_recovers_a_known_logistic_slope() {
-        // Genuine ~ N(+1, 1), impostor ~ N(-1, 1): the true LLR is 2x (b0 = 0, b1 = 2).
-        let grid: Vec<f64> = (0..2001).map(|i| -5.0 + i as f64 * 0.005).collect();
-        let pdf = |x: f64, m: f64| (-(x - m) * (x - m) / 2.0).exp();
-        // Sample deterministically by repeating grid points in proportion to density.
-        let mut g = Vec::new();
-        let mut im = Vec::new();
-        for &x in &grid {
-            for _ in 0..(pdf(x, 1.0) * 20.0).round() as usize {
-                g.push(x);
-            }
-            for _ in 0..(pdf(x, -1.0) * 20.0).round() as usize {
-                im.push(x);
-            }
-        }
-        let (b0, b1) = fit_llr_calibration(&g, &im).unwrap();
-        assert!(b0.abs() < 0.05, "b0 {b0}");
-        assert!((b1 - 2.0).abs() < 0.1, "b1 {b1}");
-    }
-}
-
 /// Logistic regression `p = σ(w·x)` (the caller includes a constant 1 in `x` for the
 /// bias) by Newton / IRLS, with the classes weighted to equal total mass (so `w·x` is a
 /// prior-free LLR) and a ridge `lambda` on every weight but the first.

@@ -94,5 +94,6 @@ mod tests {
         let (b0, b1) = fit_llr_calibration(&g, &im).unwrap();
         assert!(b0.abs() < 0.05, "b0 {b0}");
         assert!((b1 - 2.0).abs() < 0.1, "b1 {b1}");
+        assert!(fit_llr_calibration(&[], &[1.0]).is_none());
     }
 }
