@@ -26,9 +26,13 @@ pub struct Config {
     pub bind: SocketAddr,
     /// Keys, the profile store, the provider database and the installation secrets.
     pub state_dir: PathBuf,
-    /// Users file (see `users.rs`); relative paths are relative to `state_dir`.
+    /// Users file (see `users.rs`); relative paths are relative to `state_dir`. With
+    /// `[primary] method = "pam"` it holds only the optional TOTP secrets and names.
     #[serde(default = "default_users_file")]
     pub users_file: PathBuf,
+    /// How the password on the login page is checked.
+    #[serde(default)]
+    pub primary: PrimaryConfig,
     /// Directory of modality plugins (default: next to the executable, then
     /// `/usr/lib/habitus/plugins`).
     #[serde(default)]
@@ -140,6 +144,34 @@ pub struct ClientConfig {
 
 fn default_alg() -> Alg {
     Alg::RS256
+}
+
+/// Primary authentication: the password, always asked before behaviour counts.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrimaryConfig {
+    /// `users-file`: argon2id hashes in `users_file` (the embedded default). `pam`: the
+    /// system's accounts through the PAM service `pam_service` (see docs/oidc.md for
+    /// the caveats: root for pam_unix, failure delays, expired passwords refused).
+    pub method: PrimaryMethod,
+    /// The PAM service (`/etc/pam.d/<name>`) used when `method = "pam"`.
+    pub pam_service: String,
+}
+
+impl Default for PrimaryConfig {
+    fn default() -> PrimaryConfig {
+        PrimaryConfig {
+            method: PrimaryMethod::UsersFile,
+            pam_service: "habitus-oidc".to_string(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrimaryMethod {
+    UsersFile,
+    Pam,
 }
 
 /// Which modality plugins score the collector's events, and how enrolment runs.
@@ -327,6 +359,12 @@ impl Config {
         }
         if issuer.query().is_some() || issuer.fragment().is_some() || self.issuer.ends_with('/') {
             return Err("issuer must have no query, fragment or trailing slash".into());
+        }
+        if !crate::pam::valid_service_name(&self.primary.pam_service) {
+            return Err(format!(
+                "primary.pam_service {:?}: use a file name of /etc/pam.d (a-z A-Z 0-9 . _ -)",
+                self.primary.pam_service
+            ));
         }
         let l = &self.lifetimes;
         for (name, v, max) in [

@@ -11,6 +11,7 @@ pub mod config;
 pub mod demo;
 pub mod keys;
 pub mod pages;
+pub mod pam;
 pub mod provider;
 pub mod signals;
 pub mod step_up;

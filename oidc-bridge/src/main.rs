@@ -60,6 +60,10 @@ enum UserCommand {
         /// Also create a TOTP secret (printed once, with an otpauth:// URI).
         #[arg(long)]
         totp: bool,
+        /// Store no password (`[primary] method = "pam"` checks it): the entry only
+        /// holds the TOTP secret, so `--totp` is required.
+        #[arg(long, requires = "totp")]
+        no_password: bool,
     },
 }
 
@@ -106,16 +110,21 @@ fn main() -> anyhow::Result<()> {
                     name,
                     users,
                     totp: with_totp,
+                    no_password,
                 },
         } => {
             let mut file = UsersFile::load(&users)?;
-            let password = read_password()?;
+            let password = if no_password {
+                None
+            } else {
+                Some(read_password()?)
+            };
             let secret = if with_totp {
                 Some(totp::new_secret().context("random generator")?)
             } else {
                 None
             };
-            file.set(&name, &password, secret.clone())?;
+            file.set(&name, password.as_deref(), secret.clone())?;
             file.save(&users)?;
             println!("{name}: stored in {}", users.display());
             if let Some(s) = secret {
@@ -138,7 +147,7 @@ fn run_demo(port: u16) -> anyhow::Result<()> {
     let password = habitus_oidc::provider::random_token()[..12].to_string();
     let totp_secret = totp::new_secret().context("random generator")?;
     let mut users = UsersFile::default();
-    users.set("demo", &password, Some(totp_secret.clone()))?;
+    users.set("demo", Some(&password), Some(totp_secret.clone()))?;
     users.save(&config.state_path(&config.users_file))?;
     let bind = config.bind;
     let provider = Arc::new(build(config)?);

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::behavior::{self, Batch, BehaviorClaim, BehaviorEngine, MAX_TX_EVENTS};
-use crate::config::{Alg, ClientConfig, Config};
+use crate::config::{Alg, ClientConfig, Config, PrimaryMethod};
 use crate::keys::{core_alg, KeySet};
 use crate::pages;
 use crate::signals::{self, Revocation};
@@ -655,7 +655,7 @@ impl Provider {
             }
             (std::mem::take(&mut tx.events), tx.request.clone())
         };
-        let Some(record) = self.users.verify(user, password) else {
+        if !self.primary_authentication(user, password) {
             // Behaviour of a failed attempt is discarded, and the collector starts over.
             if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
                 tx.last_t_us = 0;
@@ -665,7 +665,7 @@ impl Provider {
                 Some("Wrong user name or password."),
             ));
         };
-        let has_totp = record.totp.is_some();
+        let has_totp = self.users.users.get(user).is_some_and(|u| u.totp.is_some());
         let behavior = match &self.behavior {
             Some(engine) => engine.assess_login(user, &events, now),
             None => BehaviorClaim {
@@ -703,6 +703,28 @@ impl Provider {
         }
         // acr_values are voluntary: sign in at the level reached.
         self.finish_login(tx_id, user, behavior, false)
+    }
+
+    /// The password check: the users file's argon2id hash, or the PAM stack. A PAM
+    /// failure's reason goes to the log only; the page says "wrong user name or password"
+    /// whatever it was.
+    fn primary_authentication(&self, user: &str, password: &str) -> bool {
+        match self.config.primary.method {
+            PrimaryMethod::UsersFile => self.users.verify(user, password).is_some(),
+            PrimaryMethod::Pam => {
+                // PAM user names become `sub` and store keys like any other.
+                if !crate::users::valid_user_name(user) {
+                    return false;
+                }
+                match crate::pam::authenticate(&self.config.primary.pam_service, user, password) {
+                    Ok(()) => true,
+                    Err(e) => {
+                        eprintln!("habitus-oidc: PAM login of {user:?} refused: {e}");
+                        false
+                    }
+                }
+            }
+        }
     }
 
     /// POST /login/totp.

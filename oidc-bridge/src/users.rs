@@ -8,6 +8,10 @@
 //! name = "Alice Example"                            # optional display name
 //! ```
 //!
+//! With `[primary] method = "pam"` the password is checked by PAM and an entry needs no
+//! `password`: it only carries the TOTP secret and the display name
+//! (`habitus-oidc user add --no-password --totp alice`).
+//!
 //! Behaviour is never the only signal: a login always needs the password first.
 
 use std::collections::BTreeMap;
@@ -30,7 +34,9 @@ pub struct UsersFile {
 #[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct User {
-    pub password: String,
+    /// PHC string (argon2id). Absent: this user cannot sign in with `method = "users-file"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,7 +96,11 @@ impl UsersFile {
             if !valid_user_name(name) {
                 return Err(err(format!("invalid user name {name:?}")));
             }
-            if PasswordHash::new(&user.password).is_err() {
+            if user
+                .password
+                .as_deref()
+                .is_some_and(|p| PasswordHash::new(p).is_err())
+            {
                 return Err(err(format!(
                     "users.{name}.password is not a PHC hash string"
                 )));
@@ -128,17 +138,18 @@ impl UsersFile {
         std::fs::rename(&tmp, path).map_err(|e| err(e.to_string()))
     }
 
-    /// Adds or replaces `name` with an argon2id hash of `password`.
+    /// Adds or replaces `name` with an argon2id hash of `password` (`None`: an entry for
+    /// PAM users, holding only the TOTP secret and name).
     pub fn set(
         &mut self,
         name: &str,
-        password: &str,
+        password: Option<&str>,
         totp: Option<String>,
     ) -> Result<(), UsersError> {
         if !valid_user_name(name) {
             return Err(UsersError::BadName(name.to_string()));
         }
-        let hash = hash_password(password)?;
+        let hash = password.map(hash_password).transpose()?;
         let previous_name = self.users.get(name).and_then(|u| u.name.clone());
         self.users.insert(
             name.to_string(),
@@ -155,9 +166,12 @@ impl UsersFile {
     /// verified), so response time does not reveal which names exist.
     pub fn verify(&self, name: &str, password: &str) -> Option<&User> {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let user = self.users.get(name);
-        let hash = match user {
-            Some(u) => u.password.clone(),
+        // Only a user with a password hash can pass: an entry without one (PAM users) is
+        // checked against the dummy hash like an unknown name, and refused whatever the
+        // result, so the dummy's own password opens nothing.
+        let user = self.users.get(name).filter(|u| u.password.is_some());
+        let hash = match user.and_then(|u| u.password.clone()) {
+            Some(h) => h,
             None => DUMMY
                 .get_or_init(|| hash_password("dummy password").unwrap_or_default())
                 .clone(),
@@ -196,11 +210,13 @@ mod tests {
         let mut f = UsersFile::load(&path).expect("missing = empty");
         f.set(
             "alice",
-            "correct horse",
+            Some("correct horse"),
             Some("JBSWY3DPEHPK3PXPJBSW".into()),
         )
         .expect("set");
-        assert!(f.set("bad name", "x", None).is_err());
+        f.set("pamuser", None, Some("JBSWY3DPEHPK3PXPJBSW".into()))
+            .expect("set without password");
+        assert!(f.set("bad name", Some("x"), None).is_err());
         f.save(&path).expect("save");
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.contains("$argon2id$") && !text.contains("correct horse"));
@@ -208,6 +224,10 @@ mod tests {
         assert!(f.verify("alice", "correct horse").is_some());
         assert!(f.verify("alice", "wrong").is_none());
         assert!(f.verify("bob", "correct horse").is_none());
+        // An entry without a password (PAM users) never passes the users-file check.
+        assert!(f.users["pamuser"].totp.is_some());
+        assert!(f.verify("pamuser", "").is_none());
+        assert!(f.verify("pamuser", "dummy password").is_none());
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
         assert!(UsersFile::load(&path)
             .unwrap_err()

@@ -53,12 +53,11 @@ pub fn start(extra: &str) -> TestProvider {
     start_at(extra, listener, format!("http://127.0.0.1:{port}"))
 }
 
-/// A running provider on `listener` that calls itself `issuer` (e.g. the address of a
-/// recording proxy in front of it).
-pub fn start_at(extra: &str, listener: std::net::TcpListener, issuer: String) -> TestProvider {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let port = listener.local_addr().expect("addr").port();
-    let text = format!(
+/// The test configuration: clients `rp` (RS256) and `rp-ed` (EdDSA), both redirecting to
+/// `http://127.0.0.1:9/cb`, the keystroke plugin, state in `state`; `extra` goes before
+/// the clients (top-level keys, or tables).
+pub fn config_text(issuer: &str, state: &std::path::Path, extra: &str) -> String {
+    format!(
         r#"version = 1
 issuer = "{issuer}"
 state_dir = {state:?}
@@ -77,15 +76,23 @@ secret = "{SECRET}"
 redirect_uris = ["http://127.0.0.1:9/cb"]
 id_token_signed_response_alg = "EdDSA"
 "#,
-        state = dir.path().display().to_string(),
+        state = state.display().to_string(),
         plugins = plugin_dir().display().to_string(),
-    );
+    )
+}
+
+/// A running provider on `listener` that calls itself `issuer` (e.g. the address of a
+/// recording proxy in front of it).
+pub fn start_at(extra: &str, listener: std::net::TcpListener, issuer: String) -> TestProvider {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = listener.local_addr().expect("addr").port();
+    let text = config_text(&issuer, dir.path(), extra);
     let config = habitus_oidc::Config::parse(&text).expect("config");
     let mut users = habitus_oidc::users::UsersFile::default();
     users
-        .set("alice", PASSWORD, Some(TOTP.into()))
+        .set("alice", Some(PASSWORD), Some(TOTP.into()))
         .expect("alice");
-    users.set("bob", PASSWORD, None).expect("bob");
+    users.set("bob", Some(PASSWORD), None).expect("bob");
     users
         .save(&config.state_path(&config.users_file))
         .expect("save users");
