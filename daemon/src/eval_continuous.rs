@@ -40,6 +40,11 @@ pub struct ContinuousArgs {
     /// Aalto impostor streams per participant.
     #[arg(long, default_value_t = 10)]
     impostors: usize,
+    /// CMU enrolment repetitions (the rest of each subject's 400 are the genuine stream).
+    /// 200 is Killourhy & Maxion's split; 5 matches habitus-oidc, whose profile is built
+    /// from the first five logins.
+    #[arg(long, default_value_t = 200)]
+    cmu_train: usize,
     /// CMU impostor repetitions per impostor stream.
     #[arg(long, default_value_t = 50)]
     impostor_reps: usize,
@@ -138,13 +143,15 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
     if args.cmu.as_os_str() != "none" {
         let data = fixed_text::load(&args.cmu).with_context(|| "loading the CMU data")?;
         let protocol = fixed_text::Protocol {
-            train: 200,
+            train: args.cmu_train,
             impostor_reps: args.impostor_reps,
         };
         let users = fixed_text::streams(&library, &data, protocol, threads, progress)?;
         reports.push(report(
             &format!(
-                "CMU: enrol reps 1-200 (habitus detector, population from the other half); genuine = reps 201-400; impostors = first {} reps of each other subject of the same half",
+                "CMU: enrol reps 1-{} (habitus detector, population from the other half); genuine = reps {}-400; impostors = first {} reps of each other subject of the same half",
+                args.cmu_train,
+                args.cmu_train + 1,
                 args.impostor_reps
             ),
             "one password repetition",

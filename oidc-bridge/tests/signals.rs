@@ -101,10 +101,15 @@ fn dead_port() -> u16 {
 }
 
 fn config(rport: u16, down: u16) -> String {
+    config_revoking(rport, down, true)
+}
+
+fn config_revoking(rport: u16, down: u16, revoke_on_drift: bool) -> String {
     format!(
         r#"
 [signals]
 timeout_ms = 1500
+revoke_on_drift = {revoke_on_drift}
 [[signals.ssf_receivers]]
 id = "siem"
 token = "{RECEIVER_TOKEN}"
@@ -493,15 +498,9 @@ fn end_session_sends_logout_tokens_and_session_revoked() {
     assert_eq!(log.lock().expect("log").len(), got.len());
 }
 
-#[test]
-fn behaviour_drift_in_a_live_session_revokes_it() {
-    let (rport, log) = receiver();
-    let p = start(&config(rport, dead_port()));
-    let issuer = p.issuer.as_str();
-    enrol(issuer, "alice", 5);
-    create_stream(issuer, rport);
-
-    // An impostor's rhythm at login, stepped up with TOTP: a loa:2 session for rp-bc.
+/// An impostor's rhythm at login, stepped up with TOTP: a loa:2 session of alice for
+/// `rp-bc`. Returns (cookie, sid, access token).
+fn stepped_up_session(issuer: &str) -> (String, String, String) {
     let pk = pkce();
     let r = browser_login(
         issuer,
@@ -534,21 +533,36 @@ fn behaviour_drift_in_a_live_session_revokes_it() {
     let sid = id_claims["sid"].as_str().expect("sid").to_string();
     let at = t["access_token"].as_str().expect("at").to_string();
 
-    // Live batches without a cookie, or for another cookie, are refused.
-    let live = |seq: u64, login: u64, cookie: Option<&str>| {
-        let c = cookie.map(|c| format!("habitus_oidc_session={c}"));
-        let mut hs = vec![("Content-Type", "application/json")];
-        if let Some(c) = &c {
-            hs.push(("Cookie", c.as_str()));
-        }
-        let body = json!({"seq": seq, "events": typist(12, 150.0, 330.0, 77, login)});
-        http(
-            "POST",
-            &format!("{issuer}/collect"),
-            &hs,
-            body.to_string().as_bytes(),
-        )
-    };
+    (cookie, sid, at)
+}
+
+/// POSTs one live batch (an impostor's password entry) for the session `cookie`.
+fn live_batch(issuer: &str, seq: u64, login: u64, cookie: Option<&str>) -> Reply {
+    let c = cookie.map(|c| format!("habitus_oidc_session={c}"));
+    let mut hs = vec![("Content-Type", "application/json")];
+    if let Some(c) = &c {
+        hs.push(("Cookie", c.as_str()));
+    }
+    let body = json!({"seq": seq, "events": typist(12, 150.0, 330.0, 77, login)});
+    http(
+        "POST",
+        &format!("{issuer}/collect"),
+        &hs,
+        body.to_string().as_bytes(),
+    )
+}
+
+#[test]
+fn behaviour_drift_in_a_live_session_revokes_it() {
+    let (rport, log) = receiver();
+    let p = start(&config(rport, dead_port()));
+    let issuer = p.issuer.as_str();
+    enrol(issuer, "alice", 5);
+    create_stream(issuer, rport);
+
+    let (cookie, sid, at) = stepped_up_session(issuer);
+    let live = |seq: u64, login: u64, cookie: Option<&str>| live_batch(issuer, seq, login, cookie);
+
     assert_eq!(live(0, 10, None).status, 401);
     assert_eq!(live(0, 10, Some("not-a-session")).status, 404);
     assert_eq!(live(5, 10, Some(&cookie)).status, 409, "seq starts at 0");
@@ -604,4 +618,48 @@ fn behaviour_drift_in_a_live_session_revokes_it() {
         b"",
     );
     assert_eq!(ui.status, 401);
+}
+
+#[test]
+fn behaviour_drift_without_revocation_lowers_the_level_and_keeps_the_session() {
+    let (rport, log) = receiver();
+    // The default: revoke_on_drift = false.
+    assert!(!habitus_oidc::config::SignalsConfig::default().revoke_on_drift);
+    let p = start(&config_revoking(rport, dead_port(), false));
+    let issuer = p.issuer.as_str();
+    enrol(issuer, "alice", 5);
+    create_stream(issuer, rport);
+    let (cookie, _sid, at) = stepped_up_session(issuer);
+
+    // The impostor keeps typing: every batch is taken, the session stays.
+    for seq in 0..12u64 {
+        let r = live_batch(issuer, seq, 20 + seq, Some(&cookie));
+        assert_eq!(r.status, 204, "batch {seq}: {}", r.text());
+    }
+    let ui = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("Bearer {at}"))],
+        b"",
+    );
+    assert_eq!(ui.status, 200, "{}", ui.text());
+    let claims = ui.json();
+    assert_eq!(claims["urn:habitus:behavior"]["state"], "drift", "{claims}");
+
+    // Relying parties heard that the level went down to loa:0, and nothing was revoked.
+    let got = wait_for(&log, "assurance-level-change to loa:0", |g| {
+        sets(issuer, g)
+            .iter()
+            .any(|(e, c)| e == ASSURANCE && c["current_level"] == "urn:habitus:loa:0")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let got_now = log.lock().expect("log").clone();
+    assert!(got_now.len() >= got.len());
+    assert!(!got_now.iter().any(|r| r.path == "/bcl"), "no logout token");
+    assert!(
+        !sets(issuer, &got_now)
+            .iter()
+            .any(|(e, _)| e == SESSION_REVOKED),
+        "no session-revoked"
+    );
 }
