@@ -17,7 +17,10 @@
 //!
 //! The load generator runs in the same process on the same cores as the provider, so the
 //! figures are a lower bound of what the provider alone does; "per core" divides by all
-//! cores of the machine.
+//! cores of the machine. When `wrk` is installed (Debian `wrk`), the `/token` variants are
+//! measured a second time by wrk in its own process (2 threads, the same connections, a
+//! Lua script that rotates each connection's refresh token), which costs the machine far
+//! less than 64 blocking client threads. Not in the smoke run.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -163,6 +166,82 @@ fn run(port: u16, client: &'static str, tokens: Vec<String>, duration: Duration)
     }
 }
 
+/// wrk's Lua script: each of wrk's 2 threads starts with every other token; a request
+/// takes a token from its thread's queue, and the response puts the rotated one back.
+const WRK_SCRIPT: &str = r#"
+local counter = 0
+function setup(thread)
+  thread:set("id", counter)
+  counter = counter + 1
+end
+function init(args)
+  queue = {}
+  for i, t in ipairs(TOKENS) do
+    if (i - 1) % 2 == id then table.insert(queue, t) end
+  end
+end
+function request()
+  local t = table.remove(queue) or "none"
+  return wrk.format("POST", "/token", {
+    ["Authorization"] = AUTH,
+    ["Content-Type"] = "application/x-www-form-urlencoded",
+  }, "grant_type=refresh_token&refresh_token=" .. t)
+end
+function response(status, headers, body)
+  local t = body:match('"refresh_token":"([^"]+)"')
+  if t then table.insert(queue, t) end
+end
+"#;
+
+/// The `/token` variant again with wrk as the load generator, if wrk is installed.
+/// Returns wrk's summary lines (requests/s, latency percentiles, errors).
+fn run_wrk(port: u16, client: &str, tokens: &[String], secs: u64) -> Option<String> {
+    let found = std::process::Command::new("wrk")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        return None;
+    }
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{client}:{}", common::SECRET));
+    let list: Vec<String> = tokens.iter().map(|t| format!("{t:?}")).collect();
+    let script = format!(
+        "TOKENS = {{{}}}\nAUTH = \"Basic {basic}\"\n{WRK_SCRIPT}",
+        list.join(",")
+    );
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("refresh.lua");
+    std::fs::write(&path, script).expect("wrk script");
+    let out = std::process::Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{}", tokens.len() - 8),
+            &format!("-d{secs}s"),
+        ])
+        .args(["--latency", "-s"])
+        .arg(&path)
+        .arg(format!("http://127.0.0.1:{port}/token"))
+        .output()
+        .expect("running wrk");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let keep: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            let l = l.trim_start();
+            l.starts_with("50%")
+                || l.starts_with("99%")
+                || l.starts_with("Requests/sec")
+                || l.starts_with("Non-2xx")
+                || l.starts_with("Socket errors")
+                || l.contains("requests in")
+        })
+        .collect();
+    Some(keep.join("\n"))
+}
+
 /// Password entries per live batch (24 key events each, 5 s apart). One: the live path
 /// scores the last stroke per key position of a batch, so more entries per batch would
 /// count events that are accepted but not scored.
@@ -290,6 +369,16 @@ fn main() {
         let tokens: Vec<String> = (0..connections)
             .map(|i| refresh_token(&provider.issuer, client, i))
             .collect();
+        // Fresh sessions for wrk (the tokens above are rotated by the in-process run),
+        // with spares: wrk calls request() once per thread before it connects, and the
+        // token taken then is never sent.
+        let wrk_tokens: Vec<String> = if smoke {
+            Vec::new()
+        } else {
+            (0..connections + 8)
+                .map(|i| refresh_token(&provider.issuer, client, 1000 + i))
+                .collect()
+        };
         let o = run(provider.port, client, tokens, Duration::from_secs(secs));
         let rate = o.requests as f64 / o.elapsed.as_secs_f64();
         println!(
@@ -301,6 +390,14 @@ fn main() {
             percentile(&o.latencies_us, 1.0),
             o.requests
         );
+        if !smoke {
+            match run_wrk(provider.port, client, &wrk_tokens, secs) {
+                Some(summary) => println!(
+                    "  the same with wrk as the load generator (2 threads, own process):\n{summary}"
+                ),
+                None => println!("  (wrk is not installed: no second measurement)"),
+            }
+        }
     }
 
     // /collect: one SSO session of bob per connection (live state is per session); bob
