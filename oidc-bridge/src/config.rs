@@ -132,8 +132,8 @@ pub struct ClientConfig {
     #[serde(default = "default_alg")]
     pub id_token_signed_response_alg: Alg,
     /// OpenID Connect Back-Channel Logout 1.0: where Logout Tokens are POSTed when a
-    /// session this client received tokens in ends. `http://` only (no TLS client in
-    /// this build); no fragment.
+    /// session this client received tokens in ends. `https://` (verified against
+    /// `signals.ca_file`) or `http://`; no fragment.
     #[serde(default)]
     pub backchannel_logout_uri: Option<String>,
     /// The client needs `sid` in Logout Tokens. Always honoured: every Logout Token
@@ -252,6 +252,9 @@ pub struct SignalsConfig {
     pub revoke_on_drift: bool,
     /// Shared Signals receivers allowed to configure a stream (one stream each).
     pub ssf_receivers: Vec<SsfReceiver>,
+    /// PEM file of the CA certificates that `https://` delivery URLs must chain to
+    /// (relative paths are relative to `state_dir`). Default: Debian's system bundle.
+    pub ca_file: PathBuf,
 }
 
 impl Default for SignalsConfig {
@@ -260,6 +263,7 @@ impl Default for SignalsConfig {
             timeout_ms: 5000,
             revoke_on_drift: false,
             ssf_receivers: Vec::new(),
+            ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
         }
     }
 }
@@ -283,17 +287,14 @@ impl SsfReceiver {
     }
 }
 
-/// A delivery URL this build can push to: `http://host[:port]/path`, no fragment, no
-/// userinfo. `https` needs a TLS client, which is not in this build.
+/// A delivery URL: `https://host[:port]/path` (TLS, verified against `signals.ca_file`)
+/// or `http://…` (for loopback or a private network), no fragment, no userinfo.
 pub fn check_push_url(uri: &str) -> Result<url::Url, String> {
     let u = url::Url::parse(uri).map_err(|e| format!("{uri:?} is not a URL: {e}"))?;
-    if u.scheme() == "https" {
+    if u.scheme() != "https" && u.scheme() != "http" {
         return Err(format!(
-            "{uri:?}: https delivery is not supported by this build (no TLS client); use http:// on a loopback or private network, or a local TLS-terminating forwarder"
+            "{uri:?}: only https:// and http:// delivery URLs are supported"
         ));
-    }
-    if u.scheme() != "http" {
-        return Err(format!("{uri:?}: only http:// delivery URLs are supported"));
     }
     if !matches!(u.host_str(), Some(h) if !h.is_empty()) {
         return Err(format!("{uri:?}: no host"));
@@ -547,12 +548,12 @@ redirect_uris = ["http://127.0.0.1:9000/cb"]
                 "collect_origins",
             ),
             (
-                format!("{MINIMAL}backchannel_logout_uri = \"https://rp.example/bcl\""),
-                "no TLS client",
+                format!("{MINIMAL}backchannel_logout_uri = \"https://user:pw@rp.example/bcl\""),
+                "user:password",
             ),
             (
                 format!("{MINIMAL}backchannel_logout_uri = \"ftp://rp.example/bcl\""),
-                "only http://",
+                "only https:// and http://",
             ),
             (
                 format!("{MINIMAL}backchannel_logout_session_required = true"),

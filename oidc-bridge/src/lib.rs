@@ -55,7 +55,30 @@ pub fn build(config: Config) -> anyhow::Result<Provider> {
             }
         }
     };
-    Ok(Provider::new(config, keys, users, db, behavior))
+    // https:// deliveries need the CA file; a configured https back-channel logout URI
+    // without one is a start-up error, an SSF stream's is logged at each delivery.
+    let signals_tls = signals::tls_client(&config.state_path(&config.signals.ca_file));
+    if let Err(e) = &signals_tls {
+        let https_client = config.clients.iter().find(|c| {
+            c.backchannel_logout_uri
+                .as_deref()
+                .is_some_and(|u| u.starts_with("https://"))
+        });
+        if let Some(c) = https_client {
+            anyhow::bail!(
+                "clients.{}: https back-channel logout needs signals.ca_file: {e}",
+                c.id
+            );
+        }
+    }
+    Ok(Provider::new(
+        config,
+        keys,
+        users,
+        db,
+        behavior,
+        signals_tls,
+    ))
 }
 
 /// Serves `provider` on `listener` until the future is dropped or the process ends.

@@ -146,6 +146,8 @@ pub struct Provider {
     txs: Mutex<HashMap<String, LoginTx>>,
     codes: Mutex<HashMap<String, CodeGrant>>,
     totp_used: Mutex<HashMap<String, u64>>,
+    /// The TLS client of `https://` signal deliveries, or why there is none.
+    pub(crate) signals_tls: Result<crate::signals::TlsClient, String>,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -198,8 +200,10 @@ impl Provider {
         users: UsersFile,
         db: Db,
         behavior: Option<BehaviorEngine>,
+        signals_tls: Result<crate::signals::TlsClient, String>,
     ) -> Provider {
         Provider {
+            signals_tls,
             config,
             keys,
             users,

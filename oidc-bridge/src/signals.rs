@@ -4,9 +4,9 @@
 //! Delivery never blocks the request that caused it: each token is POSTed from a spawned
 //! tokio task with the configured timeout, and failures are logged (URL without query, the
 //! HTTP status or the error), never retried. The HTTP client is a small HTTP/1.1 writer over
-//! `tokio::net::TcpStream`: there is no HTTP client crate in the tree, and no TLS client, so
-//! only `http://` delivery URLs are accepted (checked at configuration load and at stream
-//! creation).
+//! `tokio::net::TcpStream` (there is no HTTP client crate in the tree), wrapped in TLS
+//! (rustls with ring) for `https://` URLs: the server's certificate must chain to a CA of
+//! `signals.ca_file` and name the URL's host.
 
 use std::time::Duration;
 
@@ -81,16 +81,51 @@ pub struct Delivery {
     pub what: String,
 }
 
+/// How deliveries travel: the timeout, and the TLS client for `https://` URLs (or why
+/// there is none: the CA file could not be read).
+#[derive(Clone)]
+pub struct Transport {
+    pub timeout: Duration,
+    pub tls: Result<TlsClient, String>,
+}
+
+pub type TlsClient = std::sync::Arc<tokio_rustls::rustls::ClientConfig>;
+
+/// A TLS client that trusts the CA certificates in the PEM file `ca_file` (TLS 1.2 and
+/// 1.3, ring as the crypto provider, no client certificate).
+pub fn tls_client(ca_file: &std::path::Path) -> Result<TlsClient, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    let name = ca_file.display();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(ca_file)
+        .map_err(|e| format!("CA file {name}: {e}"))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("CA file {name}: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("CA file {name}: no usable CA certificate"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS client: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(std::sync::Arc::new(config))
+}
+
 /// Sends `deliveries` in the background (tokio tasks; a thread with its own runtime when
 /// called outside one). Returns at once.
-pub fn dispatch(deliveries: Vec<Delivery>, timeout: Duration) {
+pub fn dispatch(deliveries: Vec<Delivery>, transport: Transport) {
     if deliveries.is_empty() {
         return;
     }
     match tokio::runtime::Handle::try_current() {
         Ok(h) => {
             for d in deliveries {
-                h.spawn(deliver(d, timeout));
+                h.spawn(deliver(d, transport.clone()));
             }
         }
         Err(_) => {
@@ -101,7 +136,7 @@ pub fn dispatch(deliveries: Vec<Delivery>, timeout: Duration) {
                 {
                     Ok(rt) => rt.block_on(async move {
                         for d in deliveries {
-                            deliver(d, timeout).await;
+                            deliver(d, transport.clone()).await;
                         }
                     }),
                     Err(e) => eprintln!("habitus-oidc: signals: no runtime: {e}"),
@@ -122,10 +157,17 @@ fn loggable(url: &str) -> String {
     }
 }
 
-async fn deliver(d: Delivery, timeout: Duration) {
+async fn deliver(d: Delivery, transport: Transport) {
+    let timeout = transport.timeout;
     let result = tokio::time::timeout(
         timeout,
-        post(&d.url, d.content_type, d.authorization.as_deref(), &d.body),
+        post(
+            &d.url,
+            d.content_type,
+            d.authorization.as_deref(),
+            &d.body,
+            &transport.tls,
+        ),
     )
     .await;
     let ok = |s: u16| {
@@ -156,12 +198,14 @@ async fn deliver(d: Delivery, timeout: Duration) {
     }
 }
 
-/// One HTTP/1.1 POST (`Connection: close`) over a plain TCP connection; returns the status.
+/// One HTTP/1.1 POST (`Connection: close`) over TCP, or TLS for `https://`; returns the
+/// status.
 pub async fn post(
     url: &str,
     content_type: &str,
     authorization: Option<&str>,
     body: &[u8],
+    tls: &Result<TlsClient, String>,
 ) -> Result<u16, String> {
     let u = check_push_url(url)?;
     let host = u.host_str().ok_or("no host")?;
@@ -175,29 +219,47 @@ pub async fn post(
         Some(p) => format!("{host}:{p}"),
         None => host.to_string(),
     };
-    let mut stream = tokio::net::TcpStream::connect(format!("{host}:{port}"))
-        .await
-        .map_err(|e| format!("connect: {e}"))?;
-    let mut req = format!(
+    let mut head = format!(
         "POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: habitus-oidc\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
     );
     if let Some(a) = authorization {
-        req.push_str(&format!("Authorization: {a}\r\n"));
+        head.push_str(&format!("Authorization: {a}\r\n"));
     }
-    req.push_str("\r\n");
-    stream
-        .write_all(req.as_bytes())
+    head.push_str("\r\n");
+    // IPv6 literals come bracketed from the URL; connect() wants them bare.
+    let addr_host = host.trim_start_matches('[').trim_end_matches(']');
+    let tcp = tokio::net::TcpStream::connect((addr_host, port))
         .await
-        .map_err(|e| format!("send: {e}"))?;
-    stream
-        .write_all(body)
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let mut head = Vec::new();
+        .map_err(|e| format!("connect: {e}"))?;
+    if u.scheme() == "https" {
+        let config = tls.as_ref().map_err(|e| format!("no TLS client: {e}"))?;
+        let name = tokio_rustls::rustls::pki_types::ServerName::try_from(addr_host.to_string())
+            .map_err(|e| format!("TLS server name {host:?}: {e}"))?;
+        let mut stream = tokio_rustls::TlsConnector::from(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        exchange(&mut stream, head.as_bytes(), body).await
+    } else {
+        let mut stream = tcp;
+        exchange(&mut stream, head.as_bytes(), body).await
+    }
+}
+
+/// Writes the request and reads the answer's status line.
+async fn exchange<S>(stream: &mut S, head: &[u8], body: &[u8]) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let send = |e: std::io::Error| format!("send: {e}");
+    stream.write_all(head).await.map_err(send)?;
+    stream.write_all(body).await.map_err(send)?;
+    stream.flush().await.map_err(send)?;
+    let mut answer = Vec::new();
     let mut buf = [0u8; 1024];
-    while !head.windows(2).any(|w| w == b"\r\n") {
-        if head.len() > MAX_ANSWER_HEAD {
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        if answer.len() > MAX_ANSWER_HEAD {
             return Err("answer has no status line".into());
         }
         let n = stream
@@ -207,9 +269,9 @@ pub async fn post(
         if n == 0 {
             return Err("connection closed without an answer".into());
         }
-        head.extend_from_slice(&buf[..n]);
+        answer.extend_from_slice(&buf[..n]);
     }
-    let line = String::from_utf8_lossy(&head);
+    let line = String::from_utf8_lossy(&answer);
     let mut parts = line.split(' ');
     match (
         parts.next(),
@@ -462,8 +524,11 @@ impl Provider {
         out
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.config.signals.timeout_ms)
+    fn transport(&self) -> Transport {
+        Transport {
+            timeout: Duration::from_millis(self.config.signals.timeout_ms),
+            tls: self.signals_tls.clone(),
+        }
     }
 
     /// Ends session `sid` (and its refresh tokens), then tells the clients that received
@@ -494,7 +559,7 @@ impl Provider {
                 "reason_admin": {"en": why.reason()},
             }),
         ));
-        dispatch(out, self.timeout());
+        dispatch(out, self.transport());
     }
 
     /// CAEP `assurance-level-change` for a live session whose `acr` moved.
@@ -511,7 +576,7 @@ impl Provider {
                 "initiating_entity": "policy",
             }),
         );
-        dispatch(out, self.timeout());
+        dispatch(out, self.transport());
     }
 }
 
@@ -648,7 +713,7 @@ mod tests {
         for (body, needle) in [
             ("not json".to_string(), "malformed"),
             (json!({"delivery": {"method": "urn:ietf:rfc:8936", "endpoint_url": "http://a/"}}).to_string(), "push"),
-            (json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "https://a/"}}).to_string(), "TLS"),
+            (json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "ftp://a/"}}).to_string(), "https://"),
             (json!({"delivery": {"method": PUSH_DELIVERY}}).to_string(), "endpoint_url"),
             (json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "http://a/"}, "iss": "x"}).to_string(), "iss"),
             (json!({"delivery": {"method": PUSH_DELIVERY, "endpoint_url": "http://a/", "authorization_header": "a\r\nb"}}).to_string(), "authorization_header"),

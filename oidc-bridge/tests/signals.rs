@@ -50,14 +50,10 @@ fn record(log: &Log, path: &str, headers: &HeaderMap, body: &Bytes) {
     });
 }
 
-/// The relying party's / receiver's server: `/bcl` answers 200, `/ssf` 202, `/slow` after
+/// The relying party's / receiver's routes: `/bcl` answers 200, `/ssf` 202, `/slow` after
 /// 30 s.
-fn receiver() -> (u16, Log) {
-    let log: Log = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.set_nonblocking(true).expect("nonblocking");
-    let port = listener.local_addr().expect("addr").port();
-    let app = axum::Router::new()
+fn receiver_app(log: Log) -> axum::Router {
+    axum::Router::new()
         .route(
             "/bcl",
             post(|State(l): State<Log>, h: HeaderMap, b: Bytes| async move {
@@ -80,18 +76,120 @@ fn receiver() -> (u16, Log) {
                 StatusCode::OK
             }),
         )
-        .with_state(log.clone());
+        .with_state(log)
+}
+
+/// Runs `serve` on a thread with its own runtime.
+fn spawn_server<F: std::future::Future<Output = ()> + Send + 'static>(serve: F) {
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let l = tokio::net::TcpListener::from_std(listener).expect("listener");
-            axum::serve(l, app).await.expect("serve");
-        });
+            .expect("runtime")
+            .block_on(serve);
+    });
+}
+
+/// The receiver over plain HTTP on a loopback port.
+fn receiver() -> (u16, Log) {
+    let log: Log = Arc::default();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let app = receiver_app(log.clone());
+    spawn_server(async move {
+        let l = tokio::net::TcpListener::from_std(listener).expect("listener");
+        axum::serve(l, app).await.expect("serve");
     });
     (port, log)
+}
+
+/// A new CA and a certificate it signed for `127.0.0.1`: (the CA's PEM, the certificate,
+/// its key).
+fn test_pki(
+    ca_name: &str,
+) -> (
+    String,
+    tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+) {
+    let ca_key = rcgen::KeyPair::generate().expect("CA key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, ca_name);
+    let ca_cert = ca.self_signed(&ca_key).expect("CA certificate");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .expect("params")
+        .signed_by(&key, &ca_cert, &ca_key)
+        .expect("certificate");
+    let key_der = tokio_rustls::rustls::pki_types::PrivateKeyDer::try_from(key.serialize_der())
+        .expect("key DER");
+    (ca_cert.pem(), leaf.der().clone(), key_der)
+}
+
+/// A TCP listener that completes a TLS handshake before handing the connection to axum;
+/// failed handshakes are dropped (and counted).
+struct TlsListener {
+    inner: tokio::net::TcpListener,
+    acceptor: tokio_rustls::TlsAcceptor,
+    failed_handshakes: Arc<Mutex<u32>>,
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = tokio_rustls::server::TlsStream<tokio::net::TcpStream>;
+    type Addr = std::net::SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            let Ok((tcp, addr)) = self.inner.accept().await else {
+                continue;
+            };
+            match self.acceptor.accept(tcp).await {
+                Ok(tls) => return (tls, addr),
+                Err(_) => *self.failed_handshakes.lock().expect("count") += 1,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        self.inner.local_addr()
+    }
+}
+
+/// The receiver over HTTPS with this certificate: (port, log, failed handshakes).
+fn tls_receiver(
+    cert: tokio_rustls::rustls::pki_types::CertificateDer<'static>,
+    key: tokio_rustls::rustls::pki_types::PrivateKeyDer<'static>,
+) -> (u16, Log, Arc<Mutex<u32>>) {
+    use tokio_rustls::rustls;
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("protocols")
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .expect("server certificate");
+    let log: Log = Arc::default();
+    let failed = Arc::new(Mutex::new(0));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    let app = receiver_app(log.clone());
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let failed_handshakes = failed.clone();
+    spawn_server(async move {
+        let inner = tokio::net::TcpListener::from_std(listener).expect("listener");
+        let l = TlsListener {
+            inner,
+            acceptor,
+            failed_handshakes,
+        };
+        axum::serve(l, app).await.expect("serve");
+    });
+    (port, log, failed)
 }
 
 /// A loopback port nobody listens on.
@@ -259,10 +357,14 @@ fn stream_request(issuer: &str, method: &str, bearer: Option<&str>, body: &Value
 }
 
 fn create_stream(issuer: &str, rport: u16) -> Value {
+    create_stream_at(issuer, &format!("http://127.0.0.1:{rport}/ssf"))
+}
+
+fn create_stream_at(issuer: &str, endpoint_url: &str) -> Value {
     let body = json!({
         "delivery": {
             "method": "urn:ietf:rfc:8935",
-            "endpoint_url": format!("http://127.0.0.1:{rport}/ssf"),
+            "endpoint_url": endpoint_url,
             "authorization_header": "Bearer push-secret",
         },
         "events_requested": [SESSION_REVOKED, ASSURANCE],
@@ -354,8 +456,8 @@ fn discovery_and_stream_configuration() {
             "push delivery",
         ),
         (
-            json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "https://siem.example/x"}}),
-            "TLS",
+            json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "ftp://siem.example/x"}}),
+            "https://",
         ),
         (
             json!({"delivery": {"method": "urn:ietf:rfc:8935", "endpoint_url": "not a url"}}),
@@ -661,5 +763,114 @@ fn behaviour_drift_without_revocation_lowers_the_level_and_keeps_the_session() {
             .iter()
             .any(|(e, _)| e == SESSION_REVOKED),
         "no session-revoked"
+    );
+}
+
+#[test]
+fn https_deliveries_verify_the_receivers_certificate() {
+    let (ca_pem, cert, key) = test_pki("habitus test CA");
+    // A receiver whose certificate chains to a CA the provider was not told to trust.
+    let (_, rogue_cert, rogue_key) = test_pki("someone else's CA");
+    let (port, log, _) = tls_receiver(cert, key);
+    let (rogue_port, rogue_log, rogue_failed) = tls_receiver(rogue_cert, rogue_key);
+    let pki = tempfile::tempdir().expect("tempdir");
+    let ca_file = pki.path().join("ca.pem");
+    std::fs::write(&ca_file, &ca_pem).expect("CA file");
+    let extra = format!(
+        r#"
+[signals]
+timeout_ms = 3000
+ca_file = {ca:?}
+[[signals.ssf_receivers]]
+id = "siem"
+token = "{RECEIVER_TOKEN}"
+audience = "https://siem.example"
+
+[[clients]]
+id = "rp-tls"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "https://127.0.0.1:{port}/bcl"
+
+[[clients]]
+id = "rp-rogue"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "https://127.0.0.1:{rogue_port}/bcl"
+"#,
+        ca = ca_file.display().to_string()
+    );
+    let p = start(&extra);
+    let issuer = p.issuer.as_str();
+    create_stream_at(issuer, &format!("https://127.0.0.1:{port}/ssf"));
+
+    // One SSO session with tokens for both clients, then end it.
+    let pk = pkce();
+    let r = browser_login(issuer, "rp-tls", "alice", &[], Vec::new(), &pk, "n");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = cookie_of(&r);
+    let t = exchange(issuer, "rp-tls", &r.location_query()["code"], &pk).json();
+    let id_token = t["id_token"].as_str().expect("id_token").to_string();
+    let sid = claims_of(&id_token)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let pk = pkce();
+    let code = sso_code(issuer, "rp-rogue", &cookie, &pk);
+    assert_eq!(exchange(issuer, "rp-rogue", &code, &pk).status, 200);
+    let out = http(
+        "GET",
+        &format!("{issuer}/end_session?id_token_hint={id_token}"),
+        &[],
+        b"",
+    );
+    assert_eq!(out.status, 200);
+
+    // Over TLS to the trusted receiver: the Logout Token and the SET, both verified.
+    let got = wait_for(&log, "logout token and SET over https", |g| {
+        g.iter().any(|r| r.path == "/bcl") && g.iter().any(|r| r.path == "/ssf")
+    });
+    let bcl: Vec<&Received> = got.iter().filter(|r| r.path == "/bcl").collect();
+    assert_eq!(bcl.len(), 1, "{got:#?}");
+    check_logout_token(issuer, bcl[0], "rp-tls", &sid);
+    let s = sets(issuer, &got);
+    assert_eq!(s.len(), 1, "{s:?}");
+    assert_eq!(s[0].0, SESSION_REVOKED);
+
+    // The untrusted receiver saw a TLS handshake that the provider abandoned, and no
+    // request: the Logout Token was not sent to a server it could not authenticate.
+    let start = Instant::now();
+    while *rogue_failed.lock().expect("count") == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no handshake");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(rogue_log.lock().expect("log").is_empty());
+}
+
+#[test]
+fn https_back_channel_logout_without_a_ca_file_is_a_start_up_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = config_text(
+        "http://127.0.0.1:1",
+        dir.path(),
+        &format!(
+            r#"[signals]
+ca_file = "no-such-ca.pem"
+[[clients]]
+id = "rp-tls"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "https://rp.example/bcl"
+"#
+        ),
+    );
+    let config = habitus_oidc::Config::parse(&text).expect("the file itself is valid");
+    let e = habitus_oidc::build(config)
+        .err()
+        .expect("no CA file")
+        .to_string();
+    assert!(
+        e.contains("rp-tls") && e.contains("signals.ca_file") && e.contains("no-such-ca.pem"),
+        "{e}"
     );
 }
