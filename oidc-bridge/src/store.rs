@@ -98,20 +98,19 @@ impl Db {
     }
 
     pub fn put_session(&self, s: &SsoSession, cookie: &str) -> Result<(), DbError> {
-        self.conn.execute(
-            "INSERT INTO sessions (sid, cookie_hash, user, auth_time, acr, amr, behavior, expires)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                s.sid,
-                sha256(cookie.as_bytes()),
-                s.user,
-                s.auth_time,
-                s.acr,
-                serde_json::to_string(&s.amr).unwrap_or_default(),
-                serde_json::to_string(&s.behavior).unwrap_or_default(),
-                s.expires
-            ],
-        )?;
+        const SQL: &str = "INSERT INTO sessions
+             (sid, cookie_hash, user, auth_time, acr, amr, behavior, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+        self.conn.prepare_cached(SQL)?.execute(params![
+            s.sid,
+            sha256(cookie.as_bytes()),
+            s.user,
+            s.auth_time,
+            s.acr,
+            serde_json::to_string(&s.amr).unwrap_or_default(),
+            serde_json::to_string(&s.behavior).unwrap_or_default(),
+            s.expires
+        ])?;
         Ok(())
     }
 
@@ -131,32 +130,29 @@ impl Db {
 
     const COLS: &'static str = "sid, user, auth_time, acr, amr, behavior, expires";
 
+    // Statements on the token and login paths are prepared once per connection
+    // (`prepare_cached`): parsing SQL was a tenth of a refresh grant's CPU time.
+
     /// The live session named by a browser cookie.
     pub fn session_by_cookie(&self, cookie: &str, now: i64) -> Result<Option<SsoSession>, DbError> {
         Ok(self
             .conn
-            .query_row(
-                &format!(
-                    "SELECT {} FROM sessions WHERE cookie_hash = ?1 AND expires > ?2",
-                    Self::COLS
-                ),
-                params![sha256(cookie.as_bytes()), now],
-                Self::row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {} FROM sessions WHERE cookie_hash = ?1 AND expires > ?2",
+                Self::COLS
+            ))?
+            .query_row(params![sha256(cookie.as_bytes()), now], Self::row)
             .optional()?)
     }
 
     pub fn session(&self, sid: &str, now: i64) -> Result<Option<SsoSession>, DbError> {
         Ok(self
             .conn
-            .query_row(
-                &format!(
-                    "SELECT {} FROM sessions WHERE sid = ?1 AND expires > ?2",
-                    Self::COLS
-                ),
-                params![sid, now],
-                Self::row,
-            )
+            .prepare_cached(&format!(
+                "SELECT {} FROM sessions WHERE sid = ?1 AND expires > ?2",
+                Self::COLS
+            ))?
+            .query_row(params![sid, now], Self::row)
             .optional()?)
     }
 
@@ -187,14 +183,15 @@ impl Db {
         acr: &str,
         behavior: &BehaviorClaim,
     ) -> Result<bool, DbError> {
-        Ok(self.conn.execute(
-            "UPDATE sessions SET acr = ?2, behavior = ?3 WHERE sid = ?1",
-            params![
+        Ok(self
+            .conn
+            .prepare_cached("UPDATE sessions SET acr = ?2, behavior = ?3 WHERE sid = ?1")?
+            .execute(params![
                 sid,
                 acr,
                 serde_json::to_string(behavior).unwrap_or_default()
-            ],
-        )? > 0)
+            ])?
+            > 0)
     }
 
     /// The SSF stream of `receiver` (its configuration as JSON).
@@ -234,18 +231,19 @@ impl Db {
     }
 
     pub fn put_refresh(&self, token: &str, g: &RefreshGrant, expires: i64) -> Result<(), DbError> {
-        self.conn.execute(
-            "INSERT INTO refresh_tokens (token_hash, sid, client, scope, nonce, expires)
+        self.conn
+            .prepare_cached(
+                "INSERT INTO refresh_tokens (token_hash, sid, client, scope, nonce, expires)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![
+            )?
+            .execute(params![
                 sha256(token.as_bytes()),
                 g.sid,
                 g.client,
                 g.scope,
                 g.nonce,
                 expires
-            ],
-        )?;
+            ])?;
         Ok(())
     }
 
@@ -259,8 +257,10 @@ impl Db {
         let hash = sha256(token.as_bytes());
         let tx = self.conn.transaction()?;
         let row: Option<(String, String, String, Option<String>, i64, i64)> = tx
-            .query_row(
+            .prepare_cached(
                 "SELECT sid, client, scope, nonce, expires, used FROM refresh_tokens WHERE token_hash = ?1",
+            )?
+            .query_row(
                 [&hash],
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
@@ -273,10 +273,8 @@ impl Db {
             tx.commit()?;
             return Ok(None);
         }
-        tx.execute(
-            "UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1",
-            [&hash],
-        )?;
+        tx.prepare_cached("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1")?
+            .execute([&hash])?;
         tx.commit()?;
         if expires <= now {
             return Ok(None);
