@@ -64,6 +64,13 @@ enum UserCommand {
         /// holds the TOTP secret, so `--totp` is required.
         #[arg(long, requires = "totp")]
         no_password: bool,
+        /// Email address released with the `email` scope.
+        #[arg(long)]
+        email: Option<String>,
+        /// Mark the email address as verified (only if you verified it: relying parties
+        /// may create or link accounts by it).
+        #[arg(long, requires = "email")]
+        email_verified: bool,
     },
 }
 
@@ -111,6 +118,8 @@ fn main() -> anyhow::Result<()> {
                     users,
                     totp: with_totp,
                     no_password,
+                    email,
+                    email_verified,
                 },
         } => {
             let mut file = UsersFile::load(&users)?;
@@ -125,6 +134,9 @@ fn main() -> anyhow::Result<()> {
                 None
             };
             file.set(&name, password.as_deref(), secret.clone())?;
+            if email.is_some() {
+                file.set_email(&name, email.as_deref(), email_verified)?;
+            }
             file.save(&users)?;
             println!("{name}: stored in {}", users.display());
             if let Some(s) = secret {

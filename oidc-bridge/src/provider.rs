@@ -20,8 +20,8 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AccessToken, AdditionalClaims, Audience, AuthenticationContextClass,
-    AuthenticationMethodReference, EndUserName, EndUserUsername, IdToken, IdTokenClaims, IssuerUrl,
-    LocalizedClaim, Nonce, StandardClaims, SubjectIdentifier,
+    AuthenticationMethodReference, EndUserEmail, EndUserName, EndUserUsername, IdToken,
+    IdTokenClaims, IssuerUrl, LocalizedClaim, Nonce, StandardClaims, SubjectIdentifier,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -247,9 +247,9 @@ impl Provider {
             "id_token_signing_alg_values_supported": algs,
             "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
             "code_challenge_methods_supported": ["S256"],
-            "scopes_supported": ["openid", "profile", "offline_access"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
             "claims_supported": ["sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr",
-                "amr", "sid", "preferred_username", "name", BEHAVIOR_CLAIM],
+                "amr", "sid", "preferred_username", "name", "email", "email_verified", BEHAVIOR_CLAIM],
             "claims_parameter_supported": true,
             "request_parameter_supported": false,
             "request_uri_parameter_supported": false,
@@ -1064,6 +1064,11 @@ impl Provider {
                 standard = standard.set_name(Some(LocalizedClaim::from(EndUserName::new(name))));
             }
         }
+        if let Some((email, verified)) = self.email_of(&s.user, scope) {
+            standard = standard
+                .set_email(Some(EndUserEmail::new(email)))
+                .set_email_verified(Some(verified));
+        }
         let claims = IdTokenClaims::new(
             issuer,
             vec![Audience::new(client.id.clone())],
@@ -1139,7 +1144,21 @@ impl Provider {
                 out["name"] = name.into();
             }
         }
+        if let Some((email, verified)) = self.email_of(&session.user, scope) {
+            out["email"] = email.into();
+            out["email_verified"] = verified.into();
+        }
         Ok(out)
+    }
+
+    /// `email` and `email_verified` of `user` when `scope` holds `email` and the users
+    /// file has an address for the user.
+    fn email_of(&self, user: &str, scope: &str) -> Option<(String, bool)> {
+        if !scope.split(' ').any(|x| x == "email") {
+            return None;
+        }
+        let u = self.users.users.get(user)?;
+        Some((u.email.clone()?, u.email_verified))
     }
 
     /// GET/POST /end_session: ends the session named by the hint or the cookie.

@@ -6,6 +6,8 @@
 //! password = "$argon2id$v=19$m=19456,t=2,p=1$..."   # habitus-oidc user add alice
 //! totp = "JBSWY3DPEHPK3PXP"                         # base32, optional
 //! name = "Alice Example"                            # optional display name
+//! email = "alice@example.com"                       # optional, `email` scope
+//! email_verified = true                             # only if you verified it
 //! ```
 //!
 //! With `[primary] method = "pam"` the password is checked by PAM and an entry needs no
@@ -41,6 +43,14 @@ pub struct User {
     pub totp: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Released with the `email` scope. Some relying parties create accounts from it
+    /// (Okta just-in-time provisioning, Entra External ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Whether the address was verified by whoever added it: relying parties that link
+    /// or create accounts by email trust this, so set it only when it is true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
 }
 
 impl std::fmt::Debug for User {
@@ -48,6 +58,8 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("totp", &self.totp.as_ref().map(|_| "<redacted>"))
             .field("name", &self.name)
+            .field("email", &self.email)
+            .field("email_verified", &self.email_verified)
             .finish_non_exhaustive()
     }
 }
@@ -58,8 +70,28 @@ pub enum UsersError {
     File { path: PathBuf, reason: String },
     #[error("invalid user name {0:?}: use 1-64 characters of a-z A-Z 0-9 . _ @ -")]
     BadName(String),
+    #[error("no user {0:?} in the users file (add the user first)")]
+    NoSuchUser(String),
+    #[error("invalid email address {0:?}: use local@domain, at most 254 characters, no spaces")]
+    BadEmail(String),
     #[error("password hashing failed: {0}")]
     Hash(String),
+}
+
+/// A plausible address: one `@` with text on both sides, printable ASCII without spaces
+/// or quotes, at most 254 characters. (Deliverability is the verifier's business.)
+pub fn valid_email(e: &str) -> bool {
+    let mut parts = e.split('@');
+    let (Some(local), Some(domain), None) = (parts.next(), parts.next(), parts.next()) else {
+        return false;
+    };
+    e.len() <= 254
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && e.bytes()
+            .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'<' | b'>' | b'\\'))
 }
 
 /// User names become `sub`, log lines and store keys: keep them plain.
@@ -104,6 +136,15 @@ impl UsersFile {
                 return Err(err(format!(
                     "users.{name}.password is not a PHC hash string"
                 )));
+            }
+            if let Some(e) = &user.email {
+                if !valid_email(e) {
+                    return Err(err(format!(
+                        "users.{name}.email {e:?} is not an address (local@domain, at most 254 characters, no spaces)"
+                    )));
+                }
+            } else if user.email_verified {
+                return Err(err(format!("users.{name}.email_verified without email")));
             }
             if let Some(t) = &user.totp {
                 if crate::totp::decode_base32(t).map_or(true, |k| k.len() < 10) {
@@ -150,15 +191,37 @@ impl UsersFile {
             return Err(UsersError::BadName(name.to_string()));
         }
         let hash = password.map(hash_password).transpose()?;
-        let previous_name = self.users.get(name).and_then(|u| u.name.clone());
-        self.users.insert(
-            name.to_string(),
-            User {
-                password: hash,
-                totp,
-                name: previous_name,
-            },
-        );
+        // Replacing a user keeps the details that are not credentials.
+        let previous = self.users.get(name);
+        let user = User {
+            password: hash,
+            totp,
+            name: previous.and_then(|u| u.name.clone()),
+            email: previous.and_then(|u| u.email.clone()),
+            email_verified: previous.is_some_and(|u| u.email_verified),
+        };
+        self.users.insert(name.to_string(), user);
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) `name`'s email address for the `email` scope.
+    pub fn set_email(
+        &mut self,
+        name: &str,
+        email: Option<&str>,
+        verified: bool,
+    ) -> Result<(), UsersError> {
+        let user = self
+            .users
+            .get_mut(name)
+            .ok_or_else(|| UsersError::NoSuchUser(name.to_string()))?;
+        if let Some(e) = email {
+            if !valid_email(e) {
+                return Err(UsersError::BadEmail(e.to_string()));
+            }
+        }
+        user.email = email.map(str::to_string);
+        user.email_verified = email.is_some() && verified;
         Ok(())
     }
 
@@ -224,6 +287,43 @@ mod tests {
         assert!(f.verify("alice", "correct horse").is_some());
         assert!(f.verify("alice", "wrong").is_none());
         assert!(f.verify("bob", "correct horse").is_none());
+        // Email: set, kept when the password is replaced, refused when malformed.
+        let mut f = f;
+        f.set_email("alice", Some("alice@example.com"), true)
+            .expect("email");
+        f.set(
+            "alice",
+            Some("correct horse"),
+            Some("JBSWY3DPEHPK3PXPJBSW".into()),
+        )
+        .expect("replace");
+        assert_eq!(f.users["alice"].email.as_deref(), Some("alice@example.com"));
+        assert!(f.users["alice"].email_verified);
+        for bad in [
+            "alice",
+            "a@b",
+            "@example.com",
+            "a b@example.com",
+            "a@b@example.com",
+            "a@.example.com",
+        ] {
+            assert!(f.set_email("alice", Some(bad), true).is_err(), "{bad}");
+        }
+        assert!(f.set_email("nobody", Some("n@example.com"), false).is_err());
+        f.save(&path).expect("save");
+        let f = UsersFile::load(&path).expect("load with email");
+        assert_eq!(f.users["alice"].email.as_deref(), Some("alice@example.com"));
+        std::fs::write(&path, "[users.x]\nemail_verified = true\n").expect("write");
+        assert!(UsersFile::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("email_verified without email"));
+        std::fs::write(&path, "[users.x]\nemail = \"not an address\"\n").expect("write");
+        assert!(UsersFile::load(&path)
+            .unwrap_err()
+            .to_string()
+            .contains("is not an address"));
+        let mut f = f;
         // An entry without a password (PAM users) never passes the users-file check.
         assert!(f.users["pamuser"].totp.is_some());
         assert!(f.verify("pamuser", "").is_none());

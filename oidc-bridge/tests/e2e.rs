@@ -422,3 +422,89 @@ fn step_up_with_totp_when_behaviour_cannot_reach_the_level() {
     );
     assert_ne!(c["acr"], "urn:habitus:loa:2");
 }
+
+/// Signs `user` in with `scope` (no behaviour events) and returns the verified ID token's
+/// claims and the userinfo answer.
+fn sign_in_with_scope(
+    issuer: &str,
+    user: &str,
+    scope: &str,
+) -> (serde_json::Value, serde_json::Value) {
+    let pk = pkce();
+    let page = authorize(
+        issuer,
+        &[
+            ("response_type", "code"),
+            ("client_id", "rp"),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("scope", scope),
+            ("nonce", "n-email"),
+            ("code_challenge", pk.challenge.as_str()),
+            ("code_challenge_method", "S256"),
+        ],
+        None,
+    );
+    assert_eq!(page.status, 200, "{}", page.text());
+    let tx = tx_of(&page);
+    let r = http(
+        "POST",
+        &format!("{issuer}/login"),
+        &[FORM],
+        &form(&[("tx", &tx), ("username", user), ("password", PASSWORD)]),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let t = exchange(issuer, "rp", &r.location_query()["code"], &pk).json();
+    let id = verify(
+        issuer,
+        "rp",
+        t["id_token"].as_str().expect("id_token"),
+        "n-email",
+        CoreJwsSigningAlgorithm::RsaSsaPkcs1V15Sha256,
+    );
+    let at = t["access_token"].as_str().expect("access_token");
+    let ui = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("Bearer {at}"))],
+        b"",
+    );
+    assert_eq!(ui.status, 200, "{}", ui.text());
+    (id, ui.json())
+}
+
+#[test]
+fn email_scope_releases_the_users_file_address() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let d = http(
+        "GET",
+        &format!("{issuer}/.well-known/openid-configuration"),
+        &[],
+        b"",
+    )
+    .json();
+    assert!(d["scopes_supported"]
+        .as_array()
+        .expect("scopes")
+        .contains(&"email".into()));
+    assert!(d["claims_supported"]
+        .as_array()
+        .expect("claims")
+        .contains(&"email_verified".into()));
+
+    // With the scope: the address and its verification flag, in both places.
+    let (id, ui) = sign_in_with_scope(issuer, "alice", "openid email");
+    for c in [&id, &ui] {
+        assert_eq!(c["email"], "alice@example.com", "{c}");
+        assert_eq!(c["email_verified"], true, "{c}");
+    }
+    // Without the scope, or for a user without an address: neither claim.
+    let (id, ui) = sign_in_with_scope(issuer, "alice", "openid profile");
+    let (id_b, ui_b) = sign_in_with_scope(issuer, "bob", "openid email");
+    for c in [&id, &ui, &id_b, &ui_b] {
+        assert!(
+            c.get("email").is_none() && c.get("email_verified").is_none(),
+            "{c}"
+        );
+    }
+}

@@ -92,6 +92,9 @@ pub fn start_at(extra: &str, listener: std::net::TcpListener, issuer: String) ->
     users
         .set("alice", Some(PASSWORD), Some(TOTP.into()))
         .expect("alice");
+    users
+        .set_email("alice", Some("alice@example.com"), true)
+        .expect("alice's email");
     users.set("bob", Some(PASSWORD), None).expect("bob");
     users
         .save(&config.state_path(&config.users_file))
