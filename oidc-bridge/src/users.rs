@@ -323,7 +323,6 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("is not an address"));
-        let mut f = f;
         // An entry without a password (PAM users) never passes the users-file check.
         assert!(f.users["pamuser"].totp.is_some());
         assert!(f.verify("pamuser", "").is_none());
