@@ -241,8 +241,14 @@ pub enum WindowKind {
 #[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SignalsConfig {
-    /// Connect + send + answer, per delivery (Logout Token or SET), in milliseconds.
+    /// Connect + send + answer, per delivery attempt (Logout Token or SET), in
+    /// milliseconds.
     pub timeout_ms: u64,
+    /// Further attempts after a temporary failure (no connection, no answer in time,
+    /// HTTP 5xx or 429); 0..=5.
+    pub retries: u32,
+    /// Delay before the first retry; each further retry waits 4 times longer. 100..=60000.
+    pub retry_delay_ms: u64,
     /// End the SSO session when live behaviour (post-login `/collect`) reaches the
     /// `drift` state: back-channel logout and CAEP `session-revoked` follow. Off by
     /// default: with profiles built from the first five logins, re-typed passwords are
@@ -261,6 +267,8 @@ impl Default for SignalsConfig {
     fn default() -> SignalsConfig {
         SignalsConfig {
             timeout_ms: 5000,
+            retries: 2,
+            retry_delay_ms: 2000,
             revoke_on_drift: false,
             ssf_receivers: Vec::new(),
             ca_file: PathBuf::from("/etc/ssl/certs/ca-certificates.crt"),
@@ -456,6 +464,15 @@ impl Config {
                 sig.timeout_ms
             ));
         }
+        if sig.retries > 5 {
+            return Err(format!("signals.retries = {}: must be 0..=5", sig.retries));
+        }
+        if !(100..=60_000).contains(&sig.retry_delay_ms) {
+            return Err(format!(
+                "signals.retry_delay_ms = {}: must be 100..=60000",
+                sig.retry_delay_ms
+            ));
+        }
         let mut rids = std::collections::BTreeSet::new();
         for r in &sig.ssf_receivers {
             if r.id.is_empty() || r.id.len() > 128 || !r.id.bytes().all(|b| b.is_ascii_graphic()) {
@@ -569,6 +586,14 @@ redirect_uris = ["http://127.0.0.1:9000/cb"]
             (
                 MINIMAL.replace("[[clients]]", "[signals]\ntimeout_ms = 0\n[[clients]]"),
                 "timeout_ms",
+            ),
+            (
+                MINIMAL.replace("[[clients]]", "[signals]\nretries = 9\n[[clients]]"),
+                "signals.retries",
+            ),
+            (
+                MINIMAL.replace("[[clients]]", "[signals]\nretry_delay_ms = 5\n[[clients]]"),
+                "retry_delay_ms",
             ),
         ] {
             let e = Config::parse(&edit).expect_err(&edit).to_string();

@@ -2,8 +2,10 @@
 //! Signals (SSF 1.0) transmitter pushing CAEP Security Event Tokens per RFC 8935.
 //!
 //! Delivery never blocks the request that caused it: each token is POSTed from a spawned
-//! tokio task with the configured timeout, and failures are logged (URL without query, the
-//! HTTP status or the error), never retried. The HTTP client is a small HTTP/1.1 writer over
+//! tokio task with the configured timeout; temporary failures are retried a few times with
+//! growing delays (`signals.retries`, `signals.retry_delay_ms`), and every failure is logged
+//! (URL without query, the HTTP status or the error). There is no queue on disk: a
+//! delivery still failing after its retries, or pending when the provider stops, is lost. The HTTP client is a small HTTP/1.1 writer over
 //! `tokio::net::TcpStream` (there is no HTTP client crate in the tree), wrapped in TLS
 //! (rustls with ring) for `https://` URLs: the server's certificate must chain to a CA of
 //! `signals.ca_file` and name the URL's host.
@@ -87,6 +89,9 @@ pub struct Delivery {
 pub struct Transport {
     pub timeout: Duration,
     pub tls: Result<TlsClient, String>,
+    /// Further attempts after a temporary failure, and the delay before the first.
+    pub retries: u32,
+    pub retry_delay: Duration,
 }
 
 pub type TlsClient = std::sync::Arc<tokio_rustls::rustls::ClientConfig>;
@@ -157,19 +162,11 @@ fn loggable(url: &str) -> String {
     }
 }
 
+/// Sends one delivery, retrying what may be temporary: no connection, no answer in time,
+/// HTTP 5xx or 429. Other answers are final. The same bytes are re-sent, so receivers can
+/// drop repeats by `jti` (RFC 8935 §2.3; Logout Tokens carry one too).
 async fn deliver(d: Delivery, transport: Transport) {
     let timeout = transport.timeout;
-    let result = tokio::time::timeout(
-        timeout,
-        post(
-            &d.url,
-            d.content_type,
-            d.authorization.as_deref(),
-            &d.body,
-            &transport.tls,
-        ),
-    )
-    .await;
     let ok = |s: u16| {
         if d.push {
             s == 202
@@ -177,24 +174,43 @@ async fn deliver(d: Delivery, transport: Transport) {
             (200..300).contains(&s)
         }
     };
-    match result {
-        Ok(Ok(status)) if ok(status) => {}
-        Ok(Ok(status)) => eprintln!(
-            "habitus-oidc: signals: {} to {}: answered HTTP {status}",
-            d.what,
-            loggable(&d.url)
-        ),
-        Ok(Err(e)) => eprintln!(
-            "habitus-oidc: signals: {} to {}: {e}",
-            d.what,
-            loggable(&d.url)
-        ),
-        Err(_) => eprintln!(
-            "habitus-oidc: signals: {} to {}: no answer within {} ms",
+    let attempts = transport.retries + 1;
+    for attempt in 1..=attempts {
+        if attempt > 1 {
+            // 1×, 4×, 16× … the configured delay.
+            let factor = 4u32.saturating_pow(attempt - 2);
+            tokio::time::sleep(transport.retry_delay.saturating_mul(factor)).await;
+        }
+        let result = tokio::time::timeout(
+            timeout,
+            post(
+                &d.url,
+                d.content_type,
+                d.authorization.as_deref(),
+                &d.body,
+                &transport.tls,
+            ),
+        )
+        .await;
+        let (problem, retry) = match result {
+            Ok(Ok(status)) if ok(status) => return,
+            Ok(Ok(status)) => (
+                format!("answered HTTP {status}"),
+                status >= 500 || status == 429,
+            ),
+            Ok(Err(e)) => (e, true),
+            Err(_) => (format!("no answer within {} ms", timeout.as_millis()), true),
+        };
+        let last = !retry || attempt == attempts;
+        eprintln!(
+            "habitus-oidc: signals: {} to {}: {problem} (attempt {attempt} of {attempts}{})",
             d.what,
             loggable(&d.url),
-            timeout.as_millis()
-        ),
+            if last { "; given up" } else { "" }
+        );
+        if last {
+            return;
+        }
     }
 }
 
@@ -528,6 +544,8 @@ impl Provider {
         Transport {
             timeout: Duration::from_millis(self.config.signals.timeout_ms),
             tls: self.signals_tls.clone(),
+            retries: self.config.signals.retries,
+            retry_delay: Duration::from_millis(self.config.signals.retry_delay_ms),
         }
     }
 

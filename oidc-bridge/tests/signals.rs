@@ -51,7 +51,7 @@ fn record(log: &Log, path: &str, headers: &HeaderMap, body: &Bytes) {
 }
 
 /// The relying party's / receiver's routes: `/bcl` answers 200, `/ssf` 202, `/slow` after
-/// 30 s.
+/// 30 s, `/flaky` 503 the first time and 200 afterwards, `/gone` always 410.
 fn receiver_app(log: Log) -> axum::Router {
     axum::Router::new()
         .route(
@@ -66,6 +66,30 @@ fn receiver_app(log: Log) -> axum::Router {
             post(|State(l): State<Log>, h: HeaderMap, b: Bytes| async move {
                 record(&l, "/ssf", &h, &b);
                 StatusCode::ACCEPTED
+            }),
+        )
+        .route(
+            "/flaky",
+            post(|State(l): State<Log>, h: HeaderMap, b: Bytes| async move {
+                record(&l, "/flaky", &h, &b);
+                let seen = l
+                    .lock()
+                    .expect("log")
+                    .iter()
+                    .filter(|r| r.path == "/flaky")
+                    .count();
+                if seen == 1 {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::OK
+                }
+            }),
+        )
+        .route(
+            "/gone",
+            post(|State(l): State<Log>, h: HeaderMap, b: Bytes| async move {
+                record(&l, "/gone", &h, &b);
+                StatusCode::GONE
             }),
         )
         .route(
@@ -207,6 +231,7 @@ fn config_revoking(rport: u16, down: u16, revoke_on_drift: bool) -> String {
         r#"
 [signals]
 timeout_ms = 1500
+retries = 0
 revoke_on_drift = {revoke_on_drift}
 [[signals.ssf_receivers]]
 id = "siem"
@@ -872,5 +897,73 @@ backchannel_logout_uri = "https://rp.example/bcl"
     assert!(
         e.contains("rp-tls") && e.contains("signals.ca_file") && e.contains("no-such-ca.pem"),
         "{e}"
+    );
+}
+
+#[test]
+fn temporary_failures_are_retried_and_final_answers_are_not() {
+    let (rport, log) = receiver();
+    let extra = format!(
+        r#"
+[signals]
+timeout_ms = 1500
+retries = 2
+retry_delay_ms = 100
+
+[[clients]]
+id = "rp-flaky"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "http://127.0.0.1:{rport}/flaky"
+
+[[clients]]
+id = "rp-gone"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "http://127.0.0.1:{rport}/gone"
+"#
+    );
+    let p = start(&extra);
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let r = browser_login(issuer, "rp-flaky", "alice", &[], Vec::new(), &pk, "n");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = cookie_of(&r);
+    let t = exchange(issuer, "rp-flaky", &r.location_query()["code"], &pk).json();
+    let id_token = t["id_token"].as_str().expect("id_token").to_string();
+    let sid = claims_of(&id_token)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let pk = pkce();
+    let code = sso_code(issuer, "rp-gone", &cookie, &pk);
+    assert_eq!(exchange(issuer, "rp-gone", &code, &pk).status, 200);
+    let out = http(
+        "GET",
+        &format!("{issuer}/end_session?id_token_hint={id_token}"),
+        &[],
+        b"",
+    );
+    assert_eq!(out.status, 200);
+
+    // 503 then, 100 ms later, the same Logout Token again, accepted.
+    let got = wait_for(&log, "the retried logout token", |g| {
+        g.iter().filter(|r| r.path == "/flaky").count() >= 2
+    });
+    let flaky: Vec<&Received> = got.iter().filter(|r| r.path == "/flaky").collect();
+    assert_eq!(flaky[0].body, flaky[1].body, "the same token is re-sent");
+    check_logout_token(issuer, flaky[1], "rp-flaky", &sid);
+    // 410 is final: one attempt, even after the retry delays (100 and 400 ms) have passed.
+    std::thread::sleep(Duration::from_millis(1200));
+    let got = log.lock().expect("log").clone();
+    assert_eq!(
+        got.iter().filter(|r| r.path == "/gone").count(),
+        1,
+        "{got:#?}"
+    );
+    assert_eq!(
+        got.iter().filter(|r| r.path == "/flaky").count(),
+        2,
+        "{got:#?}"
     );
 }
