@@ -177,6 +177,13 @@ impl Session {
         }
     }
 
+    /// Starts the running trust at `trust` instead of 100 (see
+    /// [`TrustModel::carry_over`]); meant for a session that continues an earlier
+    /// assessment, before any event is pushed.
+    pub fn carry_over_trust(&mut self, trust: f64) {
+        self.trust.carry_over(trust);
+    }
+
     /// The plugin of slot `slot` (see [`AdaptationCandidate::slot`]).
     pub fn plugin(&self, slot: usize) -> Option<&Arc<PluginInstance>> {
         self.slots.get(slot).map(|s| &s.plugin)

@@ -81,6 +81,17 @@ impl TrustModel {
         self.trust
     }
 
+    /// Carries over trust from an earlier assessment (e.g. the login that opened a web
+    /// session), so a new running session does not start above what was already known.
+    /// Clamped to 0..=100; NaN is taken as 0 (fail safe).
+    pub fn carry_over(&mut self, trust: f64) {
+        self.trust = if trust.is_nan() {
+            0.0
+        } else {
+            trust.clamp(0.0, 100.0)
+        };
+    }
+
     pub fn config(&self) -> &TrustConfig {
         &self.config
     }
@@ -141,6 +152,22 @@ mod tests {
             m.update(3.0);
         }
         assert_eq!(m.trust(), 100.0);
+    }
+
+    #[test]
+    fn carried_over_trust_is_clamped_and_nan_is_zero() {
+        let mut m = TrustModel::new(TrustConfig::default());
+        m.carry_over(92.5);
+        assert_eq!(m.trust(), 92.5);
+        // One strongly impostor-like window from 92.5 crosses the lock-out line at 90.
+        m.update(-20.0);
+        assert!(m.is_locked_out(), "{}", m.trust());
+        m.carry_over(250.0);
+        assert_eq!(m.trust(), 100.0);
+        m.carry_over(-3.0);
+        assert_eq!(m.trust(), 0.0);
+        m.carry_over(f64::NAN);
+        assert_eq!(m.trust(), 0.0);
     }
 
     #[test]

@@ -322,8 +322,9 @@ impl BehaviorEngine {
     }
 
     /// Scores one batch of a live SSO session `sid` of `user` with the session's running
-    /// engine session (trust carries over from batch to batch; it starts at 100 with the
-    /// first live batch). Key events of a batch form one password entry (a re-typed
+    /// engine session (trust carries over from batch to batch; with the first live batch
+    /// it starts at `login_trust`, the trust the login's assessment ended with, or 100
+    /// when the login had no scored behaviour). Key events of a batch form one password entry (a re-typed
     /// password, e.g. on a lock screen); pointer and touch events go to their plugins.
     /// Live evidence is never learned from and never adapts a template: an impostor must
     /// not be able to train the profile. Returns the events accepted and, when at least one
@@ -333,6 +334,7 @@ impl BehaviorEngine {
         sid: &str,
         user: &str,
         batch: &Batch,
+        login_trust: Option<f64>,
         now_unix: i64,
     ) -> Result<(usize, Option<BehaviorClaim>), LiveError> {
         // Validate before touching any state: a refused batch changes nothing.
@@ -372,10 +374,14 @@ impl BehaviorEngine {
                     (p.instance.clone(), blob)
                 })
                 .collect();
+            let mut session = Session::new(&self.session_config, slots);
+            if let Some(t) = login_trust {
+                session.carry_over_trust(t);
+            }
             live.insert(
                 sid.to_string(),
                 Live {
-                    session: Session::new(&self.session_config, slots),
+                    session,
                     next_seq: 0,
                     last_t_us: 0,
                     touched: now_unix,

@@ -579,7 +579,13 @@ impl Provider {
             .flatten()
             .ok_or((StatusCode::NOT_FOUND, "no live session".to_string()))?;
         let (n, claim) = engine
-            .collect_live(&session.sid, &session.user, batch, now)
+            .collect_live(
+                &session.sid,
+                &session.user,
+                batch,
+                session.behavior.trust,
+                now,
+            )
             .map_err(|e| match e {
                 behavior::LiveError::OutOfSequence(expected) => (
                     StatusCode::CONFLICT,

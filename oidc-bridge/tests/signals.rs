@@ -757,20 +757,49 @@ fn behaviour_drift_without_revocation_lowers_the_level_and_keeps_the_session() {
     enrol(issuer, "alice", 5);
     create_stream(issuer, rport);
     let (cookie, _sid, at) = stepped_up_session(issuer);
+    let behaviour = || {
+        let ui = http(
+            "GET",
+            &format!("{issuer}/userinfo"),
+            &[("Authorization", &format!("Bearer {at}"))],
+            b"",
+        );
+        assert_eq!(ui.status, 200, "{}", ui.text());
+        ui.json()
+    };
+    let login_trust = behaviour()["urn:habitus:behavior"]["trust"]
+        .as_f64()
+        .expect("the login was scored");
+
+    // Live trust continues from the login's, not from 100: after one window of alice's
+    // own rhythm it is at most the login's plus max_reward (1).
+    let genuine = json!({"seq": 0, "events": typist(12, 95.0, 190.0, 1, 500)});
+    let r = http(
+        "POST",
+        &format!("{issuer}/collect"),
+        &[
+            ("Content-Type", "application/json"),
+            ("Cookie", &format!("habitus_oidc_session={cookie}")),
+        ],
+        genuine.to_string().as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    let first = behaviour()["urn:habitus:behavior"]["trust"]
+        .as_f64()
+        .expect("scored");
+    eprintln!("login trust {login_trust}, after one genuine live window {first}");
+    assert!(
+        login_trust < 99.0,
+        "the impostor's login lost trust: {login_trust}"
+    );
+    assert!(first <= login_trust + 1.0, "{login_trust} → {first}");
 
     // The impostor keeps typing: every batch is taken, the session stays.
-    for seq in 0..12u64 {
+    for seq in 1..13u64 {
         let r = live_batch(issuer, seq, 20 + seq, Some(&cookie));
         assert_eq!(r.status, 204, "batch {seq}: {}", r.text());
     }
-    let ui = http(
-        "GET",
-        &format!("{issuer}/userinfo"),
-        &[("Authorization", &format!("Bearer {at}"))],
-        b"",
-    );
-    assert_eq!(ui.status, 200, "{}", ui.text());
-    let claims = ui.json();
+    let claims = behaviour();
     assert_eq!(claims["urn:habitus:behavior"]["state"], "drift", "{claims}");
 
     // Relying parties heard that the level went down to loa:0, and nothing was revoked.
