@@ -820,6 +820,32 @@ fn behaviour_drift_without_revocation_lowers_the_level_and_keeps_the_session() {
     );
 }
 
+/// One SSO session of alice with tokens for `first` and then (SSO) `second`, ended at the
+/// end-session endpoint. Returns its `sid`.
+fn session_of_two_clients_ended(issuer: &str, first: &str, second: &str) -> String {
+    let pk = pkce();
+    let r = browser_login(issuer, first, "alice", &[], Vec::new(), &pk, "n");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = cookie_of(&r);
+    let t = exchange(issuer, first, &r.location_query()["code"], &pk).json();
+    let id_token = t["id_token"].as_str().expect("id_token").to_string();
+    let sid = claims_of(&id_token)["sid"]
+        .as_str()
+        .expect("sid")
+        .to_string();
+    let pk = pkce();
+    let code = sso_code(issuer, second, &cookie, &pk);
+    assert_eq!(exchange(issuer, second, &code, &pk).status, 200);
+    let out = http(
+        "GET",
+        &format!("{issuer}/end_session?id_token_hint={id_token}"),
+        &[],
+        b"",
+    );
+    assert_eq!(out.status, 200);
+    sid
+}
+
 #[test]
 fn https_deliveries_verify_the_receivers_certificate() {
     let (ca_pem, cert, key) = test_pki("habitus test CA");
@@ -859,26 +885,7 @@ backchannel_logout_uri = "https://127.0.0.1:{rogue_port}/bcl"
     create_stream_at(issuer, &format!("https://127.0.0.1:{port}/ssf"));
 
     // One SSO session with tokens for both clients, then end it.
-    let pk = pkce();
-    let r = browser_login(issuer, "rp-tls", "alice", &[], Vec::new(), &pk, "n");
-    assert_eq!(r.status, 303, "{}", r.text());
-    let cookie = cookie_of(&r);
-    let t = exchange(issuer, "rp-tls", &r.location_query()["code"], &pk).json();
-    let id_token = t["id_token"].as_str().expect("id_token").to_string();
-    let sid = claims_of(&id_token)["sid"]
-        .as_str()
-        .expect("sid")
-        .to_string();
-    let pk = pkce();
-    let code = sso_code(issuer, "rp-rogue", &cookie, &pk);
-    assert_eq!(exchange(issuer, "rp-rogue", &code, &pk).status, 200);
-    let out = http(
-        "GET",
-        &format!("{issuer}/end_session?id_token_hint={id_token}"),
-        &[],
-        b"",
-    );
-    assert_eq!(out.status, 200);
+    let sid = session_of_two_clients_ended(issuer, "rp-tls", "rp-rogue");
 
     // Over TLS to the trusted receiver: the Logout Token and the SET, both verified.
     let got = wait_for(&log, "logout token and SET over https", |g| {
@@ -954,26 +961,7 @@ backchannel_logout_uri = "http://127.0.0.1:{rport}/gone"
     );
     let p = start(&extra);
     let issuer = p.issuer.as_str();
-    let pk = pkce();
-    let r = browser_login(issuer, "rp-flaky", "alice", &[], Vec::new(), &pk, "n");
-    assert_eq!(r.status, 303, "{}", r.text());
-    let cookie = cookie_of(&r);
-    let t = exchange(issuer, "rp-flaky", &r.location_query()["code"], &pk).json();
-    let id_token = t["id_token"].as_str().expect("id_token").to_string();
-    let sid = claims_of(&id_token)["sid"]
-        .as_str()
-        .expect("sid")
-        .to_string();
-    let pk = pkce();
-    let code = sso_code(issuer, "rp-gone", &cookie, &pk);
-    assert_eq!(exchange(issuer, "rp-gone", &code, &pk).status, 200);
-    let out = http(
-        "GET",
-        &format!("{issuer}/end_session?id_token_hint={id_token}"),
-        &[],
-        b"",
-    );
-    assert_eq!(out.status, 200);
+    let sid = session_of_two_clients_ended(issuer, "rp-flaky", "rp-gone");
 
     // 503 then, 100 ms later, the same Logout Token again, accepted.
     let got = wait_for(&log, "the retried logout token", |g| {
