@@ -87,6 +87,9 @@ pub const COLLECTOR_JS: &str = r#"(function () {
   "use strict";
   var me = document.currentScript;
   var tx = me.getAttribute("data-tx");
+  // Relying-party pages after login: the collect token from the token response (any
+  // origin in collect_origins), else the SSO cookie (same site only: it is SameSite=Lax).
+  var token = me.getAttribute("data-token");
   var endpoint = me.getAttribute("data-endpoint") || "/collect";
   var field = document.getElementById(me.getAttribute("data-field") || "password");
   var form = document.getElementById(me.getAttribute("data-form") || "login");
@@ -95,11 +98,16 @@ pub const COLLECTOR_JS: &str = r#"(function () {
   function push(e) { buf.push(e); if (buf.length >= 200) { flush(); } }
   function flush() {
     if (!buf.length) { return chain; }
-    var body = JSON.stringify({ tx: tx, seq: seq++, events: buf });
+    var batch = { seq: seq++, events: buf };
+    if (tx) { batch.tx = tx; }
+    var body = JSON.stringify(batch);
     buf = [];
+    var headers = { "Content-Type": "application/json" };
+    if (!tx && token) { headers.Authorization = "Bearer " + token; }
+    var credentials = (!tx && !token) ? "include" : "omit";
     chain = chain.then(function () {
-      return fetch(endpoint, { method: "POST", headers: { "Content-Type": "application/json" },
-                               body: body, credentials: "omit", keepalive: true });
+      return fetch(endpoint, { method: "POST", headers: headers,
+                               body: body, credentials: credentials, keepalive: true });
     }).catch(function () {});
     return chain;
   }

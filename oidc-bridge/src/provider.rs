@@ -148,6 +148,9 @@ pub struct Provider {
     totp_used: Mutex<HashMap<String, u64>>,
     /// The TLS client of `https://` signal deliveries, or why there is none.
     pub(crate) signals_tls: Result<crate::signals::TlsClient, String>,
+    /// Signs collect tokens (see [`Provider::collect_token`]); random per start, so a
+    /// restart invalidates them until the relying party's next token response.
+    collect_key: ring::hmac::Key,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -178,6 +181,12 @@ pub struct TokenResponse {
     pub id_token: String,
     pub refresh_token: String,
     pub scope: String,
+    /// Lets the relying party's pages post live behaviour for this SSO session to
+    /// `/collect` (`Authorization: Bearer …`, or the collector's `data-token`) from any
+    /// origin in `collect_origins`; it grants nothing else. Absent when behaviour scoring
+    /// is off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub habitus_collect_token: Option<String>,
 }
 
 /// Where a finished login goes.
@@ -202,7 +211,11 @@ impl Provider {
         behavior: Option<BehaviorEngine>,
         signals_tls: Result<crate::signals::TlsClient, String>,
     ) -> Provider {
+        let collect_key =
+            ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+                .expect("system random generator");
         Provider {
+            collect_key,
             signals_tls,
             config,
             keys,
@@ -505,12 +518,14 @@ impl Provider {
     // ---------------------------------------------------------------- behaviour
 
     /// POST /collect. `Err((status, message))`: nothing was stored. A batch names its login
-    /// transaction (`tx`); without one it belongs to the live SSO session of `cookie`.
+    /// transaction (`tx`); without one it belongs to the live SSO session named by the
+    /// collect token (`bearer`) or else by the SSO `cookie`.
     /// Blocking (plugins score live batches): call from a blocking thread.
     pub fn collect(
         &self,
         body: &[u8],
         cookie: Option<&str>,
+        bearer: Option<&str>,
     ) -> Result<usize, (StatusCode, String)> {
         if body.len() > MAX_COLLECT_BODY {
             return Err((StatusCode::PAYLOAD_TOO_LARGE, "batch too large".into()));
@@ -525,7 +540,7 @@ impl Provider {
         };
         let now = now_unix();
         let Some(tx_id) = &batch.tx else {
-            return self.collect_live(engine, &batch, cookie, now);
+            return self.collect_live(engine, &batch, cookie, bearer, now);
         };
         let mut txs = lock(&self.txs);
         let tx = txs
@@ -567,17 +582,28 @@ impl Provider {
         engine: &BehaviorEngine,
         batch: &Batch,
         cookie: Option<&str>,
+        bearer: Option<&str>,
         now: i64,
     ) -> Result<usize, (StatusCode, String)> {
-        let cookie = cookie.ok_or((
-            StatusCode::UNAUTHORIZED,
-            "no tx and no session cookie".to_string(),
-        ))?;
-        let session = lock(&self.db)
-            .session_by_cookie(cookie, now)
-            .ok()
-            .flatten()
-            .ok_or((StatusCode::NOT_FOUND, "no live session".to_string()))?;
+        let session = match (bearer, cookie) {
+            (Some(token), _) => {
+                let sid = self.sid_of_collect_token(token).ok_or((
+                    StatusCode::UNAUTHORIZED,
+                    "invalid collect token".to_string(),
+                ))?;
+                lock(&self.db).session(&sid, now)
+            }
+            (None, Some(cookie)) => lock(&self.db).session_by_cookie(cookie, now),
+            (None, None) => {
+                return Err((
+                    StatusCode::UNAUTHORIZED,
+                    "no tx, no collect token and no session cookie".to_string(),
+                ))
+            }
+        }
+        .ok()
+        .flatten()
+        .ok_or((StatusCode::NOT_FOUND, "no live session".to_string()))?;
         let (n, claim) = engine
             .collect_live(
                 &session.sid,
@@ -1049,7 +1075,25 @@ impl Provider {
             id_token,
             refresh_token: refresh,
             scope: scope.to_string(),
+            habitus_collect_token: self.behavior.as_ref().map(|_| self.collect_token(sid)),
         })
+    }
+
+    /// `hc1.<sid>.<HMAC-SHA256(sid)>`: names an SSO session for `/collect` only. It is
+    /// checked in constant time and then the session must still be live, so ending the
+    /// session (or a restart) ends the token.
+    pub fn collect_token(&self, sid: &str) -> String {
+        let tag = ring::hmac::sign(&self.collect_key, format!("collect:{sid}").as_bytes());
+        format!("hc1.{sid}.{}", URL_SAFE_NO_PAD.encode(tag.as_ref()))
+    }
+
+    /// The `sid` a collect token names, if its signature holds.
+    fn sid_of_collect_token(&self, token: &str) -> Option<String> {
+        let rest = token.strip_prefix("hc1.")?;
+        let (sid, tag) = rest.rsplit_once('.')?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        ring::hmac::verify(&self.collect_key, format!("collect:{sid}").as_bytes(), &tag).ok()?;
+        Some(sid.to_string())
     }
 
     fn id_token(
@@ -1412,7 +1456,7 @@ async fn collect_preflight(State(p): State<Shared>, headers: HeaderMap) -> Respo
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type"),
+        HeaderValue::from_static("Content-Type, Authorization"),
     );
     h.insert(
         header::ACCESS_CONTROL_MAX_AGE,
@@ -1442,15 +1486,22 @@ async fn collect(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
             .into_response();
     }
     let cookie = cookie_value(&headers);
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::to_string);
     let p2 = p.clone();
-    let result = tokio::task::spawn_blocking(move || p2.collect(&body, cookie.as_deref()))
-        .await
-        .unwrap_or_else(|_| {
-            Err((
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "collect failed".to_string(),
-            ))
-        });
+    let result = tokio::task::spawn_blocking(move || {
+        p2.collect(&body, cookie.as_deref(), bearer.as_deref())
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err((
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "collect failed".to_string(),
+        ))
+    });
     let mut r = match result {
         Ok(n) => {
             let mut r = StatusCode::NO_CONTENT.into_response();

@@ -984,3 +984,93 @@ backchannel_logout_uri = "http://127.0.0.1:{rport}/gone"
         "{got:#?}"
     );
 }
+
+#[test]
+fn collect_token_feeds_the_live_session_from_an_allowed_origin() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    enrol(issuer, "alice", 5);
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp",
+        "alice",
+        &[],
+        typist(12, 95.0, 190.0, 1, 300),
+        &pk,
+        "n",
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
+    let t = exchange(issuer, "rp", &r.location_query()["code"], &pk).json();
+    let token = t["habitus_collect_token"]
+        .as_str()
+        .expect("the token response carries a collect token")
+        .to_string();
+    let id_token = t["id_token"].as_str().expect("id_token").to_string();
+    let access_token = t["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    let origin = ("Origin", "https://app.example");
+
+    // The relying party's page (another origin, no cookie) may send the token.
+    let pre = http(
+        "OPTIONS",
+        &format!("{issuer}/collect"),
+        &[
+            origin,
+            ("Access-Control-Request-Method", "POST"),
+            (
+                "Access-Control-Request-Headers",
+                "authorization, content-type",
+            ),
+        ],
+        b"",
+    );
+    assert_eq!(pre.status, 204, "{}", pre.text());
+    let allowed = pre.header("access-control-allow-headers").unwrap_or("");
+    assert!(allowed.contains("Authorization"), "{allowed}");
+    let live = |seq: u64, bearer: &str| {
+        let auth = format!("Bearer {bearer}");
+        let body = json!({"seq": seq, "events": typist(12, 95.0, 190.0, 1, 400 + seq)});
+        http(
+            "POST",
+            &format!("{issuer}/collect"),
+            &[
+                origin,
+                ("Content-Type", "application/json"),
+                ("Authorization", auth.as_str()),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    let r = live(0, &token);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.example")
+    );
+    // Taken into the session's live state: the same sequence number again is refused,
+    // the next one is accepted.
+    assert_eq!(live(0, &token).status, 409);
+    assert_eq!(live(1, &token).status, 204);
+
+    // Other bearers are not collect tokens: a tampered one, the access token.
+    let mut tampered = token.clone();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    for bad in [tampered.as_str(), access_token.as_str(), "hc1.x", ""] {
+        let r = live(2, bad);
+        assert_eq!(r.status, 401, "{bad:?}: {}", r.text());
+    }
+
+    // Ending the session ends the token.
+    let out = http(
+        "GET",
+        &format!("{issuer}/end_session?id_token_hint={id_token}"),
+        &[],
+        b"",
+    );
+    assert_eq!(out.status, 200);
+    assert_eq!(live(2, &token).status, 404);
+}
