@@ -93,7 +93,7 @@ pub const COLLECTOR_JS: &str = r#"(function () {
   var endpoint = me.getAttribute("data-endpoint") || "/collect";
   var field = document.getElementById(me.getAttribute("data-field") || "password");
   var form = document.getElementById(me.getAttribute("data-form") || "login");
-  var seq = 0, buf = [], open = {}, lastMove = 0, chain = Promise.resolve();
+  var seq = 0, buf = [], open = {}, lastMove = 0, lastKey = -1e9, chain = Promise.resolve();
   function now() { return Math.round(performance.now() * 10) / 10; }
   function push(e) { buf.push(e); if (buf.length >= 200) { flush(); } }
   function flush() {
@@ -117,11 +117,13 @@ pub const COLLECTOR_JS: &str = r#"(function () {
       if (typeof e.key !== "string" || e.key.length !== 1) { return; } // inserts no character
       var pos = field.selectionStart || 0;
       open[e.code] = pos;                      // e.code stays in this page, never sent
-      push({ type: "kd", t: now(), pos: pos });
+      lastKey = now();
+      push({ type: "kd", t: lastKey, pos: pos });
     });
     field.addEventListener("keyup", function (e) {
       if (!(e.code in open)) { return; }
-      push({ type: "ku", t: now(), pos: open[e.code] });
+      lastKey = now();
+      push({ type: "ku", t: lastKey, pos: open[e.code] });
       delete open[e.code];
     });
   }
@@ -142,7 +144,12 @@ pub const COLLECTOR_JS: &str = r#"(function () {
   document.addEventListener("pointermove", pointer("m"), { passive: true });
   document.addEventListener("pointerdown", pointer("d"), { passive: true });
   document.addEventListener("pointerup", pointer("u"), { passive: true });
-  setInterval(flush, 2000);
+  // Batches end at a typing pause (no key held, none for a second), so one typed entry
+  // is not split across batches: the provider scores the key events of a batch as one
+  // entry. A full buffer (200 events) is sent regardless.
+  setInterval(function () {
+    if (Object.keys(open).length === 0 && now() - lastKey > 1000) { flush(); }
+  }, 500);
   if (form) {
     var sent = false;
     form.addEventListener("submit", function (e) {

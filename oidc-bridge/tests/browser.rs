@@ -81,11 +81,15 @@ fn recording_proxy(listener: TcpListener, target: u16) -> Arc<Mutex<Vec<u8>>> {
 }
 
 /// The relying party's redirect URI: answers 200 and records each request's target.
-fn callback_server() -> (u16, Arc<Mutex<Vec<String>>>) {
+/// The relying party: records `/cb` targets, serves the HTML in `page` at `/page`, "ok"
+/// elsewhere.
+fn callback_server() -> (u16, Arc<Mutex<Vec<String>>>, Arc<Mutex<String>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
     let shared = seen.clone();
+    let page = Arc::new(Mutex::new(String::new()));
+    let page_shared = page.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             let Ok(mut conn) = conn else { continue };
@@ -94,17 +98,25 @@ fn callback_server() -> (u16, Arc<Mutex<Vec<String>>>) {
             if reader.read_line(&mut line).is_err() {
                 continue;
             }
-            if let Some(target) = line.split(' ').nth(1) {
-                if target.starts_with("/cb") {
-                    shared.lock().unwrap().push(target.to_string());
-                }
+            let target = line.split(' ').nth(1).unwrap_or("").to_string();
+            if target.starts_with("/cb") {
+                shared.lock().unwrap().push(target.clone());
             }
+            let (kind, body) = if target.starts_with("/page") {
+                ("text/html", page_shared.lock().unwrap().clone())
+            } else {
+                ("text/plain", "ok".to_string())
+            };
             let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
             );
         }
     });
-    (port, seen)
+    (port, seen, page)
 }
 
 /// A WebDriver session on a headless Chromium.
@@ -298,7 +310,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// One browser login with `rhythm`; returns the token response's ID token claims.
+/// One browser login with `rhythm`; returns the token response.
 fn login(
     browser: &Browser,
     issuer: &str,
@@ -364,7 +376,11 @@ fn login(
         ],
     );
     assert_eq!(t.status, 200, "{}", t.text());
-    claims_of(t.json()["id_token"].as_str().unwrap())
+    t.json()
+}
+
+fn id_claims(tokens: &Value) -> Value {
+    claims_of(tokens["id_token"].as_str().unwrap())
 }
 
 #[test]
@@ -377,7 +393,9 @@ fn chromium_login_sends_timing_only_and_acr_follows_the_typist() {
         eprintln!("skipping: {msg}");
         return;
     }
-    let (callback, seen) = callback_server();
+    let (callback, seen, page) = callback_server();
+    // The relying party's pages are on another site (localhost, not 127.0.0.1).
+    let rp_origin = format!("http://localhost:{callback}");
     let front = TcpListener::bind("127.0.0.1:0").unwrap();
     let issuer = format!("http://127.0.0.1:{}", front.local_addr().unwrap().port());
     let back = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -385,8 +403,9 @@ fn chromium_login_sends_timing_only_and_acr_follows_the_typist() {
     let extra = format!(
         "[[clients]]\nid = \"{CLIENT}\"\nsecret = \"{SECRET}\"\nredirect_uris = [\"http://127.0.0.1:{callback}/cb\"]\n"
     );
-    let provider = start_at(&extra, back, issuer.clone());
-    let log = recording_proxy(front, back_port);
+    let provider = start_at_with_origins(&extra, back, issuer.clone(), &[rp_origin.as_str()]);
+    let log_handle = recording_proxy(front, back_port);
+    let log = log_handle.clone();
     let browser = Browser::start();
 
     let n = PASSWORD.chars().count() as u32;
@@ -394,28 +413,35 @@ fn chromium_login_sends_timing_only_and_acr_follows_the_typist() {
     // Enrolment over the first logins (the provider learns; see docs/oidc.md).
     let mut first = Vec::new();
     for i in 0..6 {
-        first.push(login(&browser, &issuer, callback, &seen, &genuine(i)));
+        first.push(id_claims(&login(
+            &browser,
+            &issuer,
+            callback,
+            &seen,
+            &genuine(i),
+        )));
     }
     // A genuine entry is verified (loa:2) when its LLR reaches ln 99; real key-event timing
     // under load sometimes leaves one short of that, as it would a person, who types the
     // password again: up to three genuine entries, the first verified one counts.
     let mut same = Value::Null;
+    let mut same_tokens = Value::Null;
     let mut logins = first.len();
     for attempt in 0..3 {
-        same = login(&browser, &issuer, callback, &seen, &genuine(50 + attempt));
+        same_tokens = login(&browser, &issuer, callback, &seen, &genuine(50 + attempt));
+        same = id_claims(&same_tokens);
         logins += 1;
         if same["acr"] == "urn:habitus:loa:2" {
             break;
         }
     }
-    let other = login(
+    let other = id_claims(&login(
         &browser,
         &issuer,
         callback,
         &seen,
         &typist(n, 150.0, 330.0, 7, 1),
-    );
-    drop(browser);
+    ));
     eprintln!(
         "acr: enrolment {:?}; genuine {}, impostor {}",
         first.iter().map(|c| c["acr"].clone()).collect::<Vec<_>>(),
@@ -495,5 +521,66 @@ fn chromium_login_sends_timing_only_and_acr_follows_the_typist() {
     // Behaviour decides the level: the genuine rhythm is verified, the impostor's is not.
     assert_eq!(same["acr"], "urn:habitus:loa:2", "{same}");
     assert_ne!(other["acr"], same["acr"], "{other}");
+
+    // After login, a relying-party page on another site feeds the genuine session's live
+    // behaviour with the collect token from its token response (the SSO cookie, being
+    // SameSite=Lax, would not be sent).
+    let token = same_tokens["habitus_collect_token"]
+        .as_str()
+        .expect("collect token");
+    let access_token = same_tokens["access_token"].as_str().expect("access token");
+    let evaluated_at = || {
+        let ui = http(
+            "GET",
+            &format!("{issuer}/userinfo"),
+            &[("Authorization", &format!("Bearer {access_token}"))],
+            b"",
+        );
+        assert_eq!(ui.status, 200, "{}", ui.text());
+        ui.json()["urn:habitus:behavior"]["evaluated_at"]
+            .as_i64()
+            .expect("evaluated_at")
+    };
+    let before = evaluated_at();
+    *page.lock().unwrap() = format!(
+        "<!doctype html><meta charset=utf-8><title>RP</title><textarea id=msg></textarea>\
+         <script src=\"{issuer}/collector.js\" data-endpoint=\"{issuer}/collect\" \
+         data-token=\"{token}\" data-field=\"msg\" data-form=\"\"></script>"
+    );
+    let seen_before = log_len(&log_handle);
+    browser.goto(&format!("{rp_origin}/page"));
+    let msg = browser.element("#msg");
+    browser.call("POST", &format!("/element/{msg}/click"), &json!({}));
+    // The password's rhythm re-typed (a lock-screen style re-entry), into the page's field.
+    browser.type_rhythm(PASSWORD, &genuine(70));
+    // The collector flushes every 2 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while evaluated_at() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no live batch was scored; requests since: {}",
+            String::from_utf8_lossy(&log_handle.lock().unwrap()[seen_before..])
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let sent = log_handle.lock().unwrap()[seen_before..].to_vec();
+    let text = String::from_utf8_lossy(&sent);
+    assert!(
+        text.contains("OPTIONS /collect"),
+        "a CORS preflight: {text}"
+    );
+    assert!(
+        text.contains(&format!("Bearer {token}")) || text.contains(&format!("bearer {token}")),
+        "the token as bearer: {text}"
+    );
+    assert!(
+        !text.contains("habitus_oidc_session="),
+        "no SSO cookie: {text}"
+    );
+    drop(browser);
     drop(provider);
+}
+
+fn log_len(log: &Mutex<Vec<u8>>) -> usize {
+    log.lock().unwrap().len()
 }

@@ -57,12 +57,24 @@ pub fn start(extra: &str) -> TestProvider {
 /// `http://127.0.0.1:9/cb`, the keystroke plugin, state in `state`; `extra` goes before
 /// the clients (top-level keys, or tables).
 pub fn config_text(issuer: &str, state: &std::path::Path, extra: &str) -> String {
+    config_text_with_origins(issuer, state, extra, &[])
+}
+
+/// [`config_text`] with more `collect_origins` than `https://app.example`.
+pub fn config_text_with_origins(
+    issuer: &str,
+    state: &std::path::Path,
+    extra: &str,
+    origins: &[&str],
+) -> String {
+    let mut all = vec!["https://app.example"];
+    all.extend_from_slice(origins);
     format!(
         r#"version = 1
 issuer = "{issuer}"
 state_dir = {state:?}
 plugin_dir = {plugins:?}
-collect_origins = ["https://app.example"]
+collect_origins = {all:?}
 {extra}
 [[clients]]
 id = "rp"
@@ -84,9 +96,19 @@ id_token_signed_response_alg = "EdDSA"
 /// A running provider on `listener` that calls itself `issuer` (e.g. the address of a
 /// recording proxy in front of it).
 pub fn start_at(extra: &str, listener: std::net::TcpListener, issuer: String) -> TestProvider {
+    start_at_with_origins(extra, listener, issuer, &[])
+}
+
+/// [`start_at`] with more `collect_origins`.
+pub fn start_at_with_origins(
+    extra: &str,
+    listener: std::net::TcpListener,
+    issuer: String,
+    origins: &[&str],
+) -> TestProvider {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = listener.local_addr().expect("addr").port();
-    let text = config_text(&issuer, dir.path(), extra);
+    let text = config_text_with_origins(&issuer, dir.path(), extra, origins);
     let config = habitus_oidc::Config::parse(&text).expect("config");
     let mut users = habitus_oidc::users::UsersFile::default();
     users
