@@ -81,9 +81,13 @@ fn recording_proxy(listener: TcpListener, target: u16) -> Arc<Mutex<Vec<u8>>> {
 }
 
 /// The relying party's redirect URI: answers 200 and records each request's target.
+/// What the relying party has seen (`/cb` targets) and the HTML it serves at `/page`.
+type Seen = Arc<Mutex<Vec<String>>>;
+type Page = Arc<Mutex<String>>;
+
 /// The relying party: records `/cb` targets, serves the HTML in `page` at `/page`, "ok"
 /// elsewhere.
-fn callback_server() -> (u16, Arc<Mutex<Vec<String>>>, Arc<Mutex<String>>) {
+fn callback_server() -> (u16, Seen, Page) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let seen = Arc::new(Mutex::new(Vec::new()));
