@@ -73,7 +73,7 @@ pub const FREE_FORMAT: u32 = 2;
 /// Gallery sizes (windows) a combiner is learned for.
 pub const GALLERY_SIZES: [usize; 4] = [1, 2, 5, 10];
 /// Most cohort users kept for S-norm (each costs one comparison per score).
-pub const COHORT: usize = 0;
+pub const COHORT: usize = 100;
 /// Genuine query windows per population user (its last ones).
 const QUERIES: usize = 5;
 /// Impostor windows per population gallery when learning the combiner.
@@ -193,27 +193,29 @@ pub struct Gallery {
 impl Gallery {
     /// One window, `mu` left at 0.
     pub fn window(strokes: &[Keystroke]) -> Gallery {
-        let (obs, rhythm) = observations(strokes);
-        let mut m: HashMap<u64, (f64, f64)> = HashMap::with_capacity(obs.len());
+        let (mut obs, rhythm) = observations(strokes);
+        // Sorting and grouping beats a hash map at a few hundred observations.
+        obs.sort_unstable_by_key(|o| o.0);
+        let mut entries: Vec<(u64, Stat)> = Vec::with_capacity(obs.len());
         for (i, x) in obs {
-            let e = m.entry(i).or_insert((0.0, 0.0));
-            e.0 += x;
-            e.1 += 1.0;
-        }
-        let mut entries: Vec<(u64, Stat)> = m
-            .into_iter()
-            .map(|(i, (s, n))| {
-                (
+            match entries.last_mut() {
+                Some((last, s)) if *last == i => {
+                    s.n += 1.0;
+                    s.mean += x;
+                }
+                _ => entries.push((
                     i,
                     Stat {
-                        n,
-                        mean: s / n,
+                        n: 1.0,
+                        mean: x,
                         mu: 0.0,
                     },
-                )
-            })
-            .collect();
-        entries.sort_unstable_by_key(|e| e.0);
+                )),
+            }
+        }
+        for (_, s) in entries.iter_mut() {
+            s.mean /= s.n;
+        }
         Gallery { entries, rhythm }
     }
 
@@ -335,6 +337,7 @@ fn features_of(
     for &(i, qs) in &q.entries {
         let t = kind_of(i);
         seen[t] += 1;
+        // A linear merge: measured faster than a binary search per id here.
         while j < entries.len() && entries[j].0 < i {
             j += 1;
         }
