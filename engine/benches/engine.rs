@@ -69,6 +69,30 @@ fn abi_overhead(c: &mut Criterion) {
             b.iter(|| in_process.score(black_box(&profile), black_box(w)).unwrap())
         });
     }
+    // Free text with a population: per-gallery-size combiner and S-norm, whose
+    // t-statistics compare every window with each cohort gallery.
+    let users: Vec<RVec<RVec<Event>>> = (0..150u64)
+        .map(|u| {
+            (0..15)
+                .map(|s| RVec::from(typing(50, 1000 + 100 * u + s)))
+                .collect()
+        })
+        .collect();
+    let population = loaded.build_population(&users).unwrap();
+    let enrolment: Vec<RVec<Event>> = (0..5).map(|s| RVec::from(typing(50, s))).collect();
+    let profile = loaded.enroll(&population, &enrolment).unwrap();
+    println!(
+        "free-text population {} bytes, profile with cohort {} bytes",
+        population.len(),
+        profile.len()
+    );
+    let window = typing(50, 99);
+    group.throughput(Throughput::Elements(100));
+    group.bench_with_input(
+        BenchmarkId::new("loaded-plugin-cohort", 100),
+        &window,
+        |b, w| b.iter(|| loaded.score(black_box(&profile), black_box(w)).unwrap()),
+    );
     group.finish();
 }
 

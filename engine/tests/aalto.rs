@@ -73,3 +73,50 @@ fn real_files_parse_into_fifteen_sentences_of_at_most_fifty_keys() {
         }
     }
 }
+
+#[test]
+fn free_text_population_and_cohort_profiles_fit_the_store() {
+    let Some(path) = common::dataset("aalto-136m-subset/keystrokes") else {
+        return;
+    };
+    // 110 population users (more than the S-norm cohort of 100) and one enrolled user.
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(&path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files.iter().take(115) {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let data = aalto::load(dir.path(), 2, &Quiet).unwrap();
+    assert!(
+        data.participants.len() >= 111,
+        "{}",
+        data.participants.len()
+    );
+    let lib = habitus_engine::PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let plugin = lib.instantiate("mode = \"free\"").unwrap();
+    let users: Vec<habitus_plugin::RVec<_>> = data.participants[..110]
+        .iter()
+        .map(|p| p.sentences.iter().cloned().collect())
+        .collect();
+    let population = plugin.build_population(&users).unwrap();
+    let me = &data.participants[110];
+    let limit = habitus_engine::ProfileStore::MAX_BLOB_LEN;
+    assert!(population.len() < limit / 2, "{}", population.len());
+    for g in [1, 5, 10] {
+        let profile = plugin.enroll(&population, &me.sentences[..g]).unwrap();
+        eprintln!(
+            "population {} bytes, G = {g} profile {} bytes",
+            population.len(),
+            profile.len()
+        );
+        assert!(profile.len() < limit / 2, "{}", profile.len());
+        let genuine = plugin.score(&profile, &me.sentences[12]).unwrap();
+        assert!(
+            genuine.llr.is_finite() && genuine.quality > 0.0,
+            "{genuine:?}"
+        );
+    }
+}

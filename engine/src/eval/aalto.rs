@@ -296,7 +296,7 @@ pub fn run(
                 "{} participants skipped (fewer than {SENTENCES} sentences); {} keystrokes dropped (release before press, or times without millisecond precision)",
                 data.skipped_participants, data.dropped_keystrokes
             ),
-            "population prior (within-user spreads, combiner weights) learned only on the half of participants not under test".into(),
+            "population prior (variances, per-id means, combiners, S-norm cohort and calibration) learned only on the half of participants not under test".into(),
         ],
     })
 }

@@ -3,38 +3,86 @@
 //! Five timing types per window (after Gunetti & Picardi and the Aalto study): hold time
 //! per key (`ln`), and per digraph down-down (`ln`), up-down and up-up (`asinh(x/20 ms)`:
 //! they can be negative when keys overlap), and per trigraph down-down (`ln`). A
-//! gallery keeps, per type and id, the running mean and count — timing statistics only,
-//! never the order of keys.
+//! gallery keeps, per type and id, the count and mean of the occurrences — timing
+//! statistics only, never the order of keys.
 //!
-//! A query is compared with the gallery on the ids both contain. Per type: the mean
-//! capped absolute z of the query's per-id means (`Z`, with the population's within-user
-//! spread of that type) and the share of ids closer than half a spread (`A`). Seven
-//! rhythm statistics (median and spread of holds and latencies, share of overlapping
-//! keys, median up-down, mean interval) are compared as scaled absolute differences.
-//! A logistic regression learned on *other* users (classes weighted equally, so the
-//! output is a prior-free LLR) combines the 17 numbers.
+//! A query is compared with the gallery per type, on its per-id means, with four measures:
+//!
+//! * `Z`: mean `|x̄_q − m_g| / √(σw²·(1/n_q + 1/n_g))` over the ids both contain (σw² =
+//!   the population's pooled within-user variance of that type);
+//! * `A`: the share of shared ids closer than `0.25·σw`;
+//! * `LLRmean`, `LLRsum`: a Bayesian per-id log-likelihood ratio "this user" versus
+//!   "anyone", summed and averaged over the query's ids. Per id, the user's true mean
+//!   has the prior N(μ_f, σb²) (μ_f = the population mean of that id, shrunk towards the
+//!   type's mean with weight 5; σb² = the between-user variance); the gallery's `n_g`
+//!   occurrences give its posterior N(pm, 1/prec), and the query mean is compared under
+//!   both hypotheses: `l_f = ln N(x̄_q; pm, 1/prec + σw²/n_q) − ln N(x̄_q; μ_f, σb² +
+//!   σw²/n_q)` (0 for ids the gallery lacks). Unlike `Z`, it knows that matching on a
+//!   common timing is weak evidence and matching on an unusual one strong evidence.
+//!
+//! Seven rhythm statistics per window (median and interquartile range of `ln` hold and of
+//! `ln` down-down, share of overlapping keys, median up-down, mean interval) are compared
+//! with the gallery's mean as `|q − g|/σ` and its square (σ = their spread over all
+//! population windows). A balanced logistic regression (standardised inputs, ridge 1e-3)
+//! learned on *other* users combines the 34 numbers; because the classes weigh equally,
+//! its output is a prior-free LLR. One combiner per gallery size (1, 2, 5, 10 windows):
+//! how much a distance means depends on how well the gallery is known. Enrolment picks
+//! the largest one not above its number of windows.
+//!
+//! **S-norm.** Some galleries are close to everyone (a very common typing style), some
+//! queries close to every gallery; the raw score does not know. A cohort of population
+//! users (at most [`COHORT`]) turns it into `s = ½[(s_raw − μz)/σz + (s_raw − μt)/σt]`:
+//! z-statistics = the raw scores of the cohort's windows against the enrolled gallery
+//! (computed at enrolment), t-statistics = the raw scores of the query against the
+//! cohort's galleries (computed at every score, so a score costs one comparison per
+//! cohort member). `s` is mapped to an LLR by a 1-D balanced logistic regression learned
+//! on the population (its users scored with leave-one-out cohorts). The profile carries
+//! the cohort's galleries in a packed binary form ([`crate::pack`]); without a population
+//! there is no cohort and the raw combiner is the LLR. Adaptation moves the gallery but
+//! not its z-statistics (the cohort's windows are not kept in the profile): they are a
+//! normalisation, not the decision.
+//!
+//! Everything learned (variances, per-id population means, rhythm spreads, combiners,
+//! calibration, cohort) comes from the population's users only, never from the user
+//! being enrolled.
 //!
 //! Timer-resolution statistics (how often times are multiples of 8 ms, …) would separate
 //! users on the Aalto data much better, but they fingerprint the keyboard's USB polling
 //! and the browser clock, not the person; they are deliberately not used.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::stats::{fit_logistic, median};
+use crate::stats::{fit_llr_calibration, fit_logistic};
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
 
 const TYPES: usize = 5;
-const RHYTHM: usize = 7;
-/// Inputs of the combiner: bias, Z and A per type, rhythm differences.
-const INPUTS: usize = 1 + 2 * TYPES + RHYTHM;
+pub const RHYTHM: usize = 7;
+/// Per type: Z, A, LLRmean, LLRsum.
+const MEASURES: usize = 4;
+/// Inputs of the combiner (without the bias).
+pub const FEATURES: usize = TYPES * MEASURES + 2 * RHYTHM;
+/// One query-versus-gallery comparison.
+type Inputs = [f64; FEATURES];
+/// Format of free-text profiles and populations (inside the blob envelope). 1: spreads
+/// and one 17-input combiner; 2: variances, per-id population means, per-gallery-size
+/// 34-input combiners, S-norm cohort.
+pub const FREE_FORMAT: u32 = 2;
+/// Gallery sizes (windows) a combiner is learned for.
+pub const GALLERY_SIZES: [usize; 4] = [1, 2, 5, 10];
+/// Most cohort users kept for S-norm (each costs one comparison per score).
+pub const COHORT: usize = 100;
+/// Genuine query windows per population user (its last ones).
+const QUERIES: usize = 5;
+/// Impostor windows per population gallery when learning the combiner.
+const MAX_IMPOSTORS: usize = 600;
+/// Weight (in occurrences) of the type's mean in the per-id population mean.
+const MU_PRIOR: f64 = 5.0;
 const MAX_HOLD_US: u64 = 2_000_000;
 const MAX_DIGRAPH_US: u64 = 3_000_000;
 const MAX_TRIGRAPH_US: u64 = 4_000_000;
-const Z_CAP: f64 = 4.0;
-const RHYTHM_CAP: f64 = 5.0;
 
 fn id(kind: u64, keys: &[u32]) -> u64 {
     // Type in the top 3 bits; key ids mixed below (collisions only merge statistics).
@@ -46,108 +94,444 @@ fn id(kind: u64, keys: &[u32]) -> u64 {
     (kind << 61) | (h >> 3)
 }
 
+fn kind_of(id: u64) -> usize {
+    ((id >> 61) as usize).min(TYPES - 1)
+}
+
+/// Percentile with linear interpolation (as numpy's default) of sorted values.
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let pos = p * (sorted.len() - 1) as f64;
+    let lo = pos.floor() as usize;
+    let hi = (lo + 1).min(sorted.len() - 1);
+    sorted[lo] + (sorted[hi] - sorted[lo]) * (pos - lo as f64)
+}
+
+fn median_iqr(mut v: Vec<f64>, fallback: f64) -> (f64, f64) {
+    if v.is_empty() {
+        return (fallback, 0.0);
+    }
+    v.sort_by(f64::total_cmp);
+    (
+        percentile(&v, 0.5),
+        percentile(&v, 0.75) - percentile(&v, 0.25),
+    )
+}
+
 /// `(feature id, value)` observations of one window, and its rhythm statistics.
-pub fn observations(strokes: &[Keystroke]) -> (Vec<(u64, f64)>, Option<[f64; RHYTHM]>) {
+pub fn observations(strokes: &[Keystroke]) -> (Vec<(u64, f64)>, [f64; RHYTHM]) {
     let mut out = Vec::with_capacity(strokes.len() * 5);
     let hold_ok = |s: &Keystroke| s.up_us > s.down_us && s.up_us - s.down_us <= MAX_HOLD_US;
+    let ms = |us: i64| us as f64 / 1000.0;
     let (mut holds, mut dds, mut uds) = (Vec::new(), Vec::new(), Vec::new());
     for (i, s) in strokes.iter().enumerate() {
         if hold_ok(s) {
-            let h = (s.up_us - s.down_us) as f64 / 1000.0;
-            out.push((id(0, &[s.key]), h.ln()));
-            holds.push(h.ln());
+            let h = ms((s.up_us - s.down_us) as i64).ln();
+            out.push((id(0, &[s.key]), h));
+            holds.push(h);
         }
         if let Some(n) = strokes.get(i + 1) {
-            let dd = n.down_us - s.down_us;
-            if dd > 0 && dd <= MAX_DIGRAPH_US && hold_ok(s) && hold_ok(n) {
-                let ud = (n.down_us as f64 - s.up_us as f64) / 1000.0;
-                let uu = (n.up_us as f64 - s.up_us as f64) / 1000.0;
-                out.push((id(1, &[s.key, n.key]), (dd as f64 / 1000.0).ln()));
+            let dd = n.down_us as i64 - s.down_us as i64;
+            let ud = ms(n.down_us as i64 - s.up_us as i64);
+            if dd > 0 {
+                dds.push(ms(dd).ln());
+            }
+            if ud.abs() < 3000.0 {
+                uds.push(ud);
+            }
+            if dd > 0 && dd as u64 <= MAX_DIGRAPH_US && hold_ok(s) && hold_ok(n) {
+                let uu = ms(n.up_us as i64 - s.up_us as i64);
+                out.push((id(1, &[s.key, n.key]), ms(dd).ln()));
                 out.push((id(2, &[s.key, n.key]), (ud / 20.0).asinh()));
                 out.push((id(3, &[s.key, n.key]), (uu / 20.0).asinh()));
-                dds.push((dd as f64 / 1000.0).ln());
-                uds.push(ud);
             }
         }
         if let Some(m) = strokes.get(i + 2) {
-            let d2 = m.down_us - s.down_us;
-            if d2 > 0 && d2 <= MAX_TRIGRAPH_US {
-                out.push((
-                    id(4, &[s.key, strokes[i + 1].key, m.key]),
-                    (d2 as f64 / 1000.0).ln(),
-                ));
+            let d2 = m.down_us as i64 - s.down_us as i64;
+            if d2 > 0 && d2 as u64 <= MAX_TRIGRAPH_US {
+                out.push((id(4, &[s.key, strokes[i + 1].key, m.key]), ms(d2).ln()));
             }
         }
     }
-    let rhythm = (holds.len() >= 3 && dds.len() >= 3).then(|| {
-        let iqr = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            v[(3 * v.len()) / 4] - v[v.len() / 4]
-        };
-        let span = strokes.last().map(|l| l.down_us).unwrap_or(0) - strokes[0].down_us;
-        [
-            median(&holds),
-            iqr(&holds),
-            median(&dds),
-            iqr(&dds),
-            uds.iter().filter(|&&u| u < 0.0).count() as f64 / uds.len() as f64,
-            median(&uds.iter().map(|u| (u / 20.0).asinh()).collect::<Vec<_>>()),
-            ((span as f64 / 1000.0).max(1.0) / (strokes.len() - 1) as f64).ln(),
-        ]
-    });
-    (out, rhythm)
+    let (hold_med, hold_iqr) = median_iqr(holds, 4.5);
+    let (dd_med, dd_iqr) = median_iqr(dds, 5.0);
+    let (overlap, ud_med) = if uds.is_empty() {
+        (0.0, 0.0)
+    } else {
+        let share = uds.iter().filter(|&&u| u < 0.0).count() as f64 / uds.len() as f64;
+        let asinh: Vec<f64> = uds.iter().map(|u| (u / 20.0).asinh()).collect();
+        (share, median_iqr(asinh, 0.0).0)
+    };
+    let span = match (strokes.first(), strokes.last()) {
+        (Some(f), Some(l)) => ms(l.down_us as i64 - f.down_us as i64),
+        _ => 0.0,
+    };
+    let pace = (span.max(1.0) / strokes.len().saturating_sub(1).max(1) as f64).ln();
+    (
+        out,
+        [hold_med, hold_iqr, dd_med, dd_iqr, overlap, ud_med, pace],
+    )
 }
 
-fn kind_of(id: u64) -> usize {
-    (id >> 61) as usize
+/// Per-id statistics: occurrence count, mean, and the population's mean of that id (`mu`;
+/// unused in a query).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stat {
+    pub n: f64,
+    pub mean: f64,
+    #[serde(default)]
+    pub mu: f64,
 }
 
-/// Mean per id of a window's observations.
-fn per_id_means(obs: &[(u64, f64)]) -> Vec<(u64, f64)> {
-    let mut m: BTreeMap<u64, (f64, f64)> = BTreeMap::new();
-    for &(i, x) in obs {
-        let e = m.entry(i).or_insert((0.0, 0.0));
-        e.0 += x;
-        e.1 += 1.0;
+/// Per-id statistics sorted by id, and the mean rhythm vector: a gallery (pooled windows)
+/// or a single query window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gallery {
+    pub entries: Vec<(u64, Stat)>,
+    pub rhythm: [f64; RHYTHM],
+}
+
+impl Gallery {
+    /// One window, `mu` left at 0.
+    pub fn window(strokes: &[Keystroke]) -> Gallery {
+        let (mut obs, rhythm) = observations(strokes);
+        // Sorting and grouping beats a hash map at a few hundred observations.
+        obs.sort_unstable_by_key(|o| o.0);
+        let mut entries: Vec<(u64, Stat)> = Vec::with_capacity(obs.len());
+        for (i, x) in obs {
+            match entries.last_mut() {
+                Some((last, s)) if *last == i => {
+                    s.n += 1.0;
+                    s.mean += x;
+                }
+                _ => entries.push((
+                    i,
+                    Stat {
+                        n: 1.0,
+                        mean: x,
+                        mu: 0.0,
+                    },
+                )),
+            }
+        }
+        for (_, s) in entries.iter_mut() {
+            s.mean /= s.n;
+        }
+        Gallery { entries, rhythm }
     }
-    m.into_iter().map(|(i, (s, n))| (i, s / n)).collect()
+
+    /// Pools windows (occurrence-weighted means; rhythm = mean of the windows' vectors)
+    /// and attaches each id's population mean.
+    pub fn pool(windows: &[&Gallery], c: &Constants) -> Gallery {
+        let mut m: HashMap<u64, (f64, f64)> = HashMap::new();
+        let mut rhythm = [0.0; RHYTHM];
+        for w in windows {
+            for (i, s) in &w.entries {
+                let e = m.entry(*i).or_insert((0.0, 0.0));
+                e.0 += s.n * s.mean;
+                e.1 += s.n;
+            }
+            for (a, b) in rhythm.iter_mut().zip(w.rhythm) {
+                *a += b / windows.len() as f64;
+            }
+        }
+        let mut entries: Vec<(u64, Stat)> = m
+            .into_iter()
+            .map(|(i, (s, n))| {
+                (
+                    i,
+                    Stat {
+                        n,
+                        mean: s / n,
+                        mu: c.mu(i),
+                    },
+                )
+            })
+            .collect();
+        entries.sort_unstable_by_key(|e| e.0);
+        Gallery { entries, rhythm }
+    }
 }
 
-/// Spreads and combiner learned from other users.
+/// Population constants per timing type and rhythm statistic.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Constants {
+    /// Pooled within-user variance per type.
+    pub sw2: Vec<f64>,
+    /// Between-user variance of per-id user means, per type.
+    pub sb2: Vec<f64>,
+    /// Mean of all occurrences, per type (the population mean of an unseen id).
+    pub gm: Vec<f64>,
+    /// Spread of each rhythm statistic over all population windows.
+    pub rhythm_sd: Vec<f64>,
+    /// Shrunk per-id population means, sorted by id (population only; profiles keep
+    /// the values of their own ids).
+    #[serde(
+        with = "crate::pack::table",
+        default,
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub mu: Vec<(u64, f64)>,
+}
+
+impl Default for Constants {
+    /// Typical values (Aalto study, other users), used until a population is built.
+    fn default() -> Self {
+        Constants {
+            sw2: vec![0.074, 0.19, 1.07, 0.26, 0.105],
+            sb2: vec![0.057, 0.186, 1.33, 0.25, 0.17],
+            gm: vec![4.6, 5.4, 2.6, 3.1, 6.1],
+            rhythm_sd: vec![0.22, 0.11, 0.36, 0.24, 0.17, 1.03, 0.44],
+            mu: Vec::new(),
+        }
+    }
+}
+
+impl Constants {
+    fn mu(&self, id: u64) -> f64 {
+        match self.mu.binary_search_by_key(&id, |e| e.0) {
+            Ok(i) => self.mu[i].1,
+            Err(_) => self.gm[kind_of(id)],
+        }
+    }
+
+    fn validate(&self) -> Result<(), PluginError> {
+        let ok = |v: &[f64], n: usize| v.len() == n && v.iter().all(|x| x.is_finite());
+        let positive = |v: &[f64]| v.iter().all(|&x| x > 0.0);
+        if ok(&self.sw2, TYPES)
+            && ok(&self.sb2, TYPES)
+            && ok(&self.gm, TYPES)
+            && ok(&self.rhythm_sd, RHYTHM)
+            && positive(&self.sw2)
+            && positive(&self.sb2)
+            && positive(&self.rhythm_sd)
+        {
+            Ok(())
+        } else {
+            Err(PluginError::invalid_profile(
+                "free-text constants have the wrong length or non-positive variances",
+            ))
+        }
+    }
+}
+
+/// The 34 combiner inputs of a query against a gallery, and the number of shared ids.
+fn features(c: &Constants, q: &Gallery, g: &Gallery) -> (Inputs, usize) {
+    features_of(c, q, &g.entries, &g.rhythm)
+}
+
+/// [`features`] against a gallery's parts (`rhythm` has `RHYTHM` values).
+// Parallel per-type arrays: indices say which is which.
+#[allow(clippy::needless_range_loop)]
+fn features_of(
+    c: &Constants,
+    q: &Gallery,
+    entries: &[(u64, Stat)],
+    rhythm: &[f64],
+) -> (Inputs, usize) {
+    let mut z = [0.0; TYPES];
+    let mut close = [0.0; TYPES];
+    let mut llr = [0.0; TYPES];
+    let mut shared = [0usize; TYPES];
+    let mut seen = [0usize; TYPES];
+    let mut j = 0;
+    for &(i, qs) in &q.entries {
+        let t = kind_of(i);
+        seen[t] += 1;
+        // A linear merge: measured faster than a binary search per id here.
+        while j < entries.len() && entries[j].0 < i {
+            j += 1;
+        }
+        let Some((gi, gs)) = entries.get(j) else {
+            continue;
+        };
+        if *gi != i {
+            continue;
+        }
+        let (sw2, sb2) = (c.sw2[t], c.sb2[t]);
+        shared[t] += 1;
+        let d = qs.mean - gs.mean;
+        z[t] += d.abs() / (sw2 * (1.0 / qs.n + 1.0 / gs.n)).sqrt();
+        close[t] += (d.abs() < 0.25 * sw2.sqrt()) as u8 as f64;
+        let prec = 1.0 / sb2 + gs.n / sw2;
+        let pm = (gs.mu / sb2 + gs.n * gs.mean / sw2) / prec;
+        let vu = 1.0 / prec + sw2 / qs.n;
+        let vb = sb2 + sw2 / qs.n;
+        // One logarithm (of the variance ratio) per shared id: this runs for every
+        // cohort gallery at every score.
+        llr[t] += -0.5 * (qs.mean - pm).powi(2) / vu
+            + 0.5 * (qs.mean - gs.mu).powi(2) / vb
+            + 0.5 * (vb / vu).ln();
+    }
+    let mut x = [0.0; FEATURES];
+    for t in 0..TYPES {
+        let s = shared[t].max(1) as f64;
+        x[MEASURES * t] = z[t] / s;
+        x[MEASURES * t + 1] = close[t] / s;
+        x[MEASURES * t + 2] = if seen[t] > 0 {
+            llr[t] / seen[t] as f64
+        } else {
+            0.0
+        };
+        x[MEASURES * t + 3] = llr[t];
+    }
+    for r in 0..RHYTHM {
+        let d = (q.rhythm[r] - rhythm[r]).abs() / c.rhythm_sd[r];
+        x[TYPES * MEASURES + r] = d;
+        x[TYPES * MEASURES + RHYTHM + r] = d * d;
+    }
+    (x, shared.iter().sum())
+}
+
+/// A learned combiner: `s_raw = w₀ + Σ wⱼ·xⱼ`, and the S-norm calibration `llr = a + b·s`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Combiner {
+    /// Gallery size (windows) it was learned for.
+    pub gallery: usize,
+    /// `1 + FEATURES` weights, bias first.
+    pub weights: Vec<f64>,
+    /// `(a, b)` of the S-norm calibration; `None` without a cohort.
+    pub calibration: Option<(f64, f64)>,
+}
+
+impl Combiner {
+    fn raw(&self, x: &Inputs) -> f64 {
+        self.weights[0]
+            + self.weights[1..]
+                .iter()
+                .zip(x)
+                .map(|(w, v)| w * v)
+                .sum::<f64>()
+    }
+
+    fn validate(&self) -> Result<(), PluginError> {
+        let cal_ok = match self.calibration {
+            Some((a, b)) => a.is_finite() && b.is_finite(),
+            None => true,
+        };
+        if self.weights.len() == 1 + FEATURES
+            && self.weights.iter().all(|w| w.is_finite())
+            && cal_ok
+        {
+            Ok(())
+        } else {
+            Err(PluginError::invalid_profile(format!(
+                "free-text combiner needs {} finite weights, has {}",
+                1 + FEATURES,
+                self.weights.len()
+            )))
+        }
+    }
+
+    /// Uncalibrated built-in prior: decision near a mean per-type `Z` of 1.2.
+    fn prior() -> Combiner {
+        let mut weights = vec![0.0; 1 + FEATURES];
+        weights[0] = 6.0;
+        for t in 0..TYPES {
+            weights[1 + MEASURES * t] = -1.0;
+        }
+        Combiner {
+            gallery: 1,
+            weights,
+            calibration: None,
+        }
+    }
+}
+
+/// A population user kept for S-norm: its first windows (galleries of any size are
+/// pooled from them) and one probe window.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CohortUser {
+    /// Gallery windows, then the probe (last).
+    #[serde(with = "crate::pack::galleries")]
+    pub windows: Vec<Gallery>,
+}
+
+/// Everything learned from other users.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FreePopulation {
-    /// Within-user spread of each timing type.
-    pub type_sd: Vec<f64>,
-    /// Spread of each rhythm statistic between windows of one user.
-    pub rhythm_sd: Vec<f64>,
-    /// Combiner weights (`INPUTS` values; the first is the bias).
-    pub weights: Vec<f64>,
+    /// [`FREE_FORMAT`]: older free-text populations are refused by number.
+    pub format: u32,
+    pub constants: Constants,
+    /// One per learned gallery size, increasing.
+    pub combiners: Vec<Combiner>,
+    pub cohort: Vec<CohortUser>,
     pub users: usize,
 }
 
 impl Default for FreePopulation {
-    /// Uncalibrated built-in prior (typical spreads; equal-say weights), used until a
-    /// population is built: decision near a mean capped |z| of 1.2.
+    /// Uncalibrated built-in prior, used until a population is built.
     fn default() -> Self {
-        let mut weights = vec![0.0; INPUTS];
-        weights[0] = 6.0;
-        for t in 0..TYPES {
-            weights[1 + t] = -1.0;
-        }
         FreePopulation {
-            type_sd: vec![0.25, 0.3, 1.0, 1.0, 0.3],
-            rhythm_sd: vec![0.15, 0.15, 0.15, 0.15, 0.15, 0.5, 0.15],
-            weights,
+            format: FREE_FORMAT,
+            constants: Constants::default(),
+            combiners: vec![Combiner::prior()],
+            cohort: Vec::new(),
             users: 0,
         }
     }
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct Stat {
-    pub n: f64,
-    pub mean: f64,
+impl FreePopulation {
+    pub fn validate(&self) -> Result<(), PluginError> {
+        self.constants.validate()?;
+        if self.combiners.is_empty() {
+            return Err(PluginError::invalid_profile(
+                "free-text population has no combiner",
+            ));
+        }
+        for c in &self.combiners {
+            c.validate()?;
+        }
+        if self.cohort.iter().any(|u| u.windows.len() < 2) {
+            return Err(PluginError::invalid_profile(
+                "free-text cohort user without gallery and probe windows",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The combiner for an enrolment of `windows` windows: the largest gallery size not
+    /// above it (the smallest if none).
+    fn combiner(&self, windows: usize) -> &Combiner {
+        self.combiners
+            .iter()
+            .rev()
+            .find(|c| c.gallery <= windows)
+            .unwrap_or(&self.combiners[0])
+    }
+
+    /// Cohort user `k`'s gallery of `g` windows.
+    fn cohort_gallery(&self, k: usize, g: usize) -> Gallery {
+        let w = &self.cohort[k].windows;
+        let galleries: Vec<&Gallery> = w[..w.len() - 1].iter().take(g).collect();
+        Gallery::pool(&galleries, &self.constants)
+    }
+
+    fn cohort_probe(&self, k: usize) -> &Gallery {
+        let w = &self.cohort[k].windows;
+        &w[w.len() - 1]
+    }
+}
+
+/// S-norm state of a profile.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SNorm {
+    /// z-statistics: mean and sd of the cohort probes' raw scores against the gallery.
+    pub z_mean: f64,
+    pub z_sd: f64,
+    /// Cohort galleries (same size as the combiner's) for the t-statistics.
+    #[serde(with = "crate::pack::galleries")]
+    pub cohort: Vec<Gallery>,
+}
+
+fn mean_sd(v: &[f64]) -> (f64, f64) {
+    let m = v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len().max(1) as f64;
+    (m, var.sqrt().max(1e-3))
+}
+
+fn s_norm(raw: f64, z: (f64, f64), t: (f64, f64)) -> f64 {
+    0.5 * ((raw - z.0) / z.1 + (raw - t.0) / t.1)
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,218 +540,560 @@ pub struct FreeModel {
     pub features: Vec<(u64, Stat)>,
     pub rhythm: Vec<f64>,
     pub rhythm_windows: f64,
-    pub population: FreePopulation,
+    /// The population's constants (without the per-id table: `mu` is in `features`).
+    pub constants: Constants,
+    pub combiner: Combiner,
+    pub snorm: Option<SNorm>,
 }
 
 impl FreeModel {
     pub fn train(
         windows: &[Vec<Keystroke>],
-        population: Option<FreePopulation>,
+        population: Option<&FreePopulation>,
     ) -> Result<FreeModel, PluginError> {
-        let mut features: BTreeMap<u64, Stat> = BTreeMap::new();
-        let mut rhythm = vec![0.0; RHYTHM];
-        let mut rhythm_windows = 0.0;
-        for w in windows {
-            let (obs, r) = observations(w);
-            for (i, x) in obs {
-                let s = features.entry(i).or_default();
-                s.n += 1.0;
-                s.mean += (x - s.mean) / s.n;
-            }
-            if let Some(r) = r {
-                rhythm_windows += 1.0;
-                for (a, b) in rhythm.iter_mut().zip(r) {
-                    *a += (b - *a) / rhythm_windows;
-                }
-            }
-        }
-        if features.len() < 5 || rhythm_windows == 0.0 {
+        let fallback = FreePopulation::default();
+        let p = population.unwrap_or(&fallback);
+        p.validate()?;
+        let summaries: Vec<Gallery> = windows
+            .iter()
+            .filter(|w| !w.is_empty())
+            .map(|w| Gallery::window(w))
+            .collect();
+        let refs: Vec<&Gallery> = summaries.iter().collect();
+        let gallery = Gallery::pool(&refs, &p.constants);
+        if gallery.entries.len() < 5 {
             return Err(PluginError::not_enough_data(format!(
                 "free-text enrolment found only {} keys and n-grams",
-                features.len()
+                gallery.entries.len()
             )));
         }
+        let combiner = p.combiner(summaries.len()).clone();
+        let snorm = match combiner.calibration {
+            Some(_) if !p.cohort.is_empty() => {
+                let z: Vec<f64> = (0..p.cohort.len())
+                    .map(|k| combiner.raw(&features(&p.constants, p.cohort_probe(k), &gallery).0))
+                    .collect();
+                let (z_mean, z_sd) = mean_sd(&z);
+                Some(SNorm {
+                    z_mean,
+                    z_sd,
+                    cohort: (0..p.cohort.len())
+                        .map(|k| p.cohort_gallery(k, combiner.gallery))
+                        .collect(),
+                })
+            }
+            _ => None,
+        };
+        let constants = Constants {
+            mu: Vec::new(),
+            ..p.constants.clone()
+        };
         Ok(FreeModel {
-            features: features.into_iter().collect(),
-            rhythm,
-            rhythm_windows,
-            population: population.unwrap_or_default(),
+            features: gallery.entries,
+            rhythm: gallery.rhythm.to_vec(),
+            rhythm_windows: summaries.len() as f64,
+            constants,
+            combiner,
+            snorm,
         })
     }
 
-    fn get(&self, id: u64) -> Option<&Stat> {
-        self.features
-            .binary_search_by_key(&id, |(k, _)| *k)
-            .ok()
-            .map(|i| &self.features[i].1)
-    }
-
-    /// The combiner's inputs for one window, and how many ids were shared.
-    // Parallel per-type and per-statistic arrays: indices say which is which.
-    #[allow(clippy::needless_range_loop)]
-    fn inputs(&self, strokes: &[Keystroke]) -> Option<(Vec<f64>, usize)> {
-        let (obs, rhythm) = observations(strokes);
-        let rhythm = rhythm?;
-        let p = &self.population;
-        let mut z = [0.0; TYPES];
-        let mut close = [0.0; TYPES];
-        let mut n = [0usize; TYPES];
-        for (i, q) in per_id_means(&obs) {
-            if let Some(g) = self.get(i) {
-                let t = kind_of(i);
-                let d = (q - g.mean).abs() / p.type_sd[t];
-                z[t] += d.min(Z_CAP);
-                close[t] += (d < 0.5) as u8 as f64;
-                n[t] += 1;
-            }
+    pub fn validate(&self) -> Result<(), PluginError> {
+        self.constants.validate()?;
+        self.combiner.validate()?;
+        if self.rhythm.len() != RHYTHM || self.features.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(PluginError::invalid_profile(
+                "free-text profile: rhythm of the wrong length or unsorted ids",
+            ));
         }
-        let shared: usize = n.iter().sum();
-        if shared == 0 {
-            return None;
+        if self.snorm.is_some() && self.combiner.calibration.is_none() {
+            return Err(PluginError::invalid_profile(
+                "free-text profile: cohort without calibration",
+            ));
         }
-        let mut x = Vec::with_capacity(INPUTS);
-        x.push(1.0);
-        for t in 0..TYPES {
-            x.push(if n[t] > 0 { z[t] / n[t] as f64 } else { 1.0 });
-        }
-        for t in 0..TYPES {
-            x.push(if n[t] > 0 {
-                close[t] / n[t] as f64
-            } else {
-                0.5
-            });
-        }
-        for r in 0..RHYTHM {
-            x.push(((rhythm[r] - self.rhythm[r]).abs() / p.rhythm_sd[r]).min(RHYTHM_CAP));
-        }
-        Some((x, shared))
+        Ok(())
     }
 
     /// `(llr, quality)`; a window sharing nothing with the profile gives no opinion.
     pub fn score(&self, strokes: &[Keystroke]) -> (f64, f64) {
-        match self.inputs(strokes) {
-            Some((x, shared)) => {
-                let llr = self
-                    .population
-                    .weights
-                    .iter()
-                    .zip(&x)
-                    .map(|(w, v)| w * v)
-                    .sum();
-                (llr, (shared as f64 / 60.0).min(1.0))
-            }
-            None => (0.0, 0.0),
+        if strokes.is_empty() {
+            return (0.0, 0.0);
         }
+        let q = Gallery::window(strokes);
+        let (x, shared) = features_of(&self.constants, &q, &self.features, &self.rhythm);
+        if shared == 0 {
+            return (0.0, 0.0);
+        }
+        let raw = self.combiner.raw(&x);
+        let llr = match (&self.snorm, self.combiner.calibration) {
+            (Some(sn), Some((a, b))) if !sn.cohort.is_empty() => {
+                let t: Vec<f64> = sn
+                    .cohort
+                    .iter()
+                    .map(|g| self.combiner.raw(&features(&self.constants, &q, g).0))
+                    .collect();
+                a + b * s_norm(raw, (sn.z_mean, sn.z_sd), mean_sd(&t))
+            }
+            _ => raw,
+        };
+        (llr, (shared as f64 / 60.0).min(1.0))
     }
 
     /// Folds a clearly genuine window into the gallery, each new observation weighing at
-    /// most `rate` (an exponential moving mean once enough has been seen).
+    /// most `rate` (an exponential moving mean once enough has been seen). A new id gets
+    /// its type's population mean as `mu` (the per-id table is not in the profile).
     pub fn adapt(&mut self, strokes: &[Keystroke], rate: f64) {
-        let (obs, _) = observations(strokes);
-        for (i, x) in per_id_means(&obs) {
+        let q = Gallery::window(strokes);
+        for (i, s) in q.entries {
             match self.features.binary_search_by_key(&i, |(k, _)| *k) {
                 Ok(j) => {
-                    let s = &mut self.features[j].1;
-                    s.n += 1.0;
-                    s.mean += (x - s.mean) * (1.0 / s.n).max(rate);
+                    let g = &mut self.features[j].1;
+                    g.n += 1.0;
+                    g.mean += (s.mean - g.mean) * (1.0 / g.n).max(rate);
                 }
-                Err(j) => self.features.insert(j, (i, Stat { n: 1.0, mean: x })),
+                Err(j) => self.features.insert(
+                    j,
+                    (
+                        i,
+                        Stat {
+                            n: 1.0,
+                            mean: s.mean,
+                            mu: self.constants.gm[kind_of(i)],
+                        },
+                    ),
+                ),
             }
+        }
+        self.rhythm_windows += 1.0;
+        let w = (1.0 / self.rhythm_windows).max(rate);
+        for (a, b) in self.rhythm.iter_mut().zip(q.rhythm) {
+            *a += (b - *a) * w;
         }
     }
 }
 
-/// Learns spreads and the combiner from other users (each user's windows in order): a
-/// gallery of the first third (at most 5 windows), genuine queries from the last third,
-/// impostor queries = a middle window of up to 60 other users.
+/// Maps `f` over `0..n` on all cores, keeping the order.
+fn par_map<T: Send>(n: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    let threads = std::thread::available_parallelism()
+        .map(|t| t.get())
+        .unwrap_or(1)
+        .clamp(1, n.max(1));
+    let chunk = n.div_ceil(threads).max(1);
+    std::thread::scope(|s| {
+        let f = &f;
+        let handles: Vec<_> = (0..threads)
+            .map(|t| s.spawn(move || (t * chunk..((t + 1) * chunk).min(n)).map(f).collect()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h: std::thread::ScopedJoinHandle<Vec<T>>| {
+                h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+            })
+            .collect()
+    })
+}
+
+/// Population constants from all windows of the population's users.
+fn constants(users: &[Vec<Vec<Keystroke>>], windows: &[Vec<Gallery>]) -> Constants {
+    // Per type: Σ squared deviations from the user's id mean, Σ (count − 1), the cells
+    // (user, id) with their count and mean; per id: the population's count and sum.
+    let mut within = [0.0; TYPES];
+    let mut dof = [0.0; TYPES];
+    let mut total = [(0.0, 0.0); TYPES];
+    let mut cells: Vec<(u64, f64, f64)> = Vec::new();
+    let mut per_id: HashMap<u64, (f64, f64)> = HashMap::new();
+    for u in users {
+        let mut cell: HashMap<u64, (f64, f64, f64)> = HashMap::new();
+        for w in u {
+            for (i, x) in observations(w).0 {
+                let e = cell.entry(i).or_insert((0.0, 0.0, 0.0));
+                e.0 += 1.0;
+                e.1 += x;
+                e.2 += x * x;
+            }
+        }
+        for (i, (n, s, ss)) in cell {
+            let t = kind_of(i);
+            within[t] += ss - s * s / n;
+            dof[t] += n - 1.0;
+            total[t].0 += n;
+            total[t].1 += s;
+            cells.push((i, n, s / n));
+            let e = per_id.entry(i).or_insert((0.0, 0.0));
+            e.0 += n;
+            e.1 += s;
+        }
+    }
+    let fallback = Constants::default();
+    let mut c = fallback.clone();
+    for t in 0..TYPES {
+        if dof[t] > 0.0 {
+            c.sw2[t] = (within[t] / dof[t]).max(1e-4);
+        }
+        if total[t].0 > 0.0 {
+            c.gm[t] = total[t].1 / total[t].0;
+        }
+        let (mut dev, mut inv, mut k) = (0.0, 0.0, 0.0);
+        for &(i, n, m) in cells.iter().filter(|e| e.1 >= 3.0 && kind_of(e.0) == t) {
+            let (pn, ps) = per_id[&i];
+            dev += (m - ps / pn).powi(2);
+            inv += 1.0 / n;
+            k += 1.0;
+        }
+        if k > 0.0 {
+            c.sb2[t] = (dev / k - c.sw2[t] * inv / k).max(1e-4);
+        }
+    }
+    let mut mu: Vec<(u64, f64)> = per_id
+        .into_iter()
+        .map(|(i, (n, s))| (i, (s + MU_PRIOR * c.gm[kind_of(i)]) / (n + MU_PRIOR)))
+        .collect();
+    mu.sort_unstable_by_key(|e| e.0);
+    c.mu = mu;
+    let all: Vec<&[f64; RHYTHM]> = windows.iter().flatten().map(|g| &g.rhythm).collect();
+    if all.len() >= 2 {
+        for r in 0..RHYTHM {
+            let v: Vec<f64> = all.iter().map(|x| x[r]).collect();
+            let (m, _) = mean_sd(&v);
+            let var = v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / v.len() as f64;
+            c.rhythm_sd[r] = var.sqrt() + 1e-6;
+        }
+    }
+    c
+}
+
+/// Genuine query windows of a user with `w` windows: its last `QUERIES` (fewer for short
+/// histories); the first of them is its impostor probe against others.
+fn queries(w: usize) -> usize {
+    (w / 3).min(QUERIES)
+}
+
+/// Balanced logistic regression on standardised inputs (ridge 1e-3), folded back into raw
+/// weights (bias first).
+fn fit_combiner(genuine: &[Inputs], impostor: &[Inputs]) -> Option<Vec<f64>> {
+    let n = (genuine.len() + impostor.len()) as f64;
+    let mut mean = [0.0; FEATURES];
+    let mut sd = [0.0; FEATURES];
+    for x in genuine.iter().chain(impostor) {
+        for j in 0..FEATURES {
+            mean[j] += x[j] / n;
+        }
+    }
+    for x in genuine.iter().chain(impostor) {
+        for j in 0..FEATURES {
+            sd[j] += (x[j] - mean[j]).powi(2) / n;
+        }
+    }
+    for s in sd.iter_mut() {
+        *s = if *s > 1e-12 { s.sqrt() } else { 1.0 };
+    }
+    let standard = |xs: &[Inputs]| -> Vec<Vec<f64>> {
+        xs.iter()
+            .map(|x| {
+                let mut v = Vec::with_capacity(1 + FEATURES);
+                v.push(1.0);
+                v.extend((0..FEATURES).map(|j| (x[j] - mean[j]) / sd[j]));
+                v
+            })
+            .collect()
+    };
+    let w = fit_logistic(&standard(genuine), &standard(impostor), 1e-3)?;
+    let mut raw = vec![0.0; 1 + FEATURES];
+    raw[0] = w[0];
+    for j in 0..FEATURES {
+        raw[1 + j] = w[1 + j] / sd[j];
+        raw[0] -= w[1 + j] * mean[j] / sd[j];
+    }
+    Some(raw)
+}
+
+/// Learns the constants, one combiner per gallery size and the S-norm cohort and
+/// calibration from other users (each user's windows in order). Per user: gallery = its
+/// first `G` windows, genuine queries = its last 5 (fewer if it has under 15 windows),
+/// impostor queries = the first of those of every other user (at most 600).
 pub fn build_population(users: &[Vec<Vec<Keystroke>>]) -> Result<FreePopulation, PluginError> {
-    let users: Vec<&Vec<Vec<Keystroke>>> = users.iter().filter(|u| u.len() >= 3).collect();
+    build_population_with_cohort(users, COHORT)
+}
+
+/// [`build_population`] with at most `cohort` cohort users (0: no S-norm).
+pub fn build_population_with_cohort(
+    users: &[Vec<Vec<Keystroke>>],
+    cohort: usize,
+) -> Result<FreePopulation, PluginError> {
+    let users: Vec<Vec<Vec<Keystroke>>> = users
+        .iter()
+        .map(|u| u.iter().filter(|w| !w.is_empty()).cloned().collect())
+        .filter(|u: &Vec<Vec<Keystroke>>| u.len() >= 3)
+        .collect();
     if users.len() < 3 {
         return Err(PluginError::not_enough_data(
             "a free-text population needs at least 3 users with 3 windows",
         ));
     }
-    // Within-user spreads: per user and id, the spread of window means.
-    let mut spreads: Vec<Vec<f64>> = vec![Vec::new(); TYPES];
-    let mut rhythm_dev: Vec<Vec<f64>> = vec![Vec::new(); RHYTHM];
-    for u in &users {
-        let mut per: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-        let mut rh: Vec<[f64; RHYTHM]> = Vec::new();
-        for w in u.iter() {
-            let (obs, r) = observations(w);
-            for (i, x) in per_id_means(&obs) {
-                per.entry(i).or_default().push(x);
-            }
-            rh.extend(r);
-        }
-        for (i, v) in per {
-            if v.len() >= 3 {
-                let m = v.iter().sum::<f64>() / v.len() as f64;
-                let sd =
-                    (v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (v.len() - 1) as f64).sqrt();
-                spreads[kind_of(i)].push(sd);
-            }
-        }
-        if rh.len() >= 2 {
-            for r in 0..RHYTHM {
-                let m = rh.iter().map(|x| x[r]).sum::<f64>() / rh.len() as f64;
-                for x in &rh {
-                    rhythm_dev[r].push((x[r] - m).abs() * 1.2533); // mean |dev| -> sd
-                }
-            }
-        }
-    }
-    let fallback = FreePopulation::default();
-    let type_sd = (0..TYPES)
-        .map(|t| {
-            if spreads[t].is_empty() {
-                fallback.type_sd[t]
-            } else {
-                median(&spreads[t]).max(0.02)
-            }
-        })
-        .collect();
-    let rhythm_sd = (0..RHYTHM)
-        .map(|r| {
-            if rhythm_dev[r].is_empty() {
-                fallback.rhythm_sd[r]
-            } else {
-                (rhythm_dev[r].iter().sum::<f64>() / rhythm_dev[r].len() as f64).max(1e-3)
-            }
-        })
-        .collect();
-    let base = FreePopulation {
-        type_sd,
-        rhythm_sd,
-        weights: fallback.weights.clone(),
-        users: users.len(),
-    };
-    let mut genuine = Vec::new();
-    let mut impostor = Vec::new();
+    let windows: Vec<Vec<Gallery>> = par_map(users.len(), |u| {
+        users[u].iter().map(|w| Gallery::window(w)).collect()
+    });
+    let c = constants(&users, &windows);
+    // Cohort: evenly spaced users; their gallery windows (up to the largest gallery
+    // size) and their probe.
     let n = users.len();
-    for (t, u) in users.iter().enumerate() {
-        let third = (u.len() / 3).max(1);
-        let Ok(model) = FreeModel::train(&u[..third.min(5)], Some(base.clone())) else {
-            continue;
-        };
-        genuine.extend(
-            u[u.len() - third..]
-                .iter()
-                .filter_map(|w| model.inputs(w))
-                .map(|x| x.0),
-        );
-        let others = (n - 1).min(60);
-        for k in 1..=others {
-            let o = users[(t + k * (n - 1) / others.max(1)) % n];
-            if std::ptr::eq(o, *u) {
-                continue;
-            }
-            if let Some((x, _)) = model.inputs(&o[o.len() / 2]) {
-                impostor.push(x);
-            }
+    let size = n.min(cohort);
+    let cohort_ids: Vec<usize> = (0..size).map(|k| k * n / size).collect();
+    let largest = *GALLERY_SIZES.last().unwrap_or(&1);
+    let cohort: Vec<CohortUser> = cohort_ids
+        .iter()
+        .map(|&u| {
+            let w = &windows[u];
+            let probe = w.len() - queries(w.len());
+            let mut kept: Vec<Gallery> = w[..probe.min(largest)].to_vec();
+            kept.push(w[probe].clone());
+            CohortUser { windows: kept }
+        })
+        .collect();
+    let mut population = FreePopulation {
+        format: FREE_FORMAT,
+        constants: c,
+        combiners: Vec::new(),
+        cohort,
+        users: n,
+    };
+    for &g in &GALLERY_SIZES {
+        if let Some(combiner) = learn_combiner(&population, &windows, &cohort_ids, g) {
+            population.combiners.push(combiner);
         }
     }
-    let weights = fit_logistic(&genuine, &impostor, 1e-3)
-        .ok_or_else(|| PluginError::not_enough_data("free-text combiner did not converge"))?;
-    Ok(FreePopulation { weights, ..base })
+    if population.combiners.is_empty() {
+        return Err(PluginError::not_enough_data(
+            "free-text combiner did not converge for any gallery size",
+        ));
+    }
+    Ok(population)
+}
+
+fn learn_combiner(
+    p: &FreePopulation,
+    windows: &[Vec<Gallery>],
+    cohort_ids: &[usize],
+    g: usize,
+) -> Option<Combiner> {
+    let c = &p.constants;
+    let eligible: Vec<usize> = (0..windows.len())
+        .filter(|&u| windows[u].len() >= g + queries(windows[u].len()))
+        .collect();
+    if eligible.len() < 3 {
+        return None;
+    }
+    let galleries: Vec<Gallery> = par_map(eligible.len(), |k| {
+        let w: Vec<&Gallery> = windows[eligible[k]][..g].iter().collect();
+        Gallery::pool(&w, c)
+    });
+    let probe = |u: usize| &windows[u][windows[u].len() - queries(windows[u].len())];
+    let others = |k: usize| -> Vec<usize> {
+        let m = eligible.len() - 1;
+        let take = m.min(MAX_IMPOSTORS);
+        (1..=take)
+            .map(|j| eligible[(k + j * m / take) % eligible.len()])
+            .collect()
+    };
+    // Per gallery: genuine and impostor inputs.
+    let pairs: Vec<(Vec<Inputs>, Vec<Inputs>)> = par_map(eligible.len(), |k| {
+        let u = eligible[k];
+        let w = &windows[u];
+        let genuine = w[w.len() - queries(w.len())..]
+            .iter()
+            .map(|q| features(c, q, &galleries[k]).0)
+            .collect();
+        let impostor = others(k)
+            .into_iter()
+            .map(|o| features(c, probe(o), &galleries[k]).0)
+            .collect();
+        (genuine, impostor)
+    });
+    let genuine: Vec<Inputs> = pairs.iter().flat_map(|p| p.0.iter().copied()).collect();
+    let impostor: Vec<Inputs> = pairs.iter().flat_map(|p| p.1.iter().copied()).collect();
+    let weights = fit_combiner(&genuine, &impostor)?;
+    let mut combiner = Combiner {
+        gallery: g,
+        weights,
+        calibration: None,
+    };
+    if p.cohort.is_empty() {
+        return Some(combiner);
+    }
+    // S-norm calibration with leave-one-out cohorts (a user is never its own cohort).
+    let cohort_galleries: Vec<Gallery> = (0..p.cohort.len())
+        .map(|k| p.cohort_gallery(k, g))
+        .collect();
+    let t_stats = |u: usize, q: &Gallery| -> (f64, f64) {
+        let v: Vec<f64> = cohort_galleries
+            .iter()
+            .zip(cohort_ids)
+            .filter(|(_, &cu)| cu != u)
+            .map(|(cg, _)| combiner.raw(&features(c, q, cg).0))
+            .collect();
+        mean_sd(&v)
+    };
+    // t-statistics of every user's query windows (the probe is the first of them).
+    let t: Vec<Vec<(f64, f64)>> = par_map(eligible.len(), |k| {
+        let u = eligible[k];
+        let w = &windows[u];
+        w[w.len() - queries(w.len())..]
+            .iter()
+            .map(|q| t_stats(u, q))
+            .collect()
+    });
+    let scores: Vec<(Vec<f64>, Vec<f64>)> = par_map(eligible.len(), |k| {
+        let u = eligible[k];
+        let z: Vec<f64> = (0..p.cohort.len())
+            .filter(|&j| cohort_ids[j] != u)
+            .map(|j| combiner.raw(&features(c, p.cohort_probe(j), &galleries[k]).0))
+            .collect();
+        let z = mean_sd(&z);
+        let w = &windows[u];
+        let genuine = w[w.len() - queries(w.len())..]
+            .iter()
+            .zip(&t[k])
+            .map(|(q, &tq)| s_norm(combiner.raw(&features(c, q, &galleries[k]).0), z, tq))
+            .collect();
+        let m = eligible.len() - 1;
+        let take = m.min(MAX_IMPOSTORS);
+        let impostor = (1..=take)
+            .map(|j| (k + j * m / take) % eligible.len())
+            .map(|o| {
+                let raw = combiner.raw(&features(c, probe(eligible[o]), &galleries[k]).0);
+                s_norm(raw, z, t[o][0])
+            })
+            .collect();
+        (genuine, impostor)
+    });
+    let genuine: Vec<f64> = scores.iter().flat_map(|s| s.0.iter().copied()).collect();
+    let impostor: Vec<f64> = scores.iter().flat_map(|s| s.1.iter().copied()).collect();
+    combiner.calibration = fit_llr_calibration(&genuine, &impostor);
+    Some(combiner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Synthetic typist `user`: its own hold and gap per key (±40 % between users), ±15 %
+    /// jitter per keystroke; 40 keystrokes per window over 12 keys.
+    fn window(user: u64, seed: u64) -> Vec<Keystroke> {
+        let mut state = (user * 1_000_003 + seed).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let habit = |key: u32, what: u64| {
+            let h = (user * 31 + key as u64 * 7 + what).wrapping_mul(0x2545_f491_4f6c_dd1d);
+            0.6 + 0.8 * ((h >> 40) as f64 / (1u64 << 24) as f64)
+        };
+        let mut t = 1_000_000u64;
+        (0..40)
+            .map(|_| {
+                let key = 100 + (next() * 12.0) as u32;
+                let hold = 90_000.0 * habit(key, 1) * (0.85 + 0.3 * next());
+                let s = Keystroke {
+                    key,
+                    down_us: t,
+                    up_us: t + hold as u64,
+                };
+                t += (180_000.0 * habit(key, 2) * (0.85 + 0.3 * next())) as u64;
+                s
+            })
+            .collect()
+    }
+
+    fn users(n: u64) -> Vec<Vec<Vec<Keystroke>>> {
+        (0..n)
+            .map(|u| (0..15).map(|s| window(u, s)).collect())
+            .collect()
+    }
+
+    #[test]
+    fn rhythm_statistics_follow_their_definitions() {
+        let w = [
+            Keystroke {
+                key: 1,
+                down_us: 0,
+                up_us: 100_000,
+            },
+            Keystroke {
+                key: 2,
+                down_us: 80_000, // overlaps the first key
+                up_us: 160_000,
+            },
+            Keystroke {
+                key: 3,
+                down_us: 300_000,
+                up_us: 300_000, // zero hold: not a valid hold
+            },
+        ];
+        let (obs, r) = observations(&w);
+        // Holds 100 and 80 ms; a digraph only between keys with valid holds (1→2).
+        assert_eq!(obs.iter().filter(|o| kind_of(o.0) == 0).count(), 2);
+        assert_eq!(obs.iter().filter(|o| kind_of(o.0) == 1).count(), 1);
+        assert_eq!(obs.iter().filter(|o| kind_of(o.0) == 4).count(), 1);
+        assert!((r[0] - (90f64).ln()).abs() < 0.02, "{r:?}"); // median of ln 100, ln 80
+        assert!((r[4] - 0.5).abs() < 1e-12, "{r:?}"); // up-downs −20 and +140 ms
+        assert!((r[6] - 150f64.ln()).abs() < 1e-12, "{r:?}"); // 300 ms over 2 intervals
+                                                              // Empty windows fall back instead of panicking.
+        let (obs, r) = observations(&[]);
+        assert!(obs.is_empty() && r.iter().all(|v| v.is_finite()));
+    }
+
+    #[test]
+    fn population_learns_per_size_combiners_and_snorm_separates_typists() {
+        let raw = build_population_with_cohort(&users(14), 0).unwrap();
+        assert!(raw.cohort.is_empty() && raw.combiners.iter().all(|c| c.calibration.is_none()));
+        let me: Vec<Vec<Keystroke>> = (0..15).map(|s| window(500, s)).collect();
+        let model = FreeModel::train(&me[..2], Some(&raw)).unwrap();
+        assert!(model.snorm.is_none() && model.combiner.gallery == 2);
+        assert!(model.score(&me[12]).0 > model.score(&window(600, 11)).0);
+
+        let pop = build_population_with_cohort(&users(14), 10).unwrap();
+        assert_eq!(pop.format, FREE_FORMAT);
+        assert_eq!(
+            pop.combiners.iter().map(|c| c.gallery).collect::<Vec<_>>(),
+            GALLERY_SIZES.to_vec()
+        );
+        assert!(pop.combiners.iter().all(|c| c.calibration.is_some()));
+        assert_eq!(pop.cohort.len(), 10);
+        pop.validate().unwrap();
+        assert!(pop.constants.sw2.iter().all(|&v| v > 0.0 && v < 1.0));
+        // A user outside the population.
+        let model = FreeModel::train(&me[..5], Some(&pop)).unwrap();
+        model.validate().unwrap();
+        assert_eq!(model.combiner.gallery, 5);
+        let sn = model.snorm.as_ref().expect("cohort in the profile");
+        assert_eq!(sn.cohort.len(), pop.cohort.len());
+        let genuine: f64 = me[10..].iter().map(|w| model.score(w).0).sum::<f64>() / 5.0;
+        let impostor: f64 = (600..610)
+            .map(|u| model.score(&window(u, 11)).0)
+            .sum::<f64>()
+            / 10.0;
+        assert!(genuine > 0.0 && impostor < 0.0, "{genuine} {impostor}");
+        // Without a population: the uncalibrated prior, no cohort.
+        let bare = FreeModel::train(&me[..5], None).unwrap();
+        assert!(bare.snorm.is_none());
+        assert!(bare.score(&me[12]).0 > bare.score(&window(600, 11)).0);
+        // Nothing shared: no opinion.
+        let other_keys: Vec<Keystroke> = window(1, 1)
+            .into_iter()
+            .map(|mut k| {
+                k.key += 1000;
+                k
+            })
+            .collect();
+        assert_eq!(model.score(&other_keys), (0.0, 0.0));
+    }
+
+    #[test]
+    fn too_small_populations_and_enrolments_are_errors() {
+        assert!(build_population(&users(2)).is_err());
+        let one = [window(1, 1)[..1].to_vec()];
+        assert!(FreeModel::train(&one, None).is_err());
+    }
 }

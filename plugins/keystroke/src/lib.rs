@@ -23,8 +23,10 @@
 //!   Without a population prior the user term alone is used with a fixed, uncalibrated
 //!   mapping (documented in [`fixed`]). The reference detectors of Killourhy & Maxion
 //!   (`euclidean`, `manhattan`, `scaled-manhattan`) are kept for benchmarks.
-//! * **`free`** — free text; statistics per key (hold) and per digraph (latencies) over
-//!   key ids, see [`free`].
+//! * **`free`** — free text; statistics per key (hold), per digraph and per trigraph
+//!   (latencies) over key ids, four measures per timing type (including a Bayesian
+//!   per-id LLR) and rhythm statistics combined by a logistic regression per gallery
+//!   size, S-normalised against a cohort of population users; see [`free`].
 //!
 //! Constants were tuned on one half of the CMU subjects and checked on the other; the
 //! numbers are in `docs/results.md`. Profiles and populations are versioned JSON in a
@@ -34,12 +36,17 @@
 //! digest of the key-id sequence (enough to notice a different text, far too little to
 //! confirm a password guess). A free-text profile stores per-key-id and per-digraph timing
 //! statistics; with the installation secret, key ids could be mapped back to keys by
-//! brute force, so the profile store must keep profiles encrypted.
+//! brute force, so the profile store must keep profiles encrypted. A free-text
+//! population, and every free-text profile enrolled with it, also holds such statistics
+//! of up to [`free::COHORT`] *population* users (their first windows, for S-norm) and the
+//! population's mean timing per key id: populations need the same protection as profiles
+//! (the store encrypts both).
 
 pub mod blob;
 pub mod config;
 pub mod fixed;
 pub mod free;
+pub mod pack;
 pub mod stats;
 pub mod timing;
 
@@ -64,6 +71,9 @@ pub struct Keystroke {
     /// scores many windows against the same profile. Compared byte for byte: no hash
     /// collision can ever swap one user's profile for another's.
     decoded: Mutex<Vec<(Vec<u8>, Arc<Profile>)>>,
+    /// The last decoded population (a free-text one holds a cohort: megabytes of JSON),
+    /// compared byte for byte like the profiles.
+    population: Mutex<Option<(Vec<u8>, Arc<Population>)>>,
 }
 
 /// Profiles kept decoded (a few concurrent sessions).
@@ -78,6 +88,8 @@ enum Profile {
         model: FixedModel,
     },
     Free {
+        /// [`free::FREE_FORMAT`]; absent (1) in profiles of earlier releases.
+        format: u32,
         model: FreeModel,
     },
 }
@@ -114,17 +126,33 @@ impl Keystroke {
         Ok((fixed::feature_vector(&ks.strokes), digest, ks.key_events))
     }
 
-    fn decode_population(&self, blob: &[u8]) -> Result<Option<Population>, PluginError> {
+    fn decode_population(&self, blob: &[u8]) -> Result<Option<Arc<Population>>, PluginError> {
         if blob.is_empty() {
             return Ok(None);
         }
-        blob::decode(blob::POPULATION_MAGIC, "population", blob).map(Some)
+        let mut cache = self.population.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((bytes, p)) = &*cache {
+            if bytes.as_slice() == blob {
+                return Ok(Some(p.clone()));
+            }
+        }
+        let value: serde_json::Value = blob::decode(blob::POPULATION_MAGIC, "population", blob)?;
+        check_free_format(&value, "population", "rebuild the population")?;
+        let population: Population = serde_json::from_value(value).map_err(|e| {
+            PluginError::invalid_profile(format!("corrupted keystroke population: {e}"))
+        })?;
+        if let Population::Free(p) = &population {
+            p.validate()?;
+        }
+        let population = Arc::new(population);
+        *cache = Some((blob.to_vec(), population.clone()));
+        Ok(Some(population))
     }
 
     fn fixed_population(&self, blob: &[u8]) -> Result<Option<NovicePopulation>, PluginError> {
-        match self.decode_population(blob)? {
+        match self.decode_population(blob)?.as_deref() {
             None => Ok(None),
-            Some(Population::Fixed(p)) => Ok(Some(p)),
+            Some(Population::Fixed(p)) => Ok(Some(p.clone())),
             Some(Population::Free(_)) => Err(PluginError::invalid_profile(
                 "a free-text population was given to a fixed-text enrolment",
             )),
@@ -167,12 +195,40 @@ impl Keystroke {
             return Ok(profile);
         }
         drop(cache); // decode without holding the lock
-        let profile: Arc<Profile> = Arc::new(blob::decode(blob::PROFILE_MAGIC, "profile", blob)?);
+        let value: serde_json::Value = blob::decode(blob::PROFILE_MAGIC, "profile", blob)?;
+        check_free_format(&value, "profile", "re-enrol")?;
+        let profile: Profile = serde_json::from_value(value).map_err(|e| {
+            PluginError::invalid_profile(format!("corrupted keystroke profile: {e}"))
+        })?;
+        if let Profile::Free { model, .. } = &profile {
+            model.validate()?;
+        }
+        let profile = Arc::new(profile);
         let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(0, (blob.to_vec(), profile.clone()));
         cache.truncate(DECODED_PROFILES);
         Ok(profile)
     }
+}
+
+/// Refuses free-text blobs of another format with a clear error (their fields differ, so
+/// decoding them would only say "missing field").
+fn check_free_format(
+    value: &serde_json::Value,
+    what: &str,
+    remedy: &str,
+) -> Result<(), PluginError> {
+    if value.get("mode").and_then(|m| m.as_str()) != Some("free") {
+        return Ok(());
+    }
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
+    if format != free::FREE_FORMAT as u64 {
+        return Err(PluginError::invalid_profile(format!(
+            "free-text keystroke {what} format {format} is not supported (this plugin reads {}); {remedy}",
+            free::FREE_FORMAT
+        )));
+    }
+    Ok(())
 }
 
 /// Keeps the most common (key count, digest) among enrolment entries: a mistyped entry
@@ -207,6 +263,7 @@ impl Plugin for Keystroke {
         Ok(Keystroke {
             config: Config::parse(config)?,
             decoded: Mutex::new(Vec::new()),
+            population: Mutex::new(None),
         })
     }
 
@@ -260,7 +317,8 @@ impl Plugin for Keystroke {
                 self.enroll_fixed_vectors(population, &vectors, keys, digest)
             }
             Mode::Free => {
-                let population = match self.decode_population(population)? {
+                let population = self.decode_population(population)?;
+                let population = match population.as_deref() {
                     None => None,
                     Some(Population::Free(p)) => Some(p),
                     Some(Population::Fixed(_)) => {
@@ -274,7 +332,13 @@ impl Plugin for Keystroke {
                     strokes.push(keystrokes(w)?.strokes);
                 }
                 let model = FreeModel::train(&strokes, population)?;
-                blob::encode(blob::PROFILE_MAGIC, &Profile::Free { model })
+                blob::encode(
+                    blob::PROFILE_MAGIC,
+                    &Profile::Free {
+                        format: free::FREE_FORMAT,
+                        model,
+                    },
+                )
             }
         }
     }
@@ -295,7 +359,7 @@ impl Plugin for Keystroke {
                 }
                 Ok(Score::new(model.llr(&v), 1.0, events))
             }
-            Profile::Free { model } => {
+            Profile::Free { model, .. } => {
                 let ks = keystrokes(window)?;
                 let (llr, quality) = model.score(&ks.strokes);
                 Ok(Score::new(llr, quality, ks.key_events))
@@ -334,10 +398,10 @@ impl Plugin for Keystroke {
                     model,
                 }
             }
-            Profile::Free { mut model } => {
+            Profile::Free { format, mut model } => {
                 let ks = keystrokes(window)?;
                 model.adapt(&ks.strokes, self.config.adapt_rate);
-                Profile::Free { model }
+                Profile::Free { format, model }
             }
         };
         blob::encode(blob::PROFILE_MAGIC, &updated)
@@ -418,3 +482,60 @@ impl Plugin for Keystroke {
 }
 
 export_plugin!(Keystroke);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn typing(keys: u32) -> RVec<Event> {
+        let mut events = Vec::new();
+        for i in 0..keys {
+            let t = 1_000_000 + i as u64 * 200_000;
+            events.push(Event::key(EventKind::KEY_DOWN, t, 10 + i % 7));
+            events.push(Event::key(EventKind::KEY_UP, t + 90_000, 10 + i % 7));
+        }
+        RVec::from(events)
+    }
+
+    #[test]
+    fn free_text_blobs_of_another_format_are_refused_clearly() {
+        let plugin = Keystroke::new("mode = \"free\"").unwrap();
+        let old_profile = blob::encode(
+            blob::PROFILE_MAGIC,
+            &serde_json::json!({"mode": "free", "model": {"features": [], "rhythm": [],
+                "rhythm_windows": 1.0, "population": {}}}),
+        )
+        .unwrap();
+        let err = plugin.score(&old_profile, &typing(20)).unwrap_err();
+        assert!(
+            err.message.contains("profile format 1 is not supported")
+                && err.message.contains("re-enrol"),
+            "{err}"
+        );
+        let old_population = blob::encode(
+            blob::POPULATION_MAGIC,
+            &serde_json::json!({"mode": "free", "type_sd": [], "rhythm_sd": [], "weights": [], "users": 3}),
+        )
+        .unwrap();
+        let err = plugin.enroll(&old_population, &[typing(20)]).unwrap_err();
+        assert!(err.message.contains("population format 1"), "{err}");
+
+        // A damaged cohort inside an intact envelope: a clear error, no panic.
+        let profile = plugin.enroll(&[], &[typing(30), typing(30)]).unwrap();
+        let mut value: serde_json::Value =
+            blob::decode(blob::PROFILE_MAGIC, "profile", &profile).unwrap();
+        value["model"]["combiner"]["calibration"] = serde_json::json!([0.0, 1.0]);
+        value["model"]["snorm"] = serde_json::json!({"z_mean": 0.0, "z_sd": 1.0, "cohort": "AAA"});
+        let damaged = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
+        let err = plugin.score(&damaged, &typing(20)).unwrap_err();
+        assert!(err.message.contains("packed statistics"), "{err}");
+        // Wrong number of combiner weights.
+        value["model"]["snorm"] = serde_json::Value::Null;
+        value["model"]["combiner"]["weights"] = serde_json::json!([1.0, 2.0]);
+        let damaged = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
+        let err = plugin.score(&damaged, &typing(20)).unwrap_err();
+        assert!(err.message.contains("finite weights"), "{err}");
+        // The intact profile scores.
+        assert!(plugin.score(&profile, &typing(20)).unwrap().llr.is_finite());
+    }
+}
