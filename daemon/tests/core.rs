@@ -471,13 +471,15 @@ fn a_users_own_collector_can_never_enrol_them_or_make_them_trusted() {
     assert_eq!(a.modalities[0].enrol_windows, 0);
 
     // Enrolled by root; genuine typing from her own collector still never reaches
-    // Trusted, while the same typing from a root source does.
+    // Trusted, while the same typing from a root source does. (A long enrolment: this
+    // synthetic typist has no per-key habits, so only well-estimated per-key means give
+    // the fused evidence a Trusted verdict needs.)
     ok(
         &mut core,
         &root(),
         RequestBody::Enroll {
             user: "alice".into(),
-            events: synthetic_typist(500, 90.0, 180.0, 2),
+            events: synthetic_typist(1500, 90.0, 180.0, 2),
         },
     );
     ingest(
@@ -496,7 +498,7 @@ fn a_users_own_collector_can_never_enrol_them_or_make_them_trusted() {
         &root(),
         RequestBody::Enroll {
             user: "alice".into(),
-            events: synthetic_typist(500, 90.0, 180.0, 2),
+            events: synthetic_typist(1500, 90.0, 180.0, 2),
         },
     );
     ingest(

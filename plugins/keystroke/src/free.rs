@@ -422,7 +422,7 @@ impl Combiner {
         }
     }
 
-    /// Uncalibrated built-in prior: the sum over the five types of twice the mean per-id
+    /// Uncalibrated built-in prior: the sum over the five types of the mean per-id
     /// Bayesian LLR (`LLRmean` in the module docs, with the built-in typical constants), a naive-Bayes
     /// combination across types. (An earlier prior on the standard-error-scaled `Z`
     /// barely separated a typist 1.8 times slower from the user: `Z` grows with the
@@ -431,8 +431,9 @@ impl Combiner {
         let mut weights = vec![0.0; 1 + FEATURES];
         for t in 0..TYPES {
             // Ids within a type are not independent (one tempo drives them all): each
-            // type counts as two independent ids, not as its ~30.
-            weights[1 + MEASURES * t + 2] = 2.0;
+            // type counts as one id, not as its ~30. Chosen on Aalto participants 1-100
+            // (`habitus eval stepup`, docs/results.md) against 2 and against biases.
+            weights[1 + MEASURES * t + 2] = 1.0;
         }
         Combiner {
             gallery: 1,
