@@ -90,7 +90,9 @@ fn main() {
     let (_, rss_empty) = proc_usage(pid);
 
     // A trusted user to ask about.
-    daemon.enroll("alice", &synthetic_typist(600, 90.0, 180.0, 1));
+    // A long enrolment: the synthetic typist has no per-key habits, so a Trusted verdict
+    // needs well-estimated per-key means (see daemon/tests/core.rs).
+    daemon.enroll("alice", &synthetic_typist(1500, 90.0, 180.0, 1));
     daemon.session("alice", true);
     daemon.ingest("alice", &synthetic_typist(300, 90.0, 180.0, 2));
     assert!(
