@@ -48,22 +48,28 @@ fn malformed_files_name_file_and_line() {
     assert!(err.contains("cannot read directory"), "{err}");
 }
 
+/// Loads the first `n` participant files (in name order) of the Aalto folder `path`, by
+/// copying them into a temporary folder (the loader reads a whole folder).
+fn load_first_participants(path: &std::path::Path, n: usize) -> aalto::AaltoData {
+    let dir = tempfile::tempdir().unwrap();
+    let mut files: Vec<_> = std::fs::read_dir(path)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in files.iter().take(n) {
+        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    aalto::load(dir.path(), 2, &Quiet).unwrap()
+}
+
 #[test]
 fn real_files_parse_into_fifteen_sentences_of_at_most_fifty_keys() {
     let Some(path) = common::dataset("aalto-136m-subset/keystrokes") else {
         return;
     };
-    // Copy a handful of participants so the test stays fast.
-    let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for f in files.iter().take(8) {
-        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let data = aalto::load(dir.path(), 2, &Quiet).unwrap();
+    // A handful of participants so the test stays fast.
+    let data = load_first_participants(&path, 8);
     assert!(data.participants.len() >= 6, "{}", data.participants.len());
     for p in &data.participants {
         assert_eq!(p.sentences.len(), aalto::SENTENCES);
@@ -80,16 +86,7 @@ fn free_text_population_and_cohort_profiles_fit_the_store() {
         return;
     };
     // 110 population users (more than the S-norm cohort of 100) and one enrolled user.
-    let dir = tempfile::tempdir().unwrap();
-    let mut files: Vec<_> = std::fs::read_dir(&path)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    for f in files.iter().take(115) {
-        std::fs::copy(f, dir.path().join(f.file_name().unwrap())).unwrap();
-    }
-    let data = aalto::load(dir.path(), 2, &Quiet).unwrap();
+    let data = load_first_participants(&path, 115);
     assert!(
         data.participants.len() >= 111,
         "{}",

@@ -88,16 +88,7 @@ fn sign_in(demo: &Demo, events: Vec<serde_json::Value>) -> Shown {
         &serde_json::json!({"tx": tx, "seq": 0, "events": events}),
     );
     assert_eq!(r.status, 204, "{}", r.text());
-    let done = http(
-        "POST",
-        &format!("{}/login", demo.base),
-        &[FORM],
-        &form(&[
-            ("tx", &tx),
-            ("username", "demo"),
-            ("password", &demo.password),
-        ]),
-    );
+    let done = post_login(&demo.base, &tx, "demo", &demo.password);
     assert_eq!(done.status, 303, "{}", done.text());
     let callback = done.header("location").expect("location").to_string();
     assert!(callback.starts_with(&format!("{}/demo/callback?", demo.base)));

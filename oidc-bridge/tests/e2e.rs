@@ -431,27 +431,8 @@ fn sign_in_with_scope(
     scope: &str,
 ) -> (serde_json::Value, serde_json::Value) {
     let pk = pkce();
-    let page = authorize(
-        issuer,
-        &[
-            ("response_type", "code"),
-            ("client_id", "rp"),
-            ("redirect_uri", "http://127.0.0.1:9/cb"),
-            ("scope", scope),
-            ("nonce", "n-email"),
-            ("code_challenge", pk.challenge.as_str()),
-            ("code_challenge_method", "S256"),
-        ],
-        None,
-    );
-    assert_eq!(page.status, 200, "{}", page.text());
-    let tx = tx_of(&page);
-    let r = http(
-        "POST",
-        &format!("{issuer}/login"),
-        &[FORM],
-        &form(&[("tx", &tx), ("username", user), ("password", PASSWORD)]),
-    );
+    let tx = open_login(issuer, &auth_params("rp", scope, "n-email", &pk));
+    let r = post_login(issuer, &tx, user, PASSWORD);
     assert_eq!(r.status, 303, "{}", r.text());
     let t = exchange(issuer, "rp", &r.location_query()["code"], &pk).json();
     let id = verify(

@@ -158,26 +158,10 @@ fn start_pam(passwords: &[(&str, &str)], account_module: &str) -> Option<Server>
 /// One login page: authorize, then POST the form. Returns the reply to the password.
 fn login(issuer: &str, user: &str, password: &str, extra: &[(&str, &str)]) -> Reply {
     let pk = pkce();
-    let mut params = vec![
-        ("response_type", "code"),
-        ("client_id", "rp"),
-        ("redirect_uri", "http://127.0.0.1:9/cb"),
-        ("scope", "openid"),
-        ("state", "s"),
-        ("nonce", "n"),
-        ("code_challenge", pk.challenge.as_str()),
-        ("code_challenge_method", "S256"),
-    ];
+    let mut params = auth_params("rp", "openid", "n", &pk);
     params.extend_from_slice(extra);
-    let page = authorize(issuer, &params, None);
-    assert_eq!(page.status, 200, "{}", page.text());
-    let tx = tx_of(&page);
-    let reply = http(
-        "POST",
-        &format!("{issuer}/login"),
-        &[FORM],
-        &form(&[("tx", &tx), ("username", user), ("password", password)]),
-    );
+    let tx = open_login(issuer, &params);
+    let reply = post_login(issuer, &tx, user, password);
     if reply.status == 303 {
         let q = reply.location_query();
         let t = exchange(issuer, "rp", &q["code"], &pk);

@@ -343,6 +343,43 @@ pub fn collect(issuer: &str, body: &serde_json::Value) -> Reply {
     )
 }
 
+/// The authorization request of a test login: code flow with PKCE S256 for `client`,
+/// redirecting to the registered `http://127.0.0.1:9/cb`.
+pub fn auth_params<'a>(
+    client: &'a str,
+    scope: &'a str,
+    nonce: &'a str,
+    pk: &'a Pkce,
+) -> Vec<(&'a str, &'a str)> {
+    vec![
+        ("response_type", "code"),
+        ("client_id", client),
+        ("redirect_uri", "http://127.0.0.1:9/cb"),
+        ("scope", scope),
+        ("state", "st-1"),
+        ("nonce", nonce),
+        ("code_challenge", pk.challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ]
+}
+
+/// Opens the login page for `params` (which must be shown) and returns its transaction.
+pub fn open_login(issuer: &str, params: &[(&str, &str)]) -> String {
+    let page = authorize(issuer, params, None);
+    assert_eq!(page.status, 200, "{}", page.text());
+    tx_of(&page)
+}
+
+/// Submits the login form of transaction `tx`.
+pub fn post_login(issuer: &str, tx: &str, user: &str, password: &str) -> Reply {
+    http(
+        "POST",
+        &format!("{issuer}/login"),
+        &[FORM],
+        &form(&[("tx", tx), ("username", user), ("password", password)]),
+    )
+}
+
 /// The browser's part of one login: authorize, collector batch, password. Returns the final
 /// reply (redirect with code, TOTP page, error...).
 pub fn browser_login(
@@ -354,20 +391,9 @@ pub fn browser_login(
     pk: &Pkce,
     nonce: &str,
 ) -> Reply {
-    let mut params = vec![
-        ("response_type", "code"),
-        ("client_id", client),
-        ("redirect_uri", "http://127.0.0.1:9/cb"),
-        ("scope", "openid profile"),
-        ("state", "st-1"),
-        ("nonce", nonce),
-        ("code_challenge", pk.challenge.as_str()),
-        ("code_challenge_method", "S256"),
-    ];
+    let mut params = auth_params(client, "openid profile", nonce, pk);
     params.extend_from_slice(extra);
-    let page = authorize(issuer, &params, None);
-    assert_eq!(page.status, 200, "{}", page.text());
-    let tx = tx_of(&page);
+    let tx = open_login(issuer, &params);
     if !events.is_empty() {
         let r = collect(
             issuer,
@@ -375,12 +401,7 @@ pub fn browser_login(
         );
         assert_eq!(r.status, 204, "{}", r.text());
     }
-    http(
-        "POST",
-        &format!("{issuer}/login"),
-        &[FORM],
-        &form(&[("tx", &tx), ("username", user), ("password", PASSWORD)]),
-    )
+    post_login(issuer, &tx, user, PASSWORD)
 }
 
 pub fn token(issuer: &str, client: &str, pairs: &[(&str, &str)]) -> Reply {

@@ -6,63 +6,19 @@
 //! Unpacking checks everything a scorer relies on (lengths, finite values, ids strictly
 //! increasing) and reports a clear error otherwise.
 
+use base64::Engine as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::free::{Gallery, Stat, RHYTHM};
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
 fn encode(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 fn decode(text: &str) -> Result<Vec<u8>, String> {
-    let text = text.as_bytes();
-    if text.len() % 4 != 0 {
-        return Err("packed statistics: base64 length is not a multiple of 4".into());
-    }
-    let value = |c: u8| -> Result<u32, String> {
-        match c {
-            b'A'..=b'Z' => Ok((c - b'A') as u32),
-            b'a'..=b'z' => Ok((c - b'a' + 26) as u32),
-            b'0'..=b'9' => Ok((c - b'0' + 52) as u32),
-            b'+' => Ok(62),
-            b'/' => Ok(63),
-            _ => Err(format!("packed statistics: {:?} is not base64", c as char)),
-        }
-    };
-    let mut out = Vec::with_capacity(text.len() / 4 * 3);
-    for (k, chunk) in text.chunks(4).enumerate() {
-        let last = k + 1 == text.len() / 4;
-        let pad = chunk.iter().rev().take_while(|&&c| c == b'=').count();
-        if pad > 2 || (pad > 0 && !last) {
-            return Err("packed statistics: misplaced base64 padding".into());
-        }
-        let mut n = 0u32;
-        for &c in &chunk[..4 - pad] {
-            n = n << 6 | value(c)?;
-        }
-        n <<= 6 * pad as u32;
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..3 - pad]);
-    }
-    Ok(out)
+    base64::engine::general_purpose::STANDARD
+        .decode(text)
+        .map_err(|e| format!("packed statistics: not base64 ({e})"))
 }
 
 struct Reader<'a> {
