@@ -82,7 +82,9 @@ pub fn build(config: Config) -> anyhow::Result<Provider> {
 }
 
 /// Serves `provider` on `listener` until the future is dropped or the process ends.
+/// Deliveries a previous run left pending are sent first (in the background).
 pub async fn serve(listener: tokio::net::TcpListener, provider: Shared) -> std::io::Result<()> {
+    provider.resume_deliveries();
     let app = router(provider.clone()).merge(demo::router(provider));
     axum::serve(listener, app).await
 }

@@ -141,7 +141,7 @@ pub struct Provider {
     pub config: Config,
     pub keys: KeySet,
     users: UsersFile,
-    db: Mutex<Db>,
+    db: Arc<Mutex<Db>>,
     behavior: Option<BehaviorEngine>,
     txs: Mutex<HashMap<String, LoginTx>>,
     codes: Mutex<HashMap<String, CodeGrant>>,
@@ -220,7 +220,7 @@ impl Provider {
             config,
             keys,
             users,
-            db: Mutex::new(db),
+            db: Arc::new(Mutex::new(db)),
             behavior,
             txs: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
@@ -231,6 +231,16 @@ impl Provider {
     /// The provider database (held briefly; never across an await or a delivery).
     pub(crate) fn db(&self) -> std::sync::MutexGuard<'_, Db> {
         lock(&self.db)
+    }
+
+    /// The provider database, shared with signal deliveries (their outbox).
+    pub(crate) fn db_handle(&self) -> Arc<Mutex<Db>> {
+        self.db.clone()
+    }
+
+    /// Signal deliveries not yet done (kept in the outbox; see `signals`).
+    pub fn pending_deliveries(&self) -> Result<i64, crate::store::DbError> {
+        self.db().count("outbox")
     }
 
     /// Drops the live behaviour state of an ended session.

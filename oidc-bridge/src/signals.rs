@@ -4,12 +4,17 @@
 //! Delivery never blocks the request that caused it: each token is POSTed from a spawned
 //! tokio task with the configured timeout; temporary failures are retried a few times with
 //! growing delays (`signals.retries`, `signals.retry_delay_ms`), and every failure is logged
-//! (URL without query, the HTTP status or the error). There is no queue on disk: a
-//! delivery still failing after its retries, or pending when the provider stops, is lost. The HTTP client is a small HTTP/1.1 writer over
+//! (URL without query, the HTTP status or the error). Every delivery is first written to
+//! the provider database's outbox and removed when it is done (accepted, refused for good,
+//! or given up after its retries): one still pending when the provider stops is sent again
+//! after the next start, unless its token has expired by then (a Logout Token lives
+//! [`LOGOUT_TOKEN_LIFETIME_S`]), which is logged. A receiver may therefore see a token
+//! twice and drops the repeat by `jti` (RFC 8935 §2.3). The HTTP client is a small HTTP/1.1 writer over
 //! `tokio::net::TcpStream` (there is no HTTP client crate in the tree), wrapped in TLS
 //! (rustls with ring) for `https://` URLs: the server's certificate must chain to a CA of
 //! `signals.ca_file` and name the URL's host.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::body::Bytes;
@@ -22,7 +27,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::{check_push_url, SsfReceiver};
-use crate::provider::{now_unix, random_token, Provider, Shared};
+use crate::provider::{lock, now_unix, random_token, Provider, Shared};
+use crate::store::Db;
 
 pub const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
 pub const CAEP_SESSION_REVOKED: &str =
@@ -70,18 +76,8 @@ impl Revocation {
     }
 }
 
-/// One token to POST.
-#[derive(Clone, Debug)]
-pub struct Delivery {
-    pub url: String,
-    pub content_type: &'static str,
-    pub authorization: Option<String>,
-    pub body: Vec<u8>,
-    /// 202 for RFC 8935; any 2xx for back-channel logout.
-    pub push: bool,
-    /// For logs: what it is and for whom.
-    pub what: String,
-}
+/// One token to POST: the outbox row (see [`crate::store::OutboxEntry`]).
+pub type Delivery = crate::store::OutboxEntry;
 
 /// How deliveries travel: the timeout, and the TLS client for `https://` URLs (or why
 /// there is none: the CA file could not be read).
@@ -92,6 +88,35 @@ pub struct Transport {
     /// Further attempts after a temporary failure, and the delay before the first.
     pub retries: u32,
     pub retry_delay: Duration,
+    /// Where deliveries are kept until done (none: in memory only).
+    pub outbox: Option<Arc<Mutex<Db>>>,
+}
+
+impl Transport {
+    /// Writes `d` to the outbox; `None` when there is none or writing failed (logged: the
+    /// delivery is still attempted, it just would not survive a restart).
+    fn keep(&self, d: &Delivery) -> Option<i64> {
+        let outbox = self.outbox.as_ref()?;
+        match lock(outbox).outbox_add(d) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                eprintln!(
+                    "habitus-oidc: signals: keeping {} in the outbox: {e}",
+                    d.what
+                );
+                None
+            }
+        }
+    }
+
+    /// Removes the finished delivery `id` from the outbox.
+    fn done(&self, id: Option<i64>) {
+        if let (Some(outbox), Some(id)) = (&self.outbox, id) {
+            if let Err(e) = lock(outbox).outbox_remove(id) {
+                eprintln!("habitus-oidc: signals: removing delivery {id} from the outbox: {e}");
+            }
+        }
+    }
 }
 
 pub type TlsClient = std::sync::Arc<tokio_rustls::rustls::ClientConfig>;
@@ -121,16 +146,25 @@ pub fn tls_client(ca_file: &std::path::Path) -> Result<TlsClient, String> {
     Ok(std::sync::Arc::new(config))
 }
 
-/// Sends `deliveries` in the background (tokio tasks; a thread with its own runtime when
-/// called outside one). Returns at once.
+/// Keeps `deliveries` in the outbox and sends them in the background (tokio tasks; a
+/// thread with its own runtime when called outside one). Returns at once.
 pub fn dispatch(deliveries: Vec<Delivery>, transport: Transport) {
+    let kept = deliveries
+        .into_iter()
+        .map(|d| (transport.keep(&d), d))
+        .collect();
+    send(kept, transport);
+}
+
+/// Sends deliveries already in the outbox (with their row ids) in the background.
+fn send(deliveries: Vec<(Option<i64>, Delivery)>, transport: Transport) {
     if deliveries.is_empty() {
         return;
     }
     match tokio::runtime::Handle::try_current() {
         Ok(h) => {
-            for d in deliveries {
-                h.spawn(deliver(d, transport.clone()));
+            for (id, d) in deliveries {
+                h.spawn(deliver(id, d, transport.clone()));
             }
         }
         Err(_) => {
@@ -140,8 +174,8 @@ pub fn dispatch(deliveries: Vec<Delivery>, transport: Transport) {
                     .build()
                 {
                     Ok(rt) => rt.block_on(async move {
-                        for d in deliveries {
-                            deliver(d, transport.clone()).await;
+                        for (id, d) in deliveries {
+                            deliver(id, d, transport.clone()).await;
                         }
                     }),
                     Err(e) => eprintln!("habitus-oidc: signals: no runtime: {e}"),
@@ -165,7 +199,13 @@ fn loggable(url: &str) -> String {
 /// Sends one delivery, retrying what may be temporary: no connection, no answer in time,
 /// HTTP 5xx or 429. Other answers are final. The same bytes are re-sent, so receivers can
 /// drop repeats by `jti` (RFC 8935 §2.3; Logout Tokens carry one too).
-async fn deliver(d: Delivery, transport: Transport) {
+/// Then removes it from the outbox (row `id`), whatever the outcome.
+async fn deliver(id: Option<i64>, d: Delivery, transport: Transport) {
+    attempt(&d, &transport).await;
+    transport.done(id);
+}
+
+async fn attempt(d: &Delivery, transport: &Transport) {
     let timeout = transport.timeout;
     let ok = |s: u16| {
         if d.push {
@@ -185,7 +225,7 @@ async fn deliver(d: Delivery, transport: Transport) {
             timeout,
             post(
                 &d.url,
-                d.content_type,
+                &d.content_type,
                 d.authorization.as_deref(),
                 &d.body,
                 &transport.tls,
@@ -483,11 +523,12 @@ impl Provider {
             match self.keys.sign_jwt(self.set_alg(), "secevent+jwt", &claims) {
                 Ok(jwt) => out.push(Delivery {
                     url: stream.endpoint_url.clone(),
-                    content_type: "application/secevent+jwt",
+                    content_type: "application/secevent+jwt".into(),
                     authorization: stream.authorization_header.clone(),
                     body: jwt.into_bytes(),
                     push: true,
                     what: format!("SET {} for stream of {}", short_event(event), receiver.id),
+                    expires: None,
                 }),
                 Err(e) => eprintln!("habitus-oidc: signals: signing a SET: {e}"),
             }
@@ -522,7 +563,7 @@ impl Provider {
             {
                 Ok(jwt) => out.push(Delivery {
                     url: uri.clone(),
-                    content_type: "application/x-www-form-urlencoded",
+                    content_type: "application/x-www-form-urlencoded".into(),
                     authorization: None,
                     body: url::form_urlencoded::Serializer::new(String::new())
                         .append_pair("logout_token", &jwt)
@@ -530,6 +571,7 @@ impl Provider {
                         .into_bytes(),
                     push: false,
                     what: format!("logout token for client {}", c.id),
+                    expires: Some(now + LOGOUT_TOKEN_LIFETIME_S),
                 }),
                 Err(e) => eprintln!(
                     "habitus-oidc: signals: signing a logout token for {}: {e}",
@@ -546,7 +588,39 @@ impl Provider {
             tls: self.signals_tls.clone(),
             retries: self.config.signals.retries,
             retry_delay: Duration::from_millis(self.config.signals.retry_delay_ms),
+            outbox: Some(self.db_handle()),
         }
+    }
+
+    /// Sends the deliveries a previous run left in the outbox (it stopped while they were
+    /// pending). Expired ones are dropped and logged. Call once, inside the runtime, when
+    /// serving starts.
+    pub fn resume_deliveries(&self) {
+        let taken = self.db().outbox_take_pending(now_unix());
+        let (pending, expired) = match taken {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("habitus-oidc: signals: reading the outbox: {e}");
+                return;
+            }
+        };
+        for d in &expired {
+            eprintln!(
+                "habitus-oidc: signals: {} to {}: expired while the provider was stopped; dropped",
+                d.what,
+                loggable(&d.url)
+            );
+        }
+        if !pending.is_empty() {
+            eprintln!(
+                "habitus-oidc: signals: resending {} deliveries left pending by the last run",
+                pending.len()
+            );
+        }
+        send(
+            pending.into_iter().map(|(id, d)| (Some(id), d)).collect(),
+            self.transport(),
+        );
     }
 
     /// Ends session `sid` (and its refresh tokens), then tells the clients that received

@@ -53,6 +53,21 @@ pub fn sha256(data: &[u8]) -> Vec<u8> {
         .to_vec()
 }
 
+/// A signal delivery as kept in the outbox (see [`Db::outbox_add`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutboxEntry {
+    pub url: String,
+    pub content_type: String,
+    /// The `Authorization` header the receiver asked for (a secret, like the stream
+    /// configuration beside it; the database file is 0600).
+    pub authorization: Option<String>,
+    pub body: Vec<u8>,
+    pub push: bool,
+    pub what: String,
+    /// Unix time after which the token is no longer valid, if it has one.
+    pub expires: Option<i64>,
+}
+
 impl Db {
     pub fn open(path: &Path) -> Result<Db, DbError> {
         let file_err = |reason: String| DbError::File {
@@ -82,7 +97,11 @@ impl Db {
                  expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS refresh_by_sid ON refresh_tokens(sid);
              CREATE TABLE IF NOT EXISTS ssf_streams (
-                 receiver TEXT PRIMARY KEY, config TEXT NOT NULL);",
+                 receiver TEXT PRIMARY KEY, config TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS outbox (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT, url TEXT NOT NULL,
+                 content_type TEXT NOT NULL, authorization TEXT, body BLOB NOT NULL,
+                 push INTEGER NOT NULL, what TEXT NOT NULL, expires INTEGER);",
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let schema: String =
@@ -296,9 +315,78 @@ impl Db {
         Ok(())
     }
 
+    /// Keeps a signal delivery until it is done (delivered, refused for good, or given up
+    /// after its retries), so one still pending when the provider stops is sent after the
+    /// next start. Returns the row id.
+    pub fn outbox_add(&self, d: &OutboxEntry) -> Result<i64, DbError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO outbox (url, content_type, authorization, body, push, what, expires)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                d.url,
+                d.content_type,
+                d.authorization,
+                d.body,
+                d.push,
+                d.what,
+                d.expires
+            ])?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The delivery `id` is done.
+    pub fn outbox_remove(&self, id: i64) -> Result<(), DbError> {
+        self.conn
+            .prepare_cached("DELETE FROM outbox WHERE id = ?1")?
+            .execute([id])?;
+        Ok(())
+    }
+
+    /// Deliveries left over from an earlier run, oldest first, with their ids. Those whose
+    /// token expired (`expires <= now`: a Logout Token is short-lived) are removed and
+    /// returned apart, to be logged; sending them would only be refused.
+    #[allow(clippy::type_complexity)]
+    pub fn outbox_take_pending(
+        &self,
+        now: i64,
+    ) -> Result<(Vec<(i64, OutboxEntry)>, Vec<OutboxEntry>), DbError> {
+        let mut st = self.conn.prepare(
+            "SELECT id, url, content_type, authorization, body, push, what, expires
+             FROM outbox ORDER BY id",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                OutboxEntry {
+                    url: r.get(1)?,
+                    content_type: r.get(2)?,
+                    authorization: r.get(3)?,
+                    body: r.get(4)?,
+                    push: r.get(5)?,
+                    what: r.get(6)?,
+                    expires: r.get(7)?,
+                },
+            ))
+        })?;
+        let (mut pending, mut expired) = (Vec::new(), Vec::new());
+        for row in rows {
+            let (id, e) = row?;
+            if e.expires.is_some_and(|x| x <= now) {
+                self.outbox_remove(id)?;
+                expired.push(e);
+            } else {
+                pending.push((id, e));
+            }
+        }
+        Ok((pending, expired))
+    }
+
     pub fn count(&self, table: &str) -> Result<i64, DbError> {
         let table = match table {
             "sessions" => "sessions",
+            "outbox" => "outbox",
             _ => "refresh_tokens",
         };
         Ok(self
@@ -364,5 +452,38 @@ mod tests {
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn outbox_keeps_deliveries_until_done_and_drops_expired_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("oidc.db");
+        let entry = |what: &str, expires: Option<i64>| OutboxEntry {
+            url: "https://rp.example/bcl".into(),
+            content_type: "application/x-www-form-urlencoded".into(),
+            authorization: Some("Bearer t".into()),
+            body: vec![0, 1, 2, 255],
+            push: false,
+            what: what.into(),
+            expires,
+        };
+        let (a, b, c) = {
+            let db = Db::open(&path).expect("open");
+            let a = db.outbox_add(&entry("a", None)).expect("add");
+            let b = db.outbox_add(&entry("b", Some(100))).expect("add");
+            let c = db.outbox_add(&entry("c", Some(50))).expect("add");
+            (a, b, c)
+        };
+        // Reopened (a restart): what was not removed is still there, byte for byte.
+        let db = Db::open(&path).expect("reopen");
+        db.outbox_remove(a).expect("remove");
+        let (pending, expired) = db.outbox_take_pending(60).expect("take");
+        assert_eq!(pending, vec![(b, entry("b", Some(100)))]);
+        assert_eq!(expired, vec![entry("c", Some(50))]);
+        assert!(c > b && b > a);
+        // Expired ones are gone; the pending one stays until removed.
+        assert_eq!(db.count("outbox").expect("count"), 1);
+        db.outbox_remove(b).expect("remove");
+        assert_eq!(db.count("outbox").expect("count"), 0);
     }
 }

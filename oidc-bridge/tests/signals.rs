@@ -116,8 +116,12 @@ fn spawn_server<F: std::future::Future<Output = ()> + Send + 'static>(serve: F) 
 
 /// The receiver over plain HTTP on a loopback port.
 fn receiver() -> (u16, Log) {
+    receiver_on(std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+}
+
+/// The receiver over plain HTTP on `listener`.
+fn receiver_on(listener: std::net::TcpListener) -> (u16, Log) {
     let log: Log = Arc::default();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.set_nonblocking(true).expect("nonblocking");
     let port = listener.local_addr().expect("addr").port();
     let app = receiver_app(log.clone());
@@ -983,6 +987,52 @@ backchannel_logout_uri = "http://127.0.0.1:{rport}/gone"
         2,
         "{got:#?}"
     );
+}
+
+#[test]
+fn deliveries_pending_when_the_provider_stops_are_sent_after_the_next_start() {
+    // The receiver is down, and the retry would come a minute later: the Logout Token is
+    // still pending when this first run is abandoned (as if the process had stopped).
+    let down = dead_port();
+    let extra = format!(
+        r#"
+[signals]
+timeout_ms = 1500
+retries = 1
+retry_delay_ms = 60000
+
+[[clients]]
+id = "rp-later"
+secret = "{SECRET}"
+redirect_uris = ["http://127.0.0.1:9/cb"]
+backchannel_logout_uri = "http://127.0.0.1:{down}/bcl"
+"#
+    );
+    let first = start(&extra);
+    let issuer = first.issuer.clone();
+    let sid = session_of_two_clients_ended(&issuer, "rp-later", "rp");
+    assert_eq!(first.provider.pending_deliveries().expect("outbox"), 1);
+
+    // The receiver comes up; a second run on the same state directory sends the token.
+    let (_, log) = receiver_on(std::net::TcpListener::bind(("127.0.0.1", down)).expect("bind"));
+    let config = habitus_oidc::Config::parse(&config_text(&issuer, first._dir.path(), &extra))
+        .expect("config");
+    let second = Arc::new(habitus_oidc::build(config).expect("second run"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    habitus_oidc::spawn(listener, second.clone()).expect("spawn");
+    let got = wait_for(&log, "the logout token left pending", |g| !g.is_empty());
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].path, "/bcl");
+    check_logout_token(&issuer, &got[0], "rp-later", &sid);
+    // Delivered, so no longer pending.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.pending_deliveries().expect("outbox") != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the delivered token stays in the outbox"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
