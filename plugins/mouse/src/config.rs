@@ -7,8 +7,8 @@
 
 use serde::Deserialize;
 
-use crate::boost::BoostParams;
 use crate::segment::SegmentParams;
+use habitus_boost::BoostParams;
 use habitus_plugin::PluginError;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -13,7 +13,7 @@
 //!    duration, pauses, sub-movements, initial aiming error, the pause before a press,
 //!    how long a button is held, the idle time before the action. No absolute screen
 //!    coordinates and no screen extent: those identify the monitor, not the person.
-//! 3. **Model** ([`model`]): per user, gradient-boosted trees ([`boost`]) learn the user's
+//! 3. **Model** ([`model`]): per user, gradient-boosted trees (crate `habitus-boost`) learn the user's
 //!    actions against other people's (the *population*, built with `build_population`),
 //!    calibrated to a per-action log-likelihood ratio by cross-validation in which the
 //!    held-out impostors are people the fold's model never saw.
@@ -43,7 +43,6 @@
 //! Balabit's training files only (`habitus eval balabit --validation`).
 
 pub mod blob;
-pub mod boost;
 pub mod config;
 pub mod features;
 pub mod model;
@@ -271,7 +270,7 @@ mod tests {
     /// Synthetic pointer behaviour (see engine/benches/mouse.rs): aimed movements every
     /// 8 ms, clicks, drags, scrolls, pauses; `speed` and `bow` make people differ.
     fn stream(events: usize, seed: u64, speed: f64, bow: f64) -> Vec<Event> {
-        let mut rng = boost::Rng::new(seed);
+        let mut rng = habitus_boost::Rng::new(seed);
         let mut out = Vec::with_capacity(events + 64);
         let (mut t, mut x, mut y) = (1_000_000u64, 500.0f64, 400.0f64);
         let button = |kind, t, x: f64, y: f64| Event {

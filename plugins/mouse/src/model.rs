@@ -23,9 +23,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::boost::{self, Booster};
 use crate::config::Config;
 use crate::features::FEATURES;
+use habitus_boost::{self as boost, Booster};
 use habitus_plugin::stats::{fit_llr_calibration, mad, median};
 use habitus_plugin::PluginError;
 
@@ -376,7 +376,7 @@ impl Profile {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::boost::Rng;
+    use habitus_boost::Rng;
 
     /// Synthetic "people": feature j of person p ~ N(p·0.3·[j < 8], 1).
     fn person(p: usize, n: usize, seed: u64) -> Vec<Row> {

@@ -342,3 +342,61 @@ fn adapt_learns_only_from_clearly_genuine_windows() {
     };
     assert_eq!(p.adapt(&profile, &genuine, nan).unwrap(), profile);
 }
+
+#[test]
+fn trees_are_trained_against_a_population_and_checked_when_decoded() {
+    let folk = people();
+    let population_users: Vec<RVec<RVec<Event>>> = folk[4..]
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| windows(swipes(w, 60, 100 + i as u64), 11).into())
+        .collect();
+    let enrol = windows(swipes(folk[0], 80, 1), 11);
+    let decode = |bytes: &[u8]| -> model::Profile {
+        blob::decode(blob::PROFILE_MAGIC, "profile", bytes).unwrap()
+    };
+    let with = plugin("");
+    let population = with.build_population(&population_users).unwrap();
+    let profile = with.enroll(&population, &enrol).unwrap();
+    let decoded = decode(&profile);
+    let scroll = decoded.types[0].as_ref().expect("scrolling modelled");
+    let (trees, weight) = scroll.trees.as_ref().expect("trees with a population");
+    assert_eq!(*weight, 1.0);
+    assert_eq!(trees.trees.len(), model::tree_params().rounds);
+    // No population, or a zero weight: no trees.
+    assert!(decode(&with.enroll(&[], &enrol).unwrap()).types[0]
+        .as_ref()
+        .unwrap()
+        .trees
+        .is_none());
+    let without = plugin("tree_weight = 0.0");
+    let plain = without.enroll(&population, &enrol).unwrap();
+    assert!(decode(&plain).types[0].as_ref().unwrap().trees.is_none());
+    // The trees move single-stroke scores, by at most +1 for the user (TREE_MAX_SUPPORT).
+    // (These synthetic swipers are so distinct that most single strokes already reach the
+    // ±10 clamp through the k-NN term alone.)
+    let mut moved = 0;
+    for (j, &who) in folk.iter().enumerate() {
+        let probe = swipes(who, 1, 50 + j as u64);
+        let a = with.score(&profile, &probe).unwrap().llr;
+        let b = without.score(&plain, &probe).unwrap().llr;
+        assert!(
+            a - b <= model::TREE_MAX_SUPPORT + 1e-9,
+            "swiper {j}: {a} vs {b}"
+        );
+        moved += ((a - b).abs() > 1e-6) as usize;
+    }
+    assert!(moved >= 1, "the trees never changed a score");
+    let probe = swipes(folk[1], 11, 5);
+    // A tree pointing outside itself, or a negative weight, is a refused profile.
+    let mut bad = decoded.clone();
+    let t = bad.types[0].as_mut().unwrap().trees.as_mut().unwrap();
+    t.0.trees[0].nodes[0].left = 1_000_000;
+    let bytes = blob::encode(blob::PROFILE_MAGIC, &bad).unwrap();
+    let e = with.score(&bytes, &probe).unwrap_err();
+    assert_eq!(e.kind, ErrorKind::INVALID_PROFILE);
+    let mut bad = decoded;
+    bad.types[0].as_mut().unwrap().trees.as_mut().unwrap().1 = -1.0;
+    let bytes = blob::encode(blob::PROFILE_MAGIC, &bad).unwrap();
+    assert!(with.score(&bytes, &probe).is_err());
+}

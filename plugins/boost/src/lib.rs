@@ -4,7 +4,7 @@
 //! * Features are cut into at most `bins` quantile bins once per training set; a split
 //!   "bin ≤ b" is stored as the raw threshold "x ≤ cut_b", so scoring needs no bins.
 //! * The two classes are weighted to equal total mass, so the ensemble's output is a
-//!   prior-free log-odds (before calibration, see `model`).
+//!   prior-free log-odds (before whatever calibration the plugin applies).
 //! * Every tree sees a random share of the rows (`subsample`) and of the features
 //!   (`colsample`); a seeded generator makes training deterministic.
 //! * Leaves need `min_leaf` rows on each side; leaf values are `-G / (H + lambda)` times
