@@ -9,7 +9,9 @@
 //! or given up after its retries): one still pending when the provider stops is sent again
 //! after the next start, unless its token has expired by then (a Logout Token lives
 //! [`LOGOUT_TOKEN_LIFETIME_S`]), which is logged. A receiver may therefore see a token
-//! twice and drops the repeat by `jti` (RFC 8935 §2.3). The HTTP client is a small HTTP/1.1 writer over
+//! twice and drops the repeat by `jti` (RFC 8935 §2.3).
+//!
+//! The HTTP client is a small HTTP/1.1 writer over
 //! `tokio::net::TcpStream` (there is no HTTP client crate in the tree), wrapped in TLS
 //! (rustls with ring) for `https://` URLs: the server's certificate must chain to a CA of
 //! `signals.ca_file` and name the URL's host.

@@ -62,7 +62,9 @@ pub struct OutboxEntry {
     /// configuration beside it; the database file is 0600).
     pub authorization: Option<String>,
     pub body: Vec<u8>,
+    /// RFC 8935 push (only 202 is success) rather than back-channel logout (any 2xx).
     pub push: bool,
+    /// For logs: what it is and for whom.
     pub what: String,
     /// Unix time after which the token is no longer valid, if it has one.
     pub expires: Option<i64>,

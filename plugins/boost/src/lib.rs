@@ -1,5 +1,8 @@
 //! Gradient-boosted decision trees for two classes (genuine vs other people), small
-//! enough to read: logistic loss, Newton leaf values, histogram split finding.
+//! enough to read: logistic loss, Newton leaf values, histogram split finding. Shared by
+//! the mouse plugin (its whole model) and the touch plugin (trees beside its k-NN
+//! density ratio); built with `opt-level = 3` even in debug builds (workspace
+//! `Cargo.toml`), since every enrolment trains an ensemble.
 //!
 //! * Features are cut into at most `bins` quantile bins once per training set; a split
 //!   "bin ≤ b" is stored as the raw threshold "x ≤ cut_b", so scoring needs no bins.

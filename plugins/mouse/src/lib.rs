@@ -13,8 +13,8 @@
 //!    duration, pauses, sub-movements, initial aiming error, the pause before a press,
 //!    how long a button is held, the idle time before the action. No absolute screen
 //!    coordinates and no screen extent: those identify the monitor, not the person.
-//! 3. **Model** ([`model`]): per user, gradient-boosted trees (crate `habitus-boost`) learn the user's
-//!    actions against other people's (the *population*, built with `build_population`),
+//! 3. **Model** ([`model`]): per user, gradient-boosted trees (crate `habitus-boost`)
+//!    learn the user's actions against other people's (the *population*, built with `build_population`),
 //!    calibrated to a per-action log-likelihood ratio by cross-validation in which the
 //!    held-out impostors are people the fold's model never saw.
 //! 4. **Window score**: the mean action LLR times an effective number of independent

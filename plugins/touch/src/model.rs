@@ -490,8 +490,9 @@ pub struct TypeProfile {
     pub prior: bool,
     /// Boosted trees separating the user's enrolment strokes from the population
     /// reference (whitened values; classes weighted equally), and the weight of their
-    /// log-odds (at most [`TREE_MAX_SUPPORT`]) added to the calibrated k-NN LLR. `None` without a population, or when
-    /// enrolled with `tree_weight = 0`. Adaptation does not retrain them.
+    /// log-odds (capped at [`TREE_MAX_SUPPORT`]) added to the calibrated k-NN LLR.
+    /// `None` without a population, when enrolled with `tree_weight = 0`, or in a
+    /// profile from before the trees existed. Adaptation does not retrain them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trees: Option<(Booster, f64)>,
 }
