@@ -62,19 +62,22 @@
 //!   gradient-boosted trees (crate `habitus-boost`: 300 trees of depth 4, learning rate
 //!   0.03, at least 50 strokes per leaf, 80 % row and feature subsampling) learn to tell
 //!   the user's whitened enrolment strokes from the population reference, the two classes
-//!   weighted equally. Their log-odds, capped at +1 (trained on the user and the
-//!   population only, trees can put a stranger unlike both on the user's side; the cap
-//!   keeps them from outvoting the k-NN term, which sees the stroke is far from the
-//!   user's; accusing has no cap), times `tree_weight` (1) is added to the calibrated
-//!   k-NN LLR of every stroke. The sum is not re-calibrated: the trees' log-odds on new
-//!   strokes are a discriminative, prior-free score, and the weight was chosen on the
-//!   tuning half of Touchalytics (0.5, 1, 2 tried) for the EER of 1- and 11-stroke
-//!   decisions. The trees cut the inter-session EER by about 15 % (docs/results.md),
-//!   against same-phone impostors too, so they do not lean on the screen size. Training
-//!   takes well under a second per stroke type in a release build; adaptation does not
-//!   retrain them (it moves the k-NN template only). This follows the paper's per-user
-//!   discriminative classifiers, with negatives from the population only, never from the
-//!   people the user is tested against.
+//!   weighted equally. Their log-odds are **calibrated** to an LLR (`a + b·log-odds`, a
+//!   logistic regression) by cross-validation inside the enrolment: the enrolment
+//!   strokes in three consecutive blocks, the reference in two halves (mostly different
+//!   people); trees trained without one block and with one half score that block
+//!   (genuine) and the other half (people they never saw). The calibrated tree LLR,
+//!   capped at +1 (trees that saw only the user and the population can put a stranger
+//!   unlike both on the user's side; the cap keeps them from outvoting the k-NN term,
+//!   which sees the stroke is far from the user's own; accusing has no cap), times
+//!   `tree_weight` (1) is added to the calibrated k-NN LLR of every stroke. The weight
+//!   was chosen on the tuning half of Touchalytics (0.5, 1, 2 tried). The trees cut the
+//!   inter-session EER by about 14 % (docs/results.md), against same-phone impostors
+//!   too, so they do not lean on the screen size. Enrolment trains four ensembles per
+//!   stroke type (three for the calibration), about a second in a release build;
+//!   adaptation does not retrain them (it moves the k-NN template only). This follows
+//!   the paper's per-user discriminative classifiers, with negatives from the population
+//!   only, never from the people the user is tested against.
 //! * **A window** scores the sum of its strokes' LLRs (naive Bayes), clipped to ±10;
 //!   quality = strokes / 11, capped at 1 (the paper decides on 11 strokes). Consecutive
 //!   strokes are not independent, so the summed LLR is over-confident; fusion should

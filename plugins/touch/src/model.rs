@@ -41,10 +41,9 @@ const EPS: f64 = 1e-6;
 /// LLR clamp). The trees only ever saw the user and the population: a stranger unlike
 /// both can land on the user's side of every split, and the k-NN term, which sees that
 /// the stroke is far from the user's own, must not be outvoted by that. On the
-/// Touchalytics tuning half a cap of 1 costs nothing measurable (inter-session EER
-/// 0.1644 / 0.0616 against 0.1645 / 0.0605 uncapped, 1 / 11 strokes). A floor on the
-/// other side was tried too and not adopted: at −2 the tuning half's single-stroke EER
-/// rose to 0.1707.
+/// Touchalytics tuning half a cap of 1 on the (then uncalibrated) log-odds cost nothing
+/// measurable (inter-session EER 0.1644 / 0.0616 against 0.1645 / 0.0605 uncapped,
+/// 1 / 11 strokes).
 pub const TREE_MAX_SUPPORT: f64 = 1.0;
 
 /// The per-user boosted trees (see [`TypeProfile::trees`]): about LightGBM's settings that
@@ -494,8 +493,40 @@ pub struct TypeProfile {
     /// `None` without a population, when enrolled with `tree_weight = 0`, or in a
     /// profile from before the trees existed. Adaptation does not retrain them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trees: Option<(Booster, f64)>,
+    pub trees: Option<StrokeTrees>,
 }
+
+/// A user's boosted trees for one stroke type (see [`TypeProfile::trees`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StrokeTrees {
+    pub booster: Booster,
+    /// `llr = a + b · log-odds`, fitted at enrolment by cross-validation (see
+    /// [`TypeProfile::enroll`]): the trees' own log-odds are over-confident on strokes
+    /// like those they were trained on.
+    pub calibration: (f64, f64),
+    /// Weight of the calibrated tree LLR added to the k-NN LLR.
+    pub weight: f64,
+}
+
+impl StrokeTrees {
+    /// The trees' calibrated LLR of one whitened stroke, weighted, capped at
+    /// [`TREE_MAX_SUPPORT`] in the user's favour.
+    fn llr(&self, x: &[f32]) -> f64 {
+        let wide: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let (a, b) = self.calibration;
+        self.weight * (a + b * self.booster.predict(&wide)).min(TREE_MAX_SUPPORT)
+    }
+}
+
+/// Trees telling `genuine` rows from `others`.
+fn train_trees(genuine: &[&[f64]], others: &[&[f64]], d: usize) -> Booster {
+    let rows: Vec<&[f64]> = genuine.iter().chain(others).copied().collect();
+    let labels: Vec<bool> = (0..rows.len()).map(|i| i < genuine.len()).collect();
+    habitus_boost::train(&rows, &labels, d, &tree_params())
+}
+
+/// Folds of the enrolment strokes used to calibrate the trees.
+const TREE_CAL_FOLDS: usize = 3;
 
 impl TypeProfile {
     pub fn enroll(
@@ -543,13 +574,19 @@ impl TypeProfile {
         };
         profile.self_distance = profile.leave_one_out_distance(neighbours);
         if tree_weight > 0.0 && !profile.population.reference.is_empty() {
-            profile.trees = Some((profile.train_trees(), tree_weight));
+            profile.trees = profile.train_stroke_trees(tree_weight);
         }
         profile
     }
 
-    /// The user's template (genuine) against the population reference (other people).
-    fn train_trees(&self) -> Booster {
+    /// The user's template (genuine) against the population reference (other people),
+    /// calibrated by cross-validation: the template is cut into [`TREE_CAL_FOLDS`]
+    /// consecutive blocks (later strokes stand in for a later session) and the reference
+    /// into halves (its rows are grouped by population user, so the halves hold mostly
+    /// different people); trees trained without block `k` and with one reference half
+    /// score block `k` (genuine) and the other half (people they never saw). `None` when
+    /// the template is too short or the scores do not separate.
+    fn train_stroke_trees(&self, weight: f64) -> Option<StrokeTrees> {
         let d = self.population.standardiser.dims();
         let widen = |c: &[f32]| c.iter().map(|&v| v as f64).collect::<Vec<f64>>();
         let mine: Vec<Vec<f64>> = self.template.chunks_exact(d).map(widen).collect();
@@ -559,9 +596,35 @@ impl TypeProfile {
             .chunks_exact(d)
             .map(widen)
             .collect();
-        let rows: Vec<&[f64]> = mine.iter().chain(&others).map(Vec::as_slice).collect();
-        let genuine: Vec<bool> = (0..rows.len()).map(|i| i < mine.len()).collect();
-        habitus_boost::train(&rows, &genuine, d, &tree_params())
+        if mine.len() < 2 * TREE_CAL_FOLDS || others.len() < 4 {
+            return None;
+        }
+        let mine: Vec<&[f64]> = mine.iter().map(Vec::as_slice).collect();
+        let others: Vec<&[f64]> = others.iter().map(Vec::as_slice).collect();
+        let halves = others.split_at(others.len() / 2);
+        let (mut genuine, mut impostor) = (Vec::new(), Vec::new());
+        for k in 0..TREE_CAL_FOLDS {
+            let (lo, hi) = (
+                k * mine.len() / TREE_CAL_FOLDS,
+                (k + 1) * mine.len() / TREE_CAL_FOLDS,
+            );
+            let train: Vec<&[f64]> = mine[..lo].iter().chain(&mine[hi..]).copied().collect();
+            let (seen, unseen) = if k % 2 == 0 {
+                halves
+            } else {
+                (halves.1, halves.0)
+            };
+            let trees = train_trees(&train, seen, d);
+            genuine.extend(mine[lo..hi].iter().map(|x| trees.predict(x)));
+            impostor.extend(unseen.iter().map(|x| trees.predict(x)));
+        }
+        let calibration = fit_llr_calibration(&genuine, &impostor)
+            .filter(|c| c.0.is_finite() && c.1.is_finite() && c.1 > 0.0)?;
+        Some(StrokeTrees {
+            booster: train_trees(&mine, &others, d),
+            calibration,
+            weight,
+        })
     }
 
     pub fn strokes(&self) -> usize {
@@ -596,9 +659,8 @@ impl TypeProfile {
             mean_knn_distance(&x, &p.reference, d, p.reference_neighbours, |_| false)
         };
         let mut llr = p.calibration.0 + p.calibration.1 * raw_score(du, dr);
-        if let Some((trees, weight)) = &self.trees {
-            let wide: Vec<f64> = x.iter().map(|&v| v as f64).collect();
-            llr += weight * trees.predict(&wide).min(TREE_MAX_SUPPORT);
+        if let Some(trees) = &self.trees {
+            llr += trees.llr(&x);
         }
         if llr.is_nan() {
             -LLR_LIMIT
@@ -630,8 +692,14 @@ impl TypeProfile {
                 "touch profile is inconsistent (corrupted blob?)",
             ));
         }
-        if let Some((trees, weight)) = &self.trees {
-            if trees.features != dims || !weight.is_finite() || *weight < 0.0 {
+        if let Some(t) = &self.trees {
+            let (trees, weight) = (&t.booster, t.weight);
+            if trees.features != dims
+                || !weight.is_finite()
+                || weight < 0.0
+                || !t.calibration.0.is_finite()
+                || !t.calibration.1.is_finite()
+            {
                 return Err(PluginError::invalid_profile(
                     "touch profile's trees are inconsistent (corrupted blob?)",
                 ));

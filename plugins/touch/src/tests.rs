@@ -360,9 +360,10 @@ fn trees_are_trained_against_a_population_and_checked_when_decoded() {
     let profile = with.enroll(&population, &enrol).unwrap();
     let decoded = decode(&profile);
     let scroll = decoded.types[0].as_ref().expect("scrolling modelled");
-    let (trees, weight) = scroll.trees.as_ref().expect("trees with a population");
-    assert_eq!(*weight, 1.0);
-    assert_eq!(trees.trees.len(), model::tree_params().rounds);
+    let trees = scroll.trees.as_ref().expect("trees with a population");
+    assert_eq!(trees.weight, 1.0);
+    assert_eq!(trees.booster.trees.len(), model::tree_params().rounds);
+    assert!(trees.calibration.1 > 0.0, "{:?}", trees.calibration);
     // No population, or a zero weight: no trees.
     assert!(decode(&with.enroll(&[], &enrol).unwrap()).types[0]
         .as_ref()
@@ -391,12 +392,18 @@ fn trees_are_trained_against_a_population_and_checked_when_decoded() {
     // A tree pointing outside itself, or a negative weight, is a refused profile.
     let mut bad = decoded.clone();
     let t = bad.types[0].as_mut().unwrap().trees.as_mut().unwrap();
-    t.0.trees[0].nodes[0].left = 1_000_000;
+    t.booster.trees[0].nodes[0].left = 1_000_000;
     let bytes = blob::encode(blob::PROFILE_MAGIC, &bad).unwrap();
     let e = with.score(&bytes, &probe).unwrap_err();
     assert_eq!(e.kind, ErrorKind::INVALID_PROFILE);
     let mut bad = decoded;
-    bad.types[0].as_mut().unwrap().trees.as_mut().unwrap().1 = -1.0;
+    bad.types[0]
+        .as_mut()
+        .unwrap()
+        .trees
+        .as_mut()
+        .unwrap()
+        .weight = -1.0;
     let bytes = blob::encode(blob::PROFILE_MAGIC, &bad).unwrap();
     assert!(with.score(&bytes, &probe).is_err());
 }
