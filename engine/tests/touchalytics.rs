@@ -2,7 +2,7 @@
 //! the accuracy measured in docs/results.md.
 //!
 //! In a release build (`cargo test --release -p habitus-engine --test touchalytics`)
-//! the whole protocol runs (≈ 2 min on 2 cores, with the device-feature variant); in a
+//! the whole protocol runs (≈ 2–3 min on 2 cores, with the device-feature variant); in a
 //! debug build (`cargo test --workspace`, CI) only the inter-week scenario on the first
 //! 16 users runs, so the test stays within about 30 s.
 
