@@ -37,8 +37,8 @@ pub const PRIOR_SLOPE: f64 = 2.0;
 pub const PRIOR_IMPOSTOR_SCALE: f64 = 1.5;
 const EPS: f64 = 1e-6;
 
-/// Most log-odds the trees may add *for* the user per stroke (against: no limit but the
-/// LLR clamp). The trees only ever saw the user and the population: a stranger unlike
+/// Most calibrated LLR the trees may add *for* the user per stroke, before
+/// `tree_weight` (against: no limit but the LLR clamp). The trees only ever saw the user and the population: a stranger unlike
 /// both can land on the user's side of every split, and the k-NN term, which sees that
 /// the stroke is far from the user's own, must not be outvoted by that. On the
 /// Touchalytics tuning half a cap of 1 on the (then uncalibrated) log-odds cost nothing
@@ -500,9 +500,9 @@ pub struct TypeProfile {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StrokeTrees {
     pub booster: Booster,
-    /// `llr = a + b · log-odds`, fitted at enrolment by cross-validation (see
-    /// [`TypeProfile::enroll`]): the trees' own log-odds are over-confident on strokes
-    /// like those they were trained on.
+    /// `llr = a + b · log-odds` with `b > 0`, fitted at enrolment by cross-validation
+    /// (see `TypeProfile::train_stroke_trees`): the trees' own log-odds are
+    /// over-confident on strokes like those they were trained on.
     pub calibration: (f64, f64),
     /// Weight of the calibrated tree LLR added to the k-NN LLR.
     pub weight: f64,
@@ -698,7 +698,7 @@ impl TypeProfile {
                 || !weight.is_finite()
                 || weight < 0.0
                 || !t.calibration.0.is_finite()
-                || !t.calibration.1.is_finite()
+                || !(t.calibration.1.is_finite() && t.calibration.1 > 0.0)
             {
                 return Err(PluginError::invalid_profile(
                     "touch profile's trees are inconsistent (corrupted blob?)",

@@ -396,7 +396,7 @@ fn trees_are_trained_against_a_population_and_checked_when_decoded() {
     let bytes = blob::encode(blob::PROFILE_MAGIC, &bad).unwrap();
     let e = with.score(&bytes, &probe).unwrap_err();
     assert_eq!(e.kind, ErrorKind::INVALID_PROFILE);
-    let mut bad = decoded;
+    let mut bad = decoded.clone();
     bad.types[0]
         .as_mut()
         .unwrap()
@@ -404,6 +404,18 @@ fn trees_are_trained_against_a_population_and_checked_when_decoded() {
         .as_mut()
         .unwrap()
         .weight = -1.0;
+    let bytes = blob::encode(blob::PROFILE_MAGIC, &bad).unwrap();
+    assert!(with.score(&bytes, &probe).is_err());
+    // A calibration that would turn the trees' verdict around is refused too.
+    let mut bad = decoded;
+    bad.types[0]
+        .as_mut()
+        .unwrap()
+        .trees
+        .as_mut()
+        .unwrap()
+        .calibration
+        .1 = -1.0;
     let bytes = blob::encode(blob::PROFILE_MAGIC, &bad).unwrap();
     assert!(with.score(&bytes, &probe).is_err());
 }
