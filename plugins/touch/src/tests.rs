@@ -104,6 +104,14 @@ fn windows(events: Vec<Event>, per_window: usize) -> Vec<RVec<Event>> {
     out
 }
 
+/// 60 strokes of each of `who`, in windows of 11: a population's input.
+fn population_windows(who: &[Swiper]) -> Vec<RVec<RVec<Event>>> {
+    who.iter()
+        .enumerate()
+        .map(|(i, &w)| windows(swipes(w, 60, 100 + i as u64), 11).into())
+        .collect()
+}
+
 fn plugin(config: &str) -> Touch {
     Touch::new(config).unwrap()
 }
@@ -120,11 +128,7 @@ fn descriptor_is_valid() {
 fn genuine_scores_above_impostors_with_and_without_population() {
     let p = plugin("");
     let folk = people();
-    let population_users: Vec<RVec<RVec<Event>>> = folk[4..]
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| windows(swipes(w, 60, 100 + i as u64), 11).into())
-        .collect();
+    let population_users = population_windows(&folk[4..]);
     let population = p.build_population(&population_users).unwrap();
     for pop in [population.as_slice(), &[]] {
         let mut wins = 0;
@@ -346,11 +350,7 @@ fn adapt_learns_only_from_clearly_genuine_windows() {
 #[test]
 fn trees_are_trained_against_a_population_and_checked_when_decoded() {
     let folk = people();
-    let population_users: Vec<RVec<RVec<Event>>> = folk[4..]
-        .iter()
-        .enumerate()
-        .map(|(i, &w)| windows(swipes(w, 60, 100 + i as u64), 11).into())
-        .collect();
+    let population_users = population_windows(&folk[4..]);
     let enrol = windows(swipes(folk[0], 80, 1), 11);
     let decode = |bytes: &[u8]| -> model::Profile {
         blob::decode(blob::PROFILE_MAGIC, "profile", bytes).unwrap()
