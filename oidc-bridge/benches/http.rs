@@ -12,8 +12,8 @@
 //!   update. Reported in events/s.
 //!
 //! `cargo bench -p habitus-oidc --bench http` (10 s per variant; `HABITUS_BENCH_SECS`,
-//! `HABITUS_BENCH_CONNECTIONS` override); `-- --test` is a 1 s smoke run with 4
-//! connections (CI).
+//! `HABITUS_BENCH_CONNECTIONS` override; `-- token-eddsa` (or `token-rs256`, `collect`)
+//! runs only the variants named); `-- --test` is a 1 s smoke run with 4 connections (CI).
 //!
 //! The load generator runs in the same process on the same cores as the provider, so the
 //! figures are a lower bound of what the provider alone does; "per core" divides by all
@@ -340,6 +340,14 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     let smoke = std::env::args().any(|a| a == "--test");
+    // Like criterion's: `cargo bench --bench http -- token-eddsa` runs the variants whose
+    // name contains one of the words (token-eddsa, token-rs256, collect).
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let selected =
+        |name: &str| filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()));
     let env_num = |name: &str, default: u64| {
         std::env::var(name)
             .ok()
@@ -362,10 +370,13 @@ fn main() {
     println!(
         "token endpoint, refresh_token grant, {connections} keep-alive connections, {secs} s per variant, {cores} cores shared with the load generator"
     );
-    for (client, label) in [
-        ("rp-ed", "EdDSA ID + access token"),
-        ("rp", "RS256 ID token, EdDSA access token"),
+    for (name, client, label) in [
+        ("token-eddsa", "rp-ed", "EdDSA ID + access token"),
+        ("token-rs256", "rp", "RS256 ID token, EdDSA access token"),
     ] {
+        if !selected(name) {
+            continue;
+        }
         let tokens: Vec<String> = (0..connections)
             .map(|i| refresh_token(&provider.issuer, client, i))
             .collect();
@@ -400,6 +411,9 @@ fn main() {
         }
     }
 
+    if !selected("collect") {
+        return;
+    }
     // /collect: one SSO session of bob per connection (live state is per session); bob
     // was enrolled by the logins above (typist seed 2).
     let cookies: Vec<String> = (0..connections)

@@ -17,6 +17,7 @@ pub mod signals;
 pub mod step_up;
 pub mod store;
 pub mod totp;
+pub mod upkeep;
 pub mod users;
 
 use std::path::PathBuf;

@@ -31,7 +31,7 @@ use crate::config::{Alg, ClientConfig, Config, PrimaryMethod};
 use crate::keys::{core_alg, KeySet};
 use crate::pages;
 use crate::signals::{self, Revocation};
-use crate::store::{Db, RefreshGrant, SsoSession};
+use crate::store::{Db, RefreshGrant, Rotation, SsoSession};
 use crate::users::UsersFile;
 
 /// The `behavior` claim's name (namespaced, so it can never collide with a registered one).
@@ -214,13 +214,17 @@ impl Provider {
         let collect_key =
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
                 .expect("system random generator");
+        let db = Arc::new(Mutex::new(db));
+        if let Err(e) = crate::upkeep::start(&db) {
+            eprintln!("habitus-oidc: warning: no database upkeep thread: {e}");
+        }
         Provider {
             collect_key,
             signals_tls,
             config,
             keys,
             users,
-            db: Arc::new(Mutex::new(db)),
+            db,
             behavior,
             txs: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
@@ -1001,25 +1005,43 @@ impl Provider {
                 if !crate::store::ct_eq(digest.as_bytes(), challenge.as_bytes()) {
                     return Err(oauth("invalid_grant", "PKCE verification failed"));
                 }
-                self.tokens_for(client, &sid, &scope, nonce, now)
+                let refresh = random_token();
+                let grant = RefreshGrant {
+                    sid,
+                    client: client.id.clone(),
+                    scope,
+                    nonce: None,
+                };
+                let lifetime = self.config.lifetimes.refresh_token_s as i64;
+                let session = lock(&self.db)
+                    .issue_refresh(&refresh, &grant, now, lifetime)
+                    .map_err(|e| oauth("server_error", e.to_string()))?
+                    .ok_or_else(|| oauth("invalid_grant", "the session has ended"))?;
+                self.sign_tokens(client, &session, &grant.scope, nonce, refresh, now)
             }
             Some("refresh_token") => {
                 let rt = form
                     .get("refresh_token")
                     .ok_or_else(|| oauth("invalid_request", "refresh_token missing"))?;
-                let grant = lock(&self.db)
-                    .redeem_refresh(rt, now)
-                    .map_err(|e| oauth("server_error", e.to_string()))?
-                    .ok_or_else(|| {
-                        oauth("invalid_grant", "unknown, used or expired refresh token")
-                    })?;
-                if grant.client != client.id {
-                    return Err(oauth(
+                let refresh = random_token();
+                let lifetime = self.config.lifetimes.refresh_token_s as i64;
+                let rotation = lock(&self.db)
+                    .rotate_refresh(rt, &client.id, &refresh, now, lifetime)
+                    .map_err(|e| oauth("server_error", e.to_string()))?;
+                match rotation {
+                    Rotation::Rotated { grant, session } => {
+                        self.sign_tokens(client, &session, &grant.scope, None, refresh, now)
+                    }
+                    Rotation::OtherClient => Err(oauth(
                         "invalid_grant",
                         "refresh token was issued to another client",
-                    ));
+                    )),
+                    Rotation::SessionEnded => Err(oauth("invalid_grant", "the session has ended")),
+                    Rotation::Unknown | Rotation::Replayed | Rotation::Expired => Err(oauth(
+                        "invalid_grant",
+                        "unknown, used or expired refresh token",
+                    )),
                 }
-                self.tokens_for(client, &grant.sid, &grant.scope, None, now)
             }
             Some(_) => Err(oauth(
                 "unsupported_grant_type",
@@ -1029,18 +1051,18 @@ impl Provider {
         }
     }
 
-    fn tokens_for(
+    /// The token response for `session`: a signed access token and ID token beside
+    /// `refresh`, which the caller has already stored (in the same transaction that
+    /// checked the grant, so the database is locked once per token request).
+    fn sign_tokens(
         &self,
         client: &ClientConfig,
-        sid: &str,
+        session: &SsoSession,
         scope: &str,
         nonce: Option<String>,
+        refresh: String,
         now: i64,
     ) -> Result<TokenResponse, OAuthError> {
-        let session = lock(&self.db)
-            .session(sid, now)
-            .map_err(|e| oauth("server_error", e.to_string()))?
-            .ok_or_else(|| oauth("invalid_grant", "the session has ended"))?;
         let l = &self.config.lifetimes;
         let access_alg = if self.keys.signer(Alg::EdDSA).is_ok() {
             Alg::EdDSA
@@ -1054,7 +1076,7 @@ impl Provider {
                 "at+jwt",
                 &json!({
                     "iss": self.config.issuer, "sub": session.user, "aud": self.endpoint("/userinfo"),
-                    "client_id": client.id, "sid": sid, "scope": scope,
+                    "client_id": client.id, "sid": session.sid, "scope": scope,
                     // For resource servers' step-up checks (RFC 9470; `step_up`).
                     "acr": session.acr, "auth_time": session.auth_time,
                     "iat": now, "exp": now + l.access_token_s as i64, "jti": random_token(),
@@ -1062,22 +1084,8 @@ impl Provider {
             )
             .map_err(|e| oauth("server_error", e))?;
         let id_token = self
-            .id_token(client, &session, scope, nonce, &at, now)
+            .id_token(client, session, scope, nonce, &at, now)
             .map_err(|e| oauth("server_error", e))?;
-        let refresh = random_token();
-        let expires = (now + l.refresh_token_s as i64).min(session.expires);
-        lock(&self.db)
-            .put_refresh(
-                &refresh,
-                &RefreshGrant {
-                    sid: sid.to_string(),
-                    client: client.id.clone(),
-                    scope: scope.to_string(),
-                    nonce: None,
-                },
-                expires,
-            )
-            .map_err(|e| oauth("server_error", e.to_string()))?;
         Ok(TokenResponse {
             access_token: at,
             token_type: "Bearer",
@@ -1085,7 +1093,10 @@ impl Provider {
             id_token,
             refresh_token: refresh,
             scope: scope.to_string(),
-            habitus_collect_token: self.behavior.as_ref().map(|_| self.collect_token(sid)),
+            habitus_collect_token: self
+                .behavior
+                .as_ref()
+                .map(|_| self.collect_token(&session.sid)),
         })
     }
 

@@ -7,7 +7,7 @@
 //! replayed against the provider.
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
@@ -24,7 +24,15 @@ pub enum DbError {
 
 pub struct Db {
     conn: Connection,
+    path: PathBuf,
 }
+
+/// WAL pages after which a commit checkpoints inline. The upkeep thread (`upkeep`)
+/// checkpoints every 100 ms off the request path, so this is only a backstop that keeps
+/// the WAL bounded (≈ 40 MB) should that thread fall behind or stop. SQLite's default
+/// (1,000) made every few hundredth token request copy the WAL and fsync while holding
+/// the database: the p99 of the token endpoint.
+const WAL_BACKSTOP_PAGES: i64 = 50_000;
 
 /// A single sign-on session.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +44,29 @@ pub struct SsoSession {
     pub amr: Vec<String>,
     pub behavior: BehaviorClaim,
     pub expires: i64,
+}
+
+/// What presenting a refresh token led to ([`Db::rotate_refresh`]).
+// Returned once per token request and matched at once: boxing the big variant would only
+// add an allocation.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq)]
+pub enum Rotation {
+    /// The token was live: it is used now, and the new token is stored for the same grant.
+    Rotated {
+        grant: RefreshGrant,
+        session: SsoSession,
+    },
+    /// Never issued, pruned, or revoked.
+    Unknown,
+    /// Presented a second time: every refresh token of its session is revoked.
+    Replayed,
+    /// Past its expiry (now used, like any presented token).
+    Expired,
+    /// Issued to another client (now used: burned).
+    OtherClient,
+    /// Its session has ended or expired (the token is now used).
+    SessionEnded,
 }
 
 /// A refresh token's grant.
@@ -86,6 +117,7 @@ impl Db {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              INSERT OR IGNORE INTO meta VALUES ('schema', '1');
@@ -98,6 +130,9 @@ impl Db {
                  client TEXT NOT NULL, scope TEXT NOT NULL, nonce TEXT,
                  expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS refresh_by_sid ON refresh_tokens(sid);
+             -- For pruning (`prune_expired`); added after schema 1 shipped, compatibly.
+             CREATE INDEX IF NOT EXISTS refresh_by_expiry ON refresh_tokens(expires);
+             CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires);
              CREATE TABLE IF NOT EXISTS ssf_streams (
                  receiver TEXT PRIMARY KEY, config TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS outbox (
@@ -115,7 +150,15 @@ impl Db {
                 "schema {schema} is newer than this habitus-oidc understands (1)"
             )));
         }
-        Ok(Db { conn })
+        Ok(Db {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     pub fn put_session(&self, s: &SsoSession, cookie: &str) -> Result<(), DbError> {
@@ -167,14 +210,7 @@ impl Db {
     }
 
     pub fn session(&self, sid: &str, now: i64) -> Result<Option<SsoSession>, DbError> {
-        Ok(self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {} FROM sessions WHERE sid = ?1 AND expires > ?2",
-                Self::COLS
-            ))?
-            .query_row(params![sid, now], Self::row)
-            .optional()?)
+        Self::live_session(&self.conn, sid, now)
     }
 
     /// Ends a session and every refresh token issued under it.
@@ -251,32 +287,80 @@ impl Db {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    pub fn put_refresh(&self, token: &str, g: &RefreshGrant, expires: i64) -> Result<(), DbError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO refresh_tokens (token_hash, sid, client, scope, nonce, expires)
+    fn put_refresh(
+        conn: &Connection,
+        token: &str,
+        g: &RefreshGrant,
+        expires: i64,
+    ) -> Result<(), DbError> {
+        conn.prepare_cached(
+            "INSERT INTO refresh_tokens (token_hash, sid, client, scope, nonce, expires)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                sha256(token.as_bytes()),
-                g.sid,
-                g.client,
-                g.scope,
-                g.nonce,
-                expires
-            ])?;
+        )?
+        .execute(params![
+            sha256(token.as_bytes()),
+            g.sid,
+            g.client,
+            g.scope,
+            g.nonce,
+            expires
+        ])?;
         Ok(())
     }
 
-    /// Redeems a refresh token once (rotation). A token presented a second time means it
-    /// leaked: the whole session's refresh tokens are revoked.
-    pub fn redeem_refresh(
+    /// On `conn`, which may be a transaction.
+    fn live_session(conn: &Connection, sid: &str, now: i64) -> Result<Option<SsoSession>, DbError> {
+        Ok(conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM sessions WHERE sid = ?1 AND expires > ?2",
+                Self::COLS
+            ))?
+            .query_row(params![sid, now], Self::row)
+            .optional()?)
+    }
+
+    /// Stores refresh token `token` for `grant` if its session is still live, and returns
+    /// that session; one transaction (the authorization-code grant). The token expires
+    /// `lifetime_s` from now, or with its session if that is sooner.
+    pub fn issue_refresh(
         &mut self,
         token: &str,
+        grant: &RefreshGrant,
         now: i64,
-    ) -> Result<Option<RefreshGrant>, DbError> {
+        lifetime_s: i64,
+    ) -> Result<Option<SsoSession>, DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let Some(session) = Self::live_session(&tx, &grant.sid, now)? else {
+            return Ok(None);
+        };
+        Self::put_refresh(&tx, token, grant, (now + lifetime_s).min(session.expires))?;
+        tx.commit()?;
+        Ok(Some(session))
+    }
+
+    /// Redeems refresh token `token` presented by `client` and, if it was live, stores
+    /// `new_token` in its place (rotation: each token is single use). One transaction:
+    /// the old token is marked used, the session looked up and the new token stored
+    /// together, or not at all.
+    ///
+    /// A token presented a second time means it leaked: every refresh token of its
+    /// session is revoked. A token presented by another client than its own is burned.
+    pub fn rotate_refresh(
+        &mut self,
+        token: &str,
+        client: &str,
+        new_token: &str,
+        now: i64,
+        lifetime_s: i64,
+    ) -> Result<Rotation, DbError> {
         let hash = sha256(token.as_bytes());
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the transaction always writes, so it takes the write lock up front
+        // rather than upgrading from a read (which can fail with SQLITE_BUSY mid-way).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let row: Option<(String, String, String, Option<String>, i64, i64)> = tx
             .prepare_cached(
                 "SELECT sid, client, scope, nonce, expires, used FROM refresh_tokens WHERE token_hash = ?1",
@@ -286,35 +370,64 @@ impl Db {
                 |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
             )
             .optional()?;
-        let Some((sid, client, scope, nonce, expires, used)) = row else {
-            return Ok(None);
+        let Some((sid, owner, scope, nonce, expires, used)) = row else {
+            return Ok(Rotation::Unknown);
         };
         if used != 0 {
             tx.execute("DELETE FROM refresh_tokens WHERE sid = ?1", [&sid])?;
             tx.commit()?;
-            return Ok(None);
+            return Ok(Rotation::Replayed);
         }
         tx.prepare_cached("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1")?
             .execute([&hash])?;
+        let outcome = if expires <= now {
+            Rotation::Expired
+        } else if owner != client {
+            Rotation::OtherClient
+        } else {
+            let grant = RefreshGrant {
+                sid,
+                client: owner,
+                scope,
+                nonce,
+            };
+            match Self::live_session(&tx, &grant.sid, now)? {
+                None => Rotation::SessionEnded,
+                Some(session) => {
+                    let new_expires = (now + lifetime_s).min(session.expires);
+                    Self::put_refresh(&tx, new_token, &grant, new_expires)?;
+                    Rotation::Rotated { grant, session }
+                }
+            }
+        };
         tx.commit()?;
-        if expires <= now {
-            return Ok(None);
-        }
-        Ok(Some(RefreshGrant {
-            sid,
-            client,
-            scope,
-            nonce,
-        }))
+        Ok(outcome)
     }
 
-    /// Removes expired rows (called now and then).
-    pub fn prune(&self, now: i64) -> Result<(), DbError> {
-        self.conn
-            .execute("DELETE FROM refresh_tokens WHERE expires <= ?1", [now])?;
-        self.conn
-            .execute("DELETE FROM sessions WHERE expires <= ?1", [now])?;
-        Ok(())
+    /// Removes up to `limit` expired rows and returns how many went (the upkeep thread
+    /// calls it in small batches so the database is never held for long): sessions past
+    /// their expiry (their refresh tokens with them), and refresh tokens that are both
+    /// expired and used. An expired token that was never used is kept until its session
+    /// goes: it is how `session_clients` still knows which clients to tell when the
+    /// session ends.
+    pub fn prune_expired(&mut self, now: i64, limit: i64) -> Result<usize, DbError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let sessions = tx
+            .prepare_cached(
+                "DELETE FROM sessions WHERE sid IN
+                 (SELECT sid FROM sessions WHERE expires <= ?1 LIMIT ?2)",
+            )?
+            .execute(params![now, limit])?;
+        let tokens = tx
+            .prepare_cached(
+                "DELETE FROM refresh_tokens WHERE rowid IN
+                 (SELECT rowid FROM refresh_tokens WHERE expires <= ?1 AND used = 1 LIMIT ?2)",
+            )?
+            .execute(params![now, limit])?;
+        tx.commit()?;
+        Ok(sessions + tokens)
     }
 
     /// Keeps a signal delivery until it is done (delivered, refused for good, or given up
@@ -397,6 +510,46 @@ impl Db {
     }
 }
 
+impl Db {
+    /// A PASSIVE checkpoint on the shared connection (see `upkeep`): with the caller
+    /// holding the connection, no commit can come in between, so it leaves the WAL fully
+    /// checkpointed and the next commit starts it over from the beginning. Returns
+    /// (frames in the WAL, frames checkpointed).
+    pub fn checkpoint(&self) -> Result<(i64, i64), DbError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+}
+
+/// A second connection to the provider database that only checkpoints its WAL (copies
+/// committed pages into the database file and fsyncs it). It runs on the upkeep thread,
+/// so a checkpoint never holds the connection the request handlers share.
+pub struct Checkpointer {
+    conn: Connection,
+}
+
+impl Checkpointer {
+    pub fn open(path: &Path) -> Result<Checkpointer, DbError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Checkpointer { conn })
+    }
+
+    /// A PASSIVE checkpoint: as many frames as it can without waiting for readers or
+    /// the writer (the next one gets the rest). Returns (frames in the WAL, frames
+    /// checkpointed).
+    pub fn checkpoint(&self) -> Result<(i64, i64), DbError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                Ok((r.get(1)?, r.get(2)?))
+            })?)
+    }
+}
+
 /// Equality without early exit: both sides are hashed to fixed-length digests first, so
 /// neither length nor the position of the first difference shows in the timing.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
@@ -437,18 +590,96 @@ mod tests {
             scope: "openid".into(),
             nonce: None,
         };
-        db.put_refresh("rt1", &g, 500).expect("put");
-        db.put_refresh("rt2", &g, 500).expect("put");
-        assert_eq!(db.redeem_refresh("rt1", 5).expect("q"), Some(g.clone()));
-        assert_eq!(db.redeem_refresh("rt1", 5).expect("q"), None, "single use");
+        let rotated = Rotation::Rotated {
+            grant: g.clone(),
+            session: s.clone(),
+        };
         assert_eq!(
-            db.redeem_refresh("rt2", 5).expect("q"),
-            None,
-            "family revoked on reuse"
+            db.issue_refresh("rt1", &g, 5, 500).expect("issue"),
+            Some(s.clone())
         );
-        db.put_refresh("rt3", &g, 500).expect("put");
+        assert_eq!(
+            db.issue_refresh("rt2", &g, 5, 500).expect("issue"),
+            Some(s.clone())
+        );
+        assert_eq!(
+            db.rotate_refresh("rt1", "rp", "rt1b", 5, 500).expect("q"),
+            rotated
+        );
+        assert_eq!(
+            db.rotate_refresh("rt1b", "rp", "rt1c", 6, 500).expect("q"),
+            rotated,
+            "the rotated token works once"
+        );
+        assert_eq!(
+            db.rotate_refresh("rt1", "rp", "x", 7, 500).expect("q"),
+            Rotation::Replayed,
+            "single use"
+        );
+        for t in ["rt2", "rt1c", "x"] {
+            assert_eq!(
+                db.rotate_refresh(t, "rp", "y", 8, 500).expect("q"),
+                Rotation::Unknown,
+                "{t}: the session's tokens are revoked on reuse"
+            );
+        }
+        // Another client presenting the token burns it.
+        db.issue_refresh("rt3", &g, 5, 500).expect("issue");
+        assert_eq!(
+            db.rotate_refresh("rt3", "other", "z", 9, 500).expect("q"),
+            Rotation::OtherClient
+        );
+        assert_eq!(
+            db.rotate_refresh("z", "other", "z2", 9, 500).expect("q"),
+            Rotation::Unknown,
+            "nothing was issued"
+        );
+        assert_eq!(
+            db.rotate_refresh("rt3", "rp", "z3", 9, 500).expect("q"),
+            Rotation::Replayed
+        );
+        // Expiry: the token's own (lifetime 20 s from 5), and never past the session's.
+        db.issue_refresh("rt4", &g, 5, 20).expect("issue");
+        assert_eq!(
+            db.rotate_refresh("rt4", "rp", "w", 25, 500).expect("q"),
+            Rotation::Expired
+        );
+        db.issue_refresh("rt5", &g, 5, 5000).expect("issue");
+        assert_eq!(
+            db.rotate_refresh("rt5", "rp", "rt5b", 10, 5000).expect("q"),
+            rotated
+        );
+        assert_eq!(
+            db.rotate_refresh("rt5b", "rp", "rt5c", 1000, 5000)
+                .expect("q"),
+            Rotation::Expired,
+            "rt5b expired with the session at 1000"
+        );
+        // A session that ends by other means than `end_session` (its expiry moved).
+        let s2 = SsoSession {
+            sid: "s2".into(),
+            ..s.clone()
+        };
+        db.put_session(&s2, "cookie2").expect("put");
+        let g2 = RefreshGrant {
+            sid: "s2".into(),
+            ..g.clone()
+        };
+        db.issue_refresh("rt8", &g2, 5, 500).expect("issue");
+        db.conn
+            .execute("UPDATE sessions SET expires = 6 WHERE sid = 's2'", [])
+            .expect("update");
+        assert_eq!(
+            db.rotate_refresh("rt8", "rp", "u", 7, 500).expect("q"),
+            Rotation::SessionEnded
+        );
+        db.issue_refresh("rt6", &g, 5, 500).expect("issue");
         assert!(db.end_session("s1").expect("end"));
-        assert_eq!(db.redeem_refresh("rt3", 5).expect("q"), None);
+        assert_eq!(
+            db.rotate_refresh("rt6", "rp", "v", 5, 500).expect("q"),
+            Rotation::Unknown
+        );
+        assert_eq!(db.issue_refresh("rt7", &g, 5, 500).expect("issue"), None);
         let mode = std::fs::metadata(dir.path().join("oidc.db"))
             .expect("meta")
             .permissions()
