@@ -1005,16 +1005,14 @@ impl Provider {
                 if !crate::store::ct_eq(digest.as_bytes(), challenge.as_bytes()) {
                     return Err(oauth("invalid_grant", "PKCE verification failed"));
                 }
-                let refresh = random_token();
                 let grant = RefreshGrant {
                     sid,
                     client: client.id.clone(),
                     scope,
-                    nonce: None,
                 };
                 let lifetime = self.config.lifetimes.refresh_token_s as i64;
-                let session = lock(&self.db)
-                    .issue_refresh(&refresh, &grant, now, lifetime)
+                let (session, refresh) = lock(&self.db)
+                    .issue_refresh(&grant, now, lifetime)
                     .map_err(|e| oauth("server_error", e.to_string()))?
                     .ok_or_else(|| oauth("invalid_grant", "the session has ended"))?;
                 self.sign_tokens(client, &session, &grant.scope, nonce, refresh, now)
@@ -1023,15 +1021,16 @@ impl Provider {
                 let rt = form
                     .get("refresh_token")
                     .ok_or_else(|| oauth("invalid_request", "refresh_token missing"))?;
-                let refresh = random_token();
                 let lifetime = self.config.lifetimes.refresh_token_s as i64;
                 let rotation = lock(&self.db)
-                    .rotate_refresh(rt, &client.id, &refresh, now, lifetime)
+                    .rotate_refresh(rt, &client.id, now, lifetime)
                     .map_err(|e| oauth("server_error", e.to_string()))?;
                 match rotation {
-                    Rotation::Rotated { grant, session } => {
-                        self.sign_tokens(client, &session, &grant.scope, None, refresh, now)
-                    }
+                    Rotation::Rotated {
+                        grant,
+                        session,
+                        token,
+                    } => self.sign_tokens(client, &session, &grant.scope, None, token, now),
                     Rotation::OtherClient => Err(oauth(
                         "invalid_grant",
                         "refresh token was issued to another client",

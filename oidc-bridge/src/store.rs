@@ -5,6 +5,15 @@
 //! Secrets are stored hashed (SHA-256): the browser's session cookie and refresh tokens are
 //! 256-bit random values, so a plain hash is enough and a stolen database file cannot be
 //! replayed against the provider.
+//!
+//! **Refresh tokens** are single use and come in families: an authorization-code grant
+//! starts a family (one row), and each refresh replaces the family's secret in place, so
+//! a token is `<family>.<secret>` (the family a random 63-bit number in hex, the secret
+//! 256 random bits). A family's old secret presented again means a token leaked: every
+//! refresh token of the session is revoked. One row per login rather than one per
+//! refresh keeps a token request to one small update (schema 2). Tokens issued under
+//! schema 1 (one row per token, `refresh_tokens`) are still honoured once each and
+//! rotate into a family; that table empties as they expire.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -46,16 +55,20 @@ pub struct SsoSession {
     pub expires: i64,
 }
 
+/// The schema this build writes; it migrates 1 (adds `refresh_families`).
+const SCHEMA: &str = "2";
+
 /// What presenting a refresh token led to ([`Db::rotate_refresh`]).
 // Returned once per token request and matched at once: boxing the big variant would only
 // add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq)]
 pub enum Rotation {
-    /// The token was live: it is used now, and the new token is stored for the same grant.
+    /// The token was live: it is used now, and `token` replaces it for the same grant.
     Rotated {
         grant: RefreshGrant,
         session: SsoSession,
+        token: String,
     },
     /// Never issued, pruned, or revoked.
     Unknown,
@@ -75,7 +88,20 @@ pub struct RefreshGrant {
     pub sid: String,
     pub client: String,
     pub scope: String,
-    pub nonce: Option<String>,
+}
+
+/// 256 random bits, base64url.
+fn random_secret() -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+}
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    // The system generator failing is not recoverable for a security service.
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+        .expect("system random generator");
+    b
 }
 
 pub fn sha256(data: &[u8]) -> Vec<u8> {
@@ -120,7 +146,7 @@ impl Db {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             INSERT OR IGNORE INTO meta VALUES ('schema', '1');
+             INSERT OR IGNORE INTO meta VALUES ('schema', '2');
              CREATE TABLE IF NOT EXISTS sessions (
                  sid TEXT PRIMARY KEY, cookie_hash BLOB NOT NULL UNIQUE, user TEXT NOT NULL,
                  auth_time INTEGER NOT NULL, acr TEXT NOT NULL, amr TEXT NOT NULL,
@@ -130,7 +156,13 @@ impl Db {
                  client TEXT NOT NULL, scope TEXT NOT NULL, nonce TEXT,
                  expires INTEGER NOT NULL, used INTEGER NOT NULL DEFAULT 0);
              CREATE INDEX IF NOT EXISTS refresh_by_sid ON refresh_tokens(sid);
-             -- For pruning (`prune_expired`); added after schema 1 shipped, compatibly.
+             -- Schema 2. secret_hash is empty once the family is burned.
+             CREATE TABLE IF NOT EXISTS refresh_families (
+                 family INTEGER PRIMARY KEY, secret_hash BLOB NOT NULL,
+                 sid TEXT NOT NULL REFERENCES sessions(sid) ON DELETE CASCADE,
+                 client TEXT NOT NULL, scope TEXT NOT NULL, expires INTEGER NOT NULL);
+             CREATE INDEX IF NOT EXISTS families_by_sid ON refresh_families(sid);
+             -- For pruning (`prune_expired`).
              CREATE INDEX IF NOT EXISTS refresh_by_expiry ON refresh_tokens(expires);
              CREATE INDEX IF NOT EXISTS sessions_by_expiry ON sessions(expires);
              CREATE TABLE IF NOT EXISTS ssf_streams (
@@ -145,10 +177,17 @@ impl Db {
             conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
                 r.get(0)
             })?;
-        if schema != "1" {
-            return Err(file_err(format!(
-                "schema {schema} is newer than this habitus-oidc understands (1)"
-            )));
+        match schema.as_str() {
+            SCHEMA => {}
+            "1" => {
+                // The tables above included schema 2's; only the version is left.
+                conn.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA])?;
+            }
+            other => {
+                return Err(file_err(format!(
+                    "schema {other} is newer than this habitus-oidc understands ({SCHEMA})"
+                )))
+            }
         }
         Ok(Db {
             conn,
@@ -215,8 +254,7 @@ impl Db {
 
     /// Ends a session and every refresh token issued under it.
     pub fn end_session(&self, sid: &str) -> Result<bool, DbError> {
-        self.conn
-            .execute("DELETE FROM refresh_tokens WHERE sid = ?1", [sid])?;
+        Self::revoke_refresh(&self.conn, sid)?;
         Ok(self
             .conn
             .execute("DELETE FROM sessions WHERE sid = ?1", [sid])?
@@ -224,11 +262,12 @@ impl Db {
     }
 
     /// Clients that received tokens under `sid` (every token response stores a refresh
-    /// token row, kept until it expires or the session ends).
+    /// token family, kept until the session ends).
     pub fn session_clients(&self, sid: &str) -> Result<Vec<String>, DbError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT DISTINCT client FROM refresh_tokens WHERE sid = ?1 ORDER BY client")?;
+        let mut st = self.conn.prepare(
+            "SELECT client FROM refresh_families WHERE sid = ?1
+             UNION SELECT client FROM refresh_tokens WHERE sid = ?1 ORDER BY 1",
+        )?;
         let rows = st.query_map([sid], |r| r.get::<_, String>(0))?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
@@ -287,24 +326,12 @@ impl Db {
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
-    fn put_refresh(
-        conn: &Connection,
-        token: &str,
-        g: &RefreshGrant,
-        expires: i64,
-    ) -> Result<(), DbError> {
-        conn.prepare_cached(
-            "INSERT INTO refresh_tokens (token_hash, sid, client, scope, nonce, expires)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )?
-        .execute(params![
-            sha256(token.as_bytes()),
-            g.sid,
-            g.client,
-            g.scope,
-            g.nonce,
-            expires
-        ])?;
+    /// Every refresh token of session `sid`, on `conn` (which may be a transaction).
+    fn revoke_refresh(conn: &Connection, sid: &str) -> Result<(), DbError> {
+        conn.prepare_cached("DELETE FROM refresh_families WHERE sid = ?1")?
+            .execute([sid])?;
+        conn.prepare_cached("DELETE FROM refresh_tokens WHERE sid = ?1")?
+            .execute([sid])?;
         Ok(())
     }
 
@@ -319,97 +346,214 @@ impl Db {
             .optional()?)
     }
 
-    /// Stores refresh token `token` for `grant` if its session is still live, and returns
-    /// that session; one transaction (the authorization-code grant). The token expires
-    /// `lifetime_s` from now, or with its session if that is sooner.
+    /// Starts a refresh-token family for `grant` if its session is still live: returns
+    /// the session and the family's first token. One transaction (the authorization-code
+    /// grant). The family expires `lifetime_s` from now, or with its session if sooner.
     pub fn issue_refresh(
         &mut self,
-        token: &str,
         grant: &RefreshGrant,
         now: i64,
         lifetime_s: i64,
-    ) -> Result<Option<SsoSession>, DbError> {
+    ) -> Result<Option<(SsoSession, String)>, DbError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let Some(session) = Self::live_session(&tx, &grant.sid, now)? else {
             return Ok(None);
         };
-        Self::put_refresh(&tx, token, grant, (now + lifetime_s).min(session.expires))?;
+        let token = Self::new_family(&tx, grant, (now + lifetime_s).min(session.expires))?;
         tx.commit()?;
-        Ok(Some(session))
+        Ok(Some((session, token)))
     }
 
-    /// Redeems refresh token `token` presented by `client` and, if it was live, stores
-    /// `new_token` in its place (rotation: each token is single use). One transaction:
-    /// the old token is marked used, the session looked up and the new token stored
-    /// together, or not at all.
+    fn new_family(conn: &Connection, g: &RefreshGrant, expires: i64) -> Result<String, DbError> {
+        let secret = random_secret();
+        // A collision of two random 63-bit numbers fails the insert (primary key) and the
+        // token request with it; it does not merge two families.
+        let family = (u64::from_be_bytes(random_bytes()) >> 1) as i64;
+        conn.prepare_cached(
+            "INSERT INTO refresh_families (family, secret_hash, sid, client, scope, expires)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            family,
+            sha256(secret.as_bytes()),
+            g.sid,
+            g.client,
+            g.scope,
+            expires
+        ])?;
+        Ok(format!("{family:016x}.{secret}"))
+    }
+
+    /// Redeems refresh token `token` presented by `client` and, if it was live, replaces
+    /// it (rotation: each token is single use). One transaction: the check, the session
+    /// lookup and the new secret commit together or not at all.
     ///
     /// A token presented a second time means it leaked: every refresh token of its
-    /// session is revoked. A token presented by another client than its own is burned.
+    /// session is revoked. A token presented after its expiry, by another client than
+    /// its own, or after its session ended is burned: its family can no longer refresh,
+    /// and the rightful holder presenting it later counts as a second presentation.
     pub fn rotate_refresh(
         &mut self,
         token: &str,
         client: &str,
-        new_token: &str,
         now: i64,
         lifetime_s: i64,
     ) -> Result<Rotation, DbError> {
-        let hash = sha256(token.as_bytes());
-        // IMMEDIATE: the transaction always writes, so it takes the write lock up front
-        // rather than upgrading from a read (which can fail with SQLITE_BUSY mid-way).
+        // IMMEDIATE: the transaction writes in most outcomes, so it takes the write lock
+        // up front rather than upgrading from a read (which can fail with SQLITE_BUSY).
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let row: Option<(String, String, String, Option<String>, i64, i64)> = tx
-            .prepare_cached(
-                "SELECT sid, client, scope, nonce, expires, used FROM refresh_tokens WHERE token_hash = ?1",
-            )?
-            .query_row(
-                [&hash],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .optional()?;
-        let Some((sid, owner, scope, nonce, expires, used)) = row else {
-            return Ok(Rotation::Unknown);
-        };
-        if used != 0 {
-            tx.execute("DELETE FROM refresh_tokens WHERE sid = ?1", [&sid])?;
-            tx.commit()?;
-            return Ok(Rotation::Replayed);
-        }
-        tx.prepare_cached("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1")?
-            .execute([&hash])?;
-        let outcome = if expires <= now {
-            Rotation::Expired
-        } else if owner != client {
-            Rotation::OtherClient
-        } else {
-            let grant = RefreshGrant {
-                sid,
-                client: owner,
-                scope,
-                nonce,
-            };
-            match Self::live_session(&tx, &grant.sid, now)? {
-                None => Rotation::SessionEnded,
-                Some(session) => {
-                    let new_expires = (now + lifetime_s).min(session.expires);
-                    Self::put_refresh(&tx, new_token, &grant, new_expires)?;
-                    Rotation::Rotated { grant, session }
-                }
+        let outcome = match token.split_once('.') {
+            Some((family, secret)) => {
+                Self::rotate_family(&tx, family, secret, client, now, lifetime_s)?
             }
+            None => Self::rotate_schema1(&tx, token, client, now, lifetime_s)?,
         };
         tx.commit()?;
         Ok(outcome)
     }
 
+    fn rotate_family(
+        tx: &Connection,
+        family: &str,
+        secret: &str,
+        client: &str,
+        now: i64,
+        lifetime_s: i64,
+    ) -> Result<Rotation, DbError> {
+        // Exactly 16 hex digits: anything else was never issued.
+        let family = match u64::from_str_radix(family, 16) {
+            Ok(f) if family.len() == 16 && f >> 63 == 0 => f as i64,
+            _ => return Ok(Rotation::Unknown),
+        };
+        let row: Option<(Vec<u8>, String, String, String, i64)> = tx
+            .prepare_cached(
+                "SELECT secret_hash, sid, client, scope, expires FROM refresh_families WHERE family = ?1",
+            )?
+            .query_row([family], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        let Some((secret_hash, sid, owner, scope, expires)) = row else {
+            return Ok(Rotation::Unknown);
+        };
+        if !ct_eq(&sha256(secret.as_bytes()), &secret_hash) || secret_hash.is_empty() {
+            Self::revoke_refresh(tx, &sid)?;
+            return Ok(Rotation::Replayed);
+        }
+        let grant = RefreshGrant {
+            sid,
+            client: owner,
+            scope,
+        };
+        let session = Self::live_session(tx, &grant.sid, now)?;
+        let update = "UPDATE refresh_families SET secret_hash = ?2, expires = ?3 WHERE family = ?1";
+        match session {
+            Some(session) if expires > now && grant.client == client => {
+                let new_secret = random_secret();
+                let new_expires = (now + lifetime_s).min(session.expires);
+                tx.prepare_cached(update)?.execute(params![
+                    family,
+                    sha256(new_secret.as_bytes()),
+                    new_expires
+                ])?;
+                Ok(Rotation::Rotated {
+                    grant,
+                    session,
+                    token: format!("{family:016x}.{new_secret}"),
+                })
+            }
+            session => {
+                tx.prepare_cached(update)?
+                    .execute(params![family, Vec::<u8>::new(), expires])?;
+                Ok(if expires <= now {
+                    Rotation::Expired
+                } else if grant.client != client {
+                    Rotation::OtherClient
+                } else {
+                    debug_assert!(session.is_none());
+                    Rotation::SessionEnded
+                })
+            }
+        }
+    }
+
+    /// A token issued under schema 1 (one row per token): honoured once, like before,
+    /// and replaced by a family.
+    fn rotate_schema1(
+        tx: &Connection,
+        token: &str,
+        client: &str,
+        now: i64,
+        lifetime_s: i64,
+    ) -> Result<Rotation, DbError> {
+        let hash = sha256(token.as_bytes());
+        let row: Option<(String, String, String, i64, i64)> = tx
+            .prepare_cached(
+                "SELECT sid, client, scope, expires, used FROM refresh_tokens WHERE token_hash = ?1",
+            )?
+            .query_row([&hash], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        let Some((sid, owner, scope, expires, used)) = row else {
+            return Ok(Rotation::Unknown);
+        };
+        if used != 0 {
+            Self::revoke_refresh(tx, &sid)?;
+            return Ok(Rotation::Replayed);
+        }
+        tx.prepare_cached("UPDATE refresh_tokens SET used = 1 WHERE token_hash = ?1")?
+            .execute([&hash])?;
+        let grant = RefreshGrant {
+            sid,
+            client: owner,
+            scope,
+        };
+        if expires <= now {
+            return Ok(Rotation::Expired);
+        }
+        if grant.client != client {
+            return Ok(Rotation::OtherClient);
+        }
+        let Some(session) = Self::live_session(tx, &grant.sid, now)? else {
+            return Ok(Rotation::SessionEnded);
+        };
+        let token = Self::new_family(tx, &grant, (now + lifetime_s).min(session.expires))?;
+        Ok(Rotation::Rotated {
+            grant,
+            session,
+            token,
+        })
+    }
+
+    /// A schema-1 refresh token row, as an older release stored it (tests of the upgrade
+    /// path and of pruning).
+    #[cfg(test)]
+    pub(crate) fn put_schema1_token(
+        &self,
+        token: &str,
+        sid: &str,
+        expires: i64,
+        used: bool,
+    ) -> Result<(), DbError> {
+        self.conn.execute(
+            "INSERT INTO refresh_tokens (token_hash, sid, client, scope, expires, used)
+             VALUES (?1, ?2, 'rp', 'openid', ?3, ?4)",
+            params![sha256(token.as_bytes()), sid, expires, used],
+        )?;
+        Ok(())
+    }
+
     /// Removes up to `limit` expired rows and returns how many went (the upkeep thread
     /// calls it in small batches so the database is never held for long): sessions past
-    /// their expiry (their refresh tokens with them), and refresh tokens that are both
-    /// expired and used. An expired token that was never used is kept until its session
-    /// goes: it is how `session_clients` still knows which clients to tell when the
-    /// session ends.
+    /// their expiry (their refresh tokens with them), and schema-1 refresh tokens that
+    /// are both expired and used. Families, and an expired schema-1 token that was never
+    /// used, are kept until their session goes: they are how `session_clients` knows
+    /// which clients to tell when the session ends (a family never outlives its session).
     pub fn prune_expired(&mut self, now: i64, limit: i64) -> Result<usize, DbError> {
         let tx = self
             .conn
@@ -499,10 +643,13 @@ impl Db {
     }
 
     pub fn count(&self, table: &str) -> Result<i64, DbError> {
+        // Table names cannot be bound as parameters: only these are ever interpolated.
         let table = match table {
             "sessions" => "sessions",
             "outbox" => "outbox",
-            _ => "refresh_tokens",
+            "refresh_tokens" => "refresh_tokens",
+            "refresh_families" => "refresh_families",
+            other => return Err(rusqlite::Error::InvalidParameterName(other.to_string()).into()),
         };
         Ok(self
             .conn
@@ -588,72 +735,96 @@ mod tests {
             sid: "s1".into(),
             client: "rp".into(),
             scope: "openid".into(),
-            nonce: None,
         };
-        let rotated = Rotation::Rotated {
-            grant: g.clone(),
-            session: s.clone(),
+        // Rotates `t` and checks the outcome is a rotation of `g` in `s`: the new token.
+        fn rotate(db: &mut Db, t: &str, now: i64, g: &RefreshGrant, s: &SsoSession) -> String {
+            match db.rotate_refresh(t, "rp", now, 500).expect("rotate") {
+                Rotation::Rotated {
+                    grant,
+                    session,
+                    token,
+                } => {
+                    assert_eq!((&grant, &session), (g, s));
+                    assert_ne!(token, t);
+                    token
+                }
+                other => panic!("{t}: {other:?}"),
+            }
+        }
+        let issue = |db: &mut Db, now: i64, lifetime: i64| {
+            let (session, token) = db
+                .issue_refresh(&g, now, lifetime)
+                .expect("issue")
+                .expect("live session");
+            assert_eq!(session, s);
+            token
         };
+        let t1 = issue(&mut db, 5, 500);
+        let t2 = issue(&mut db, 5, 500);
+        assert_eq!(t1.len(), 16 + 1 + 43, "{t1}");
+        let t1b = rotate(&mut db, &t1, 5, &g, &s);
+        let t1c = rotate(&mut db, &t1b, 6, &g, &s);
+        assert_eq!(t1c.split('.').next(), t1.split('.').next(), "same family");
         assert_eq!(
-            db.issue_refresh("rt1", &g, 5, 500).expect("issue"),
-            Some(s.clone())
+            db.count("refresh_families").expect("count"),
+            2,
+            "a row per family"
         );
         assert_eq!(
-            db.issue_refresh("rt2", &g, 5, 500).expect("issue"),
-            Some(s.clone())
-        );
-        assert_eq!(
-            db.rotate_refresh("rt1", "rp", "rt1b", 5, 500).expect("q"),
-            rotated
-        );
-        assert_eq!(
-            db.rotate_refresh("rt1b", "rp", "rt1c", 6, 500).expect("q"),
-            rotated,
-            "the rotated token works once"
-        );
-        assert_eq!(
-            db.rotate_refresh("rt1", "rp", "x", 7, 500).expect("q"),
+            db.rotate_refresh(&t1, "rp", 7, 500).expect("q"),
             Rotation::Replayed,
             "single use"
         );
-        for t in ["rt2", "rt1c", "x"] {
+        for t in [&t2, &t1c] {
             assert_eq!(
-                db.rotate_refresh(t, "rp", "y", 8, 500).expect("q"),
+                db.rotate_refresh(t, "rp", 8, 500).expect("q"),
                 Rotation::Unknown,
                 "{t}: the session's tokens are revoked on reuse"
             );
         }
-        // Another client presenting the token burns it.
-        db.issue_refresh("rt3", &g, 5, 500).expect("issue");
+        // Malformed and made-up tokens are unknown, and revoke nothing.
+        let t3 = issue(&mut db, 5, 500);
+        let family = t3.split('.').next().expect("family").to_string();
+        for bad in [
+            "",
+            ".",
+            "x.y",
+            "00000000000000001.abc",
+            "ffffffffffffffff.abc",
+            &format!(
+                "{:016x}.abc",
+                u64::from_str_radix(&family, 16).expect("hex") ^ 1
+            ),
+        ] {
+            assert_eq!(
+                db.rotate_refresh(bad, "rp", 9, 500).expect("q"),
+                Rotation::Unknown,
+                "{bad:?}"
+            );
+        }
+        let t3 = rotate(&mut db, &t3, 9, &g, &s);
+        // Another client presenting the token burns it: the family is done, and the
+        // rightful client presenting it next counts as a replay.
         assert_eq!(
-            db.rotate_refresh("rt3", "other", "z", 9, 500).expect("q"),
+            db.rotate_refresh(&t3, "other", 9, 500).expect("q"),
             Rotation::OtherClient
         );
         assert_eq!(
-            db.rotate_refresh("z", "other", "z2", 9, 500).expect("q"),
-            Rotation::Unknown,
-            "nothing was issued"
-        );
-        assert_eq!(
-            db.rotate_refresh("rt3", "rp", "z3", 9, 500).expect("q"),
+            db.rotate_refresh(&t3, "rp", 9, 500).expect("q"),
             Rotation::Replayed
         );
-        // Expiry: the token's own (lifetime 20 s from 5), and never past the session's.
-        db.issue_refresh("rt4", &g, 5, 20).expect("issue");
+        // Expiry: the family's own (lifetime 20 s from 5), and never past the session's.
+        let t4 = issue(&mut db, 5, 20);
         assert_eq!(
-            db.rotate_refresh("rt4", "rp", "w", 25, 500).expect("q"),
+            db.rotate_refresh(&t4, "rp", 25, 500).expect("q"),
             Rotation::Expired
         );
-        db.issue_refresh("rt5", &g, 5, 5000).expect("issue");
+        let t5 = issue(&mut db, 5, 5000);
+        let t5b = rotate(&mut db, &t5, 10, &g, &s);
         assert_eq!(
-            db.rotate_refresh("rt5", "rp", "rt5b", 10, 5000).expect("q"),
-            rotated
-        );
-        assert_eq!(
-            db.rotate_refresh("rt5b", "rp", "rt5c", 1000, 5000)
-                .expect("q"),
+            db.rotate_refresh(&t5b, "rp", 1000, 5000).expect("q"),
             Rotation::Expired,
-            "rt5b expired with the session at 1000"
+            "expired with the session at 1000"
         );
         // A session that ends by other means than `end_session` (its expiry moved).
         let s2 = SsoSession {
@@ -665,26 +836,96 @@ mod tests {
             sid: "s2".into(),
             ..g.clone()
         };
-        db.issue_refresh("rt8", &g2, 5, 500).expect("issue");
+        let (_, t8) = db.issue_refresh(&g2, 5, 500).expect("issue").expect("live");
         db.conn
             .execute("UPDATE sessions SET expires = 6 WHERE sid = 's2'", [])
             .expect("update");
         assert_eq!(
-            db.rotate_refresh("rt8", "rp", "u", 7, 500).expect("q"),
+            db.rotate_refresh(&t8, "rp", 7, 500).expect("q"),
             Rotation::SessionEnded
         );
-        db.issue_refresh("rt6", &g, 5, 500).expect("issue");
+        let t6 = issue(&mut db, 5, 500);
+        assert_eq!(db.session_clients("s1").expect("clients"), vec!["rp"]);
         assert!(db.end_session("s1").expect("end"));
         assert_eq!(
-            db.rotate_refresh("rt6", "rp", "v", 5, 500).expect("q"),
+            db.rotate_refresh(&t6, "rp", 5, 500).expect("q"),
             Rotation::Unknown
         );
-        assert_eq!(db.issue_refresh("rt7", &g, 5, 500).expect("issue"), None);
+        assert!(db.session_clients("s1").expect("clients").is_empty());
+        assert_eq!(db.issue_refresh(&g, 5, 500).expect("issue"), None);
         let mode = std::fs::metadata(dir.path().join("oidc.db"))
             .expect("meta")
             .permissions()
             .mode();
         assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn schema_1_files_migrate_and_their_refresh_tokens_rotate_into_families() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("oidc.db");
+        let s = SsoSession {
+            sid: "s1".into(),
+            user: "alice".into(),
+            auth_time: 10,
+            acr: "urn:habitus:loa:1".into(),
+            amr: vec!["pwd".into()],
+            behavior: BehaviorClaim::default(),
+            expires: 1000,
+        };
+        {
+            // A schema-1 file: no families table, and tokens one row each.
+            let db = Db::open(&path).expect("open");
+            db.put_session(&s, "cookie").expect("put");
+            db.conn
+                .execute_batch(
+                    "DROP TABLE refresh_families;
+                     UPDATE meta SET value = '1' WHERE key = 'schema';",
+                )
+                .expect("downgrade");
+            for (token, used) in [
+                ("old-live", false),
+                ("old-used", true),
+                ("old-other", false),
+            ] {
+                db.put_schema1_token(token, "s1", 500, used)
+                    .expect("insert");
+            }
+        }
+        let mut db = Db::open(&path).expect("migrates");
+        let schema: String = db
+            .conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })
+            .expect("schema");
+        assert_eq!(schema, "2");
+        let Rotation::Rotated { token, grant, .. } =
+            db.rotate_refresh("old-live", "rp", 5, 100).expect("rotate")
+        else {
+            panic!("a live schema-1 token rotates");
+        };
+        assert_eq!(grant.scope, "openid");
+        assert!(token.contains('.'), "into a family: {token}");
+        assert_eq!(
+            db.rotate_refresh("old-live", "rp", 6, 100).expect("q"),
+            Rotation::Replayed,
+            "once"
+        );
+        assert_eq!(
+            db.rotate_refresh(&token, "rp", 6, 100).expect("q"),
+            Rotation::Unknown,
+            "the replay revoked the session's family too"
+        );
+        assert_eq!(db.count("refresh_tokens").expect("count"), 0);
+        drop(db);
+        // A newer schema than this build knows is refused, and the file left alone.
+        let conn = Connection::open(&path).expect("open");
+        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'", [])
+            .expect("bump");
+        drop(conn);
+        let err = Db::open(&path).err().expect("refused").to_string();
+        assert!(err.contains("schema 3 is newer"), "{err}");
     }
 
     #[test]

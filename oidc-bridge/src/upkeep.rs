@@ -125,7 +125,7 @@ pub fn prune(db: &Mutex<Db>, now: i64) -> Result<usize, DbError> {
 mod tests {
     use super::*;
     use crate::behavior::BehaviorClaim;
-    use crate::store::{RefreshGrant, SsoSession};
+    use crate::store::{RefreshGrant, Rotation, SsoSession};
 
     fn session(sid: &str, expires: i64) -> SsoSession {
         SsoSession {
@@ -173,35 +173,46 @@ mod tests {
             sid: sid.into(),
             client: "rp".into(),
             scope: "openid".into(),
-            nonce: None,
         };
         {
             let mut d = lock(&db);
             d.put_session(&session("live", 10_000), "c1").expect("put");
             d.put_session(&session("gone", 100), "c2").expect("put");
-            d.issue_refresh("gone-rt", &grant("gone"), 5, 50)
-                .expect("issue");
-            // A chain in the live session: 1200 used tokens, all expired at 200, and
-            // the newest, unused and expired too.
-            d.issue_refresh("t0", &grant("live"), 5, 100)
-                .expect("issue");
-            for i in 0..1200 {
-                let r = d
-                    .rotate_refresh(&format!("t{i}"), "rp", &format!("t{}", i + 1), 10, 100)
-                    .expect("rotate");
-                assert!(matches!(r, crate::store::Rotation::Rotated { .. }), "{r:?}");
+            d.issue_refresh(&grant("gone"), 5, 50).expect("issue");
+            // A family in the live session, refreshed 1200 times, expired at 200.
+            let (_, mut token) = d
+                .issue_refresh(&grant("live"), 5, 195)
+                .expect("issue")
+                .expect("live");
+            for _ in 0..1200 {
+                match d.rotate_refresh(&token, "rp", 10, 190).expect("rotate") {
+                    Rotation::Rotated { token: t, .. } => token = t,
+                    other => panic!("{other:?}"),
+                }
+            }
+            // Schema-1 tokens of the live session (as an older release left them):
+            // 1100 used and expired, one expired but never used.
+            for i in 0..1101 {
+                d.put_schema1_token(&format!("old{i}"), "live", 150, i < 1100)
+                    .expect("insert");
             }
         }
-        assert_eq!(lock(&db).count("refresh_tokens").expect("count"), 1202);
+        assert_eq!(lock(&db).count("refresh_families").expect("count"), 2);
+        assert_eq!(lock(&db).count("refresh_tokens").expect("count"), 1101);
         assert_eq!(lock(&db).prune_expired(50, 10).expect("prune"), 0);
-        // 1 session + 1200 used tokens, three batches of 500.
-        assert_eq!(prune(&db, 200).expect("prune"), 1201);
+        // 1 session + 1100 used tokens, three batches of 500.
+        assert_eq!(prune(&db, 200).expect("prune"), 1101);
         let d = lock(&db);
         assert_eq!(d.count("sessions").expect("count"), 1);
         assert_eq!(
+            d.count("refresh_families").expect("count"),
+            1,
+            "the gone session's family went with it; the live one stays"
+        );
+        assert_eq!(
             d.count("refresh_tokens").expect("count"),
             1,
-            "the live session's newest token stays (its client is told when it ends)"
+            "the never-used token stays until its session goes"
         );
         assert_eq!(d.session_clients("live").expect("clients"), vec!["rp"]);
     }
