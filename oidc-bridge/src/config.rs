@@ -287,6 +287,22 @@ pub struct SsfReceiver {
     /// `aud` of the SETs sent to this receiver (default: `id`).
     #[serde(default)]
     pub audience: Option<String>,
+    /// Also names the user inside each event, as `subject: {"user": …}`, for receivers
+    /// that require it there (Okta's does); the SET's `sub_id` stays. `iss_sub`: the
+    /// same `iss` and `sub` as `sub_id`. `email`: the user's *verified* address from the
+    /// users file; a SET about a user without one is not sent to this receiver (logged),
+    /// because a receiver resolving users by email would otherwise act on whoever has
+    /// that address. Default: unset (SSF 1.0: `sub_id` only).
+    #[serde(default)]
+    pub event_subject: Option<EventSubject>,
+}
+
+/// How an event names its user inside the event (`SsfReceiver::event_subject`).
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum EventSubject {
+    IssSub,
+    Email,
 }
 
 impl SsfReceiver {
@@ -582,6 +598,13 @@ redirect_uris = ["http://127.0.0.1:9000/cb"]
                     "[[signals.ssf_receivers]]\nid = \"siem\"\ntoken = \"short\"\n[[clients]]",
                 ),
                 "token",
+            ),
+            (
+                MINIMAL.replace(
+                    "[[clients]]",
+                    "[[signals.ssf_receivers]]\nid = \"okta\"\ntoken = \"0123456789abcdef0123456789abcdef\"\nevent_subject = \"upn\"\n[[clients]]",
+                ),
+                "upn",
             ),
             (
                 MINIMAL.replace("[[clients]]", "[signals]\ntimeout_ms = 0\n[[clients]]"),

@@ -1223,6 +1223,12 @@ impl Provider {
 
     /// `email` and `email_verified` of `user` when `scope` holds `email` and the users
     /// file has an address for the user.
+    /// `user`'s address from the users file, if it is marked verified.
+    pub(crate) fn verified_email(&self, user: &str) -> Option<&str> {
+        let u = self.users.users.get(user)?;
+        u.email.as_deref().filter(|_| u.email_verified)
+    }
+
     fn email_of(&self, user: &str, scope: &str) -> Option<(String, bool)> {
         if !scope.split(' ').any(|x| x == "email") {
             return None;

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::config::{check_push_url, SsfReceiver};
+use crate::config::{check_push_url, EventSubject, SsfReceiver};
 use crate::provider::{lock, now_unix, random_token, Provider, Shared};
 use crate::store::Db;
 
@@ -514,13 +514,31 @@ impl Provider {
             if !stream.events_delivered.iter().any(|e| e == event) {
                 continue;
             }
+            let email = self.verified_email(user);
+            let payload = match event_payload(
+                receiver.event_subject,
+                &self.config.issuer,
+                user,
+                email,
+                &payload,
+            ) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!(
+                        "habitus-oidc: signals: SET {} for stream of {} not sent: {e}",
+                        short_event(event),
+                        receiver.id
+                    );
+                    continue;
+                }
+            };
             let claims = json!({
                 "iss": self.config.issuer,
                 "aud": receiver.audience(),
                 "iat": now,
                 "jti": random_token(),
                 "sub_id": {"format": "iss_sub", "iss": self.config.issuer, "sub": user},
-                "events": {event: payload.clone()},
+                "events": {event: payload},
             });
             match self.keys.sign_jwt(self.set_alg(), "secevent+jwt", &claims) {
                 Ok(jwt) => out.push(Delivery {
@@ -674,6 +692,38 @@ impl Provider {
     }
 }
 
+/// An event's payload for a receiver: `payload`, with `subject.user` added if the
+/// receiver wants the user named inside the event (`SsfReceiver::event_subject`).
+/// `email`: the user's verified address, if any.
+fn event_payload(
+    mode: Option<EventSubject>,
+    issuer: &str,
+    user: &str,
+    email: Option<&str>,
+    payload: &serde_json::Value,
+) -> Result<serde_json::Value, String> {
+    let subject = match mode {
+        None => return Ok(payload.clone()),
+        Some(EventSubject::IssSub) => json!({"format": "iss_sub", "iss": issuer, "sub": user}),
+        Some(EventSubject::Email) => match email {
+            Some(e) => json!({"format": "email", "email": e}),
+            None => {
+                return Err(format!(
+                    "the receiver names users by email and {user} has no verified address"
+                ))
+            }
+        },
+    };
+    let mut out = payload.clone();
+    match out.as_object_mut() {
+        Some(o) => {
+            o.insert("subject".into(), json!({ "user": subject }));
+            Ok(out)
+        }
+        None => Err("an event payload must be a JSON object".into()),
+    }
+}
+
 fn short_event(event: &str) -> &str {
     event.rsplit('/').next().unwrap_or(event)
 }
@@ -797,6 +847,30 @@ pub async fn stream_delete(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn events_name_their_user_inside_when_the_receiver_asks() {
+        let base = json!({"event_timestamp": 5});
+        let iss = "https://id.example";
+        assert_eq!(
+            event_payload(None, iss, "alice", Some("a@x"), &base),
+            Ok(base.clone())
+        );
+        assert_eq!(
+            event_payload(Some(EventSubject::IssSub), iss, "alice", None, &base),
+            Ok(json!({"event_timestamp": 5,
+                "subject": {"user": {"format": "iss_sub", "iss": iss, "sub": "alice"}}}))
+        );
+        assert_eq!(
+            event_payload(Some(EventSubject::Email), iss, "alice", Some("a@x"), &base),
+            Ok(json!({"event_timestamp": 5,
+                "subject": {"user": {"format": "email", "email": "a@x"}}}))
+        );
+        let err = event_payload(Some(EventSubject::Email), iss, "bob", None, &base)
+            .expect_err("no verified address: not sent");
+        assert!(err.contains("bob has no verified address"), "{err}");
+        assert!(event_payload(Some(EventSubject::IssSub), iss, "a", None, &json!(1)).is_err());
+    }
 
     #[test]
     fn stream_requests_are_checked() {

@@ -241,6 +241,7 @@ revoke_on_drift = {revoke_on_drift}
 id = "siem"
 token = "{RECEIVER_TOKEN}"
 audience = "https://siem.example"
+event_subject = "iss_sub"
 
 [[clients]]
 id = "rp-bc"
@@ -613,6 +614,11 @@ fn end_session_sends_logout_tokens_and_session_revoked() {
     assert_eq!(s[0].0, SESSION_REVOKED);
     assert_eq!(s[0].1["initiating_entity"], "user");
     assert!(s[0].1["event_timestamp"].is_i64());
+    // `event_subject = "iss_sub"`: the user is named inside the event too (Okta's shape).
+    assert_eq!(
+        s[0].1["subject"],
+        json!({"user": {"format": "iss_sub", "iss": issuer, "sub": "alice"}})
+    );
 
     // The provider stays responsive while the slow receiver holds its connection, and a
     // second end-session (session already gone) sends nothing more.
@@ -901,6 +907,10 @@ backchannel_logout_uri = "https://127.0.0.1:{rogue_port}/bcl"
     let s = sets(issuer, &got);
     assert_eq!(s.len(), 1, "{s:?}");
     assert_eq!(s[0].0, SESSION_REVOKED);
+    assert!(
+        s[0].1.get("subject").is_none(),
+        "no event_subject: sub_id only"
+    );
 
     // The untrusted receiver saw a TLS handshake that the provider abandoned, and no
     // request: the Logout Token was not sent to a server it could not authenticate.
