@@ -37,8 +37,8 @@ pub struct Db {
 }
 
 /// WAL pages after which a commit checkpoints inline. The upkeep thread (`upkeep`)
-/// checkpoints every 100 ms off the request path, so this is only a backstop that keeps
-/// the WAL bounded (≈ 40 MB) should that thread fall behind or stop. SQLite's default
+/// checkpoints every 250 ms off the request path, so this is only a backstop that keeps
+/// the WAL bounded (≈ 200 MB) should that thread fall behind or stop. SQLite's default
 /// (1,000) made every few hundredth token request copy the WAL and fsync while holding
 /// the database: the p99 of the token endpoint.
 const WAL_BACKSTOP_PAGES: i64 = 50_000;
@@ -74,11 +74,11 @@ pub enum Rotation {
     Unknown,
     /// Presented a second time: every refresh token of its session is revoked.
     Replayed,
-    /// Past its expiry (now used, like any presented token).
+    /// Past its expiry (now burned, like any token presented and refused).
     Expired,
-    /// Issued to another client (now used: burned).
+    /// Issued to another client (now burned).
     OtherClient,
-    /// Its session has ended or expired (the token is now used).
+    /// Its session has ended or expired (the token is now burned).
     SessionEnded,
 }
 
@@ -144,10 +144,23 @@ impl Db {
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "secure_delete", "ON")?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_BACKSTOP_PAGES)?;
+        // The version first: a file of a newer schema is refused before anything in it
+        // changes.
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-             INSERT OR IGNORE INTO meta VALUES ('schema', '2');
-             CREATE TABLE IF NOT EXISTS sessions (
+             INSERT OR IGNORE INTO meta VALUES ('schema', '2');",
+        )?;
+        let schema: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+                r.get(0)
+            })?;
+        if schema != SCHEMA && schema != "1" {
+            return Err(file_err(format!(
+                "schema {schema} is newer than this habitus-oidc understands ({SCHEMA})"
+            )));
+        }
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sessions (
                  sid TEXT PRIMARY KEY, cookie_hash BLOB NOT NULL UNIQUE, user TEXT NOT NULL,
                  auth_time INTEGER NOT NULL, acr TEXT NOT NULL, amr TEXT NOT NULL,
                  behavior TEXT NOT NULL, expires INTEGER NOT NULL);
@@ -173,21 +186,9 @@ impl Db {
                  push INTEGER NOT NULL, what TEXT NOT NULL, expires INTEGER);",
         )?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        let schema: String =
-            conn.query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
-                r.get(0)
-            })?;
-        match schema.as_str() {
-            SCHEMA => {}
-            "1" => {
-                // The tables above included schema 2's; only the version is left.
-                conn.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA])?;
-            }
-            other => {
-                return Err(file_err(format!(
-                    "schema {other} is newer than this habitus-oidc understands ({SCHEMA})"
-                )))
-            }
+        if schema == "1" {
+            // The tables above included schema 2's; only the version is left.
+            conn.execute("UPDATE meta SET value = ?1 WHERE key = 'schema'", [SCHEMA])?;
         }
         Ok(Db {
             conn,
@@ -921,11 +922,22 @@ mod tests {
         drop(db);
         // A newer schema than this build knows is refused, and the file left alone.
         let conn = Connection::open(&path).expect("open");
-        conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema'", [])
-            .expect("bump");
+        conn.execute_batch(
+            "UPDATE meta SET value = '3' WHERE key = 'schema'; DROP TABLE refresh_families;",
+        )
+        .expect("bump");
         drop(conn);
         let err = Db::open(&path).err().expect("refused").to_string();
         assert!(err.contains("schema 3 is newer"), "{err}");
+        let conn = Connection::open(&path).expect("open");
+        let tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'refresh_families'",
+                [],
+                |r| r.get(0),
+            )
+            .expect("query");
+        assert_eq!(tables, 0, "nothing was created in the newer file");
     }
 
     #[test]
