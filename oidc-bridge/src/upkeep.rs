@@ -4,12 +4,13 @@
 //!   checkpoint copies them into the database file and fsyncs it. Left to SQLite, the
 //!   commit that crosses the threshold does that inline, while the token endpoint holds
 //!   the shared connection, and every request behind it waits (it was the p99 of
-//!   `/token`). Here a second connection ([`Checkpointer`]) checkpoints every 100 ms;
-//!   the inline threshold stays only as a backstop (`store::WAL_BACKSTOP_PAGES`).
-//! * **Pruning.** Expired sessions (with their refresh tokens) and expired, used refresh
-//!   tokens are deleted once a minute, in batches of [`PRUNE_BATCH`] rows so the shared
-//!   connection is held for a few milliseconds at a time. Without it the refresh-token
-//!   table grew by one row per token request for ever.
+//!   `/token`). Here a second connection ([`Checkpointer`]) checkpoints every 250 ms
+//!   (see [`checkpoint`]); the inline threshold stays only as a backstop
+//!   (`store::WAL_BACKSTOP_PAGES`).
+//! * **Pruning.** Expired sessions (with their refresh tokens) and expired, used
+//!   schema-1 refresh tokens are deleted once a minute, in batches of [`PRUNE_BATCH`]
+//!   rows so the shared connection is held for a few milliseconds at a time. Nothing
+//!   deleted them before: the tables only grew.
 //!
 //! The thread holds the database weakly: it ends when the provider is dropped.
 
@@ -45,7 +46,7 @@ fn run(db: &Weak<Mutex<Db>>, path: &Path) {
             None
         }
     };
-    // Errors are logged when they start and when they stop, not every 100 ms.
+    // Errors are logged when they start and when they stop, not at every pass.
     let mut checkpoint_failing = false;
     let mut next_prune = Instant::now();
     loop {
