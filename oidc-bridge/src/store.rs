@@ -664,12 +664,15 @@ impl Db {
     /// checkpointed and the next commit starts it over from the beginning. Returns
     /// (frames in the WAL, frames checkpointed).
     pub fn checkpoint(&self) -> Result<(i64, i64), DbError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })?)
+        passive_checkpoint(&self.conn)
     }
+}
+
+/// `PRAGMA wal_checkpoint(PASSIVE)` on `conn`: (frames in the WAL, frames checkpointed).
+fn passive_checkpoint(conn: &Connection) -> Result<(i64, i64), DbError> {
+    Ok(conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })?)
 }
 
 /// A second connection to the provider database that only checkpoints its WAL (copies
@@ -690,11 +693,7 @@ impl Checkpointer {
     /// the writer (the next one gets the rest). Returns (frames in the WAL, frames
     /// checkpointed).
     pub fn checkpoint(&self) -> Result<(i64, i64), DbError> {
-        Ok(self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                Ok((r.get(1)?, r.get(2)?))
-            })?)
+        passive_checkpoint(&self.conn)
     }
 }
 
