@@ -426,8 +426,9 @@ mod tests {
             assert_eq!(sig, ring.sign(msg).as_ref(), "Ed25519 is deterministic");
             assert!(key.verify(msg, &sig));
         }
-        // A PKCS#8 v2 document whose public key is another key's: ring (unchecked) takes
-        // it, the provider must not.
+        // A PKCS#8 v2 document whose public key is another key's is refused (ring already
+        // says "InconsistentComponents"; the comparison after loading guards against the
+        // two parsers ever reading one document differently).
         let other = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("rng");
         let mut forged = doc.as_ref().to_vec();
         let (n, pk) = (forged.len(), &other.as_ref()[other.as_ref().len() - 32..]);
