@@ -510,34 +510,30 @@ impl Provider {
     fn set_deliveries(&self, user: &str, event: &str, payload: serde_json::Value) -> Vec<Delivery> {
         let now = now_unix();
         let mut out = Vec::new();
+        let sub_id = json!({"format": "iss_sub", "iss": self.config.issuer, "sub": user});
+        let email = self.verified_email(user);
         for (receiver, stream) in self.streams() {
             if !stream.events_delivered.iter().any(|e| e == event) {
                 continue;
             }
-            let email = self.verified_email(user);
-            let payload = match event_payload(
-                receiver.event_subject,
-                &self.config.issuer,
-                user,
-                email,
-                &payload,
-            ) {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!(
-                        "habitus-oidc: signals: SET {} for stream of {} not sent: {e}",
-                        short_event(event),
-                        receiver.id
-                    );
-                    continue;
-                }
-            };
+            let payload =
+                match event_payload(receiver.event_subject, &sub_id, user, email, &payload) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        eprintln!(
+                            "habitus-oidc: signals: SET {} for stream of {} not sent: {e}",
+                            short_event(event),
+                            receiver.id
+                        );
+                        continue;
+                    }
+                };
             let claims = json!({
                 "iss": self.config.issuer,
                 "aud": receiver.audience(),
                 "iat": now,
                 "jti": random_token(),
-                "sub_id": {"format": "iss_sub", "iss": self.config.issuer, "sub": user},
+                "sub_id": sub_id,
                 "events": {event: payload},
             });
             match self.keys.sign_jwt(self.set_alg(), "secevent+jwt", &claims) {
@@ -694,17 +690,17 @@ impl Provider {
 
 /// An event's payload for a receiver: `payload`, with `subject.user` added if the
 /// receiver wants the user named inside the event (`SsfReceiver::event_subject`).
-/// `email`: the user's verified address, if any.
+/// `sub_id`: the SET's subject identifier; `email`: `user`'s verified address, if any.
 fn event_payload(
     mode: Option<EventSubject>,
-    issuer: &str,
+    sub_id: &serde_json::Value,
     user: &str,
     email: Option<&str>,
     payload: &serde_json::Value,
 ) -> Result<serde_json::Value, String> {
     let subject = match mode {
         None => return Ok(payload.clone()),
-        Some(EventSubject::IssSub) => json!({"format": "iss_sub", "iss": issuer, "sub": user}),
+        Some(EventSubject::IssSub) => sub_id.clone(),
         Some(EventSubject::Email) => match email {
             Some(e) => json!({"format": "email", "email": e}),
             None => {
@@ -852,24 +848,31 @@ mod tests {
     fn events_name_their_user_inside_when_the_receiver_asks() {
         let base = json!({"event_timestamp": 5});
         let iss = "https://id.example";
+        let sub_id = json!({"format": "iss_sub", "iss": iss, "sub": "alice"});
         assert_eq!(
-            event_payload(None, iss, "alice", Some("a@x"), &base),
+            event_payload(None, &sub_id, "alice", Some("a@x"), &base),
             Ok(base.clone())
         );
         assert_eq!(
-            event_payload(Some(EventSubject::IssSub), iss, "alice", None, &base),
+            event_payload(Some(EventSubject::IssSub), &sub_id, "alice", None, &base),
             Ok(json!({"event_timestamp": 5,
                 "subject": {"user": {"format": "iss_sub", "iss": iss, "sub": "alice"}}}))
         );
         assert_eq!(
-            event_payload(Some(EventSubject::Email), iss, "alice", Some("a@x"), &base),
+            event_payload(
+                Some(EventSubject::Email),
+                &sub_id,
+                "alice",
+                Some("a@x"),
+                &base
+            ),
             Ok(json!({"event_timestamp": 5,
                 "subject": {"user": {"format": "email", "email": "a@x"}}}))
         );
-        let err = event_payload(Some(EventSubject::Email), iss, "bob", None, &base)
+        let err = event_payload(Some(EventSubject::Email), &sub_id, "bob", None, &base)
             .expect_err("no verified address: not sent");
         assert!(err.contains("bob has no verified address"), "{err}");
-        assert!(event_payload(Some(EventSubject::IssSub), iss, "a", None, &json!(1)).is_err());
+        assert!(event_payload(Some(EventSubject::IssSub), &sub_id, "a", None, &json!(1)).is_err());
     }
 
     #[test]

@@ -22,6 +22,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::behavior::BehaviorClaim;
+use crate::provider::random_token;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -88,20 +89,6 @@ pub struct RefreshGrant {
     pub sid: String,
     pub client: String,
     pub scope: String,
-}
-
-/// 256 random bits, base64url.
-fn random_secret() -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes::<32>())
-}
-
-fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    // The system generator failing is not recoverable for a security service.
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
-        .expect("system random generator");
-    b
 }
 
 pub fn sha256(data: &[u8]) -> Vec<u8> {
@@ -368,10 +355,14 @@ impl Db {
     }
 
     fn new_family(conn: &Connection, g: &RefreshGrant, expires: i64) -> Result<String, DbError> {
-        let secret = random_secret();
+        let secret = random_token();
         // A collision of two random 63-bit numbers fails the insert (primary key) and the
         // token request with it; it does not merge two families.
-        let family = (u64::from_be_bytes(random_bytes()) >> 1) as i64;
+        let mut b = [0u8; 8];
+        // The system generator failing is not recoverable for a security service.
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b)
+            .expect("system random generator");
+        let family = (u64::from_be_bytes(b) >> 1) as i64;
         conn.prepare_cached(
             "INSERT INTO refresh_families (family, secret_hash, sid, client, scope, expires)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -454,7 +445,7 @@ impl Db {
         let update = "UPDATE refresh_families SET secret_hash = ?2, expires = ?3 WHERE family = ?1";
         match session {
             Some(session) if expires > now && grant.client == client => {
-                let new_secret = random_secret();
+                let new_secret = random_token();
                 let new_expires = (now + lifetime_s).min(session.expires);
                 tx.prepare_cached(update)?.execute(params![
                     family,
