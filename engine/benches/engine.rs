@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use habitus_engine::{PluginLibrary, Session, SessionConfig};
+use habitus_engine::{PluginInstance, PluginLibrary, Session, SessionConfig};
 use habitus_keystroke::Keystroke;
 use habitus_plugin::{Event, EventKind, Plugin, RVec};
 
@@ -50,6 +50,27 @@ fn keystroke_library() -> PluginLibrary {
     PluginLibrary::load(&dir.join("libhabitus_keystroke.so")).expect("keystroke plugin loads")
 }
 
+/// A free-text profile enrolled with a population: per-gallery-size combiner and S-norm,
+/// whose t-statistics compare every window with each of the 100 cohort galleries.
+fn cohort_profile(plugin: &PluginInstance) -> Vec<u8> {
+    let users: Vec<RVec<RVec<Event>>> = (0..150u64)
+        .map(|u| {
+            (0..15)
+                .map(|s| RVec::from(typing(50, 1000 + 100 * u + s)))
+                .collect()
+        })
+        .collect();
+    let population = plugin.build_population(&users).unwrap();
+    let enrolment: Vec<RVec<Event>> = (0..5).map(|s| RVec::from(typing(50, s))).collect();
+    let profile = plugin.enroll(&population, &enrolment).unwrap();
+    println!(
+        "free-text population {} bytes, profile with cohort {} bytes",
+        population.len(),
+        profile.len()
+    );
+    profile
+}
+
 fn abi_overhead(c: &mut Criterion) {
     let library = keystroke_library();
     let loaded = library.instantiate("mode = \"free\"").unwrap();
@@ -69,23 +90,7 @@ fn abi_overhead(c: &mut Criterion) {
             b.iter(|| in_process.score(black_box(&profile), black_box(w)).unwrap())
         });
     }
-    // Free text with a population: per-gallery-size combiner and S-norm, whose
-    // t-statistics compare every window with each cohort gallery.
-    let users: Vec<RVec<RVec<Event>>> = (0..150u64)
-        .map(|u| {
-            (0..15)
-                .map(|s| RVec::from(typing(50, 1000 + 100 * u + s)))
-                .collect()
-        })
-        .collect();
-    let population = loaded.build_population(&users).unwrap();
-    let enrolment: Vec<RVec<Event>> = (0..5).map(|s| RVec::from(typing(50, s))).collect();
-    let profile = loaded.enroll(&population, &enrolment).unwrap();
-    println!(
-        "free-text population {} bytes, profile with cohort {} bytes",
-        population.len(),
-        profile.len()
-    );
+    let profile = cohort_profile(&loaded);
     let window = typing(50, 99);
     group.throughput(Throughput::Elements(100));
     group.bench_with_input(
@@ -101,19 +106,26 @@ fn engine_throughput(c: &mut Criterion) {
     let plugin = Arc::new(library.instantiate("mode = \"free\"").unwrap());
     let enrolment: Vec<RVec<Event>> = (0..10).map(|s| RVec::from(typing(100, s))).collect();
     let profile = plugin.enroll(&[], &enrolment).unwrap();
+    let cohort = cohort_profile(&plugin);
     let stream = typing(5_000, 7);
     let config = SessionConfig::default();
     let mut group = c.benchmark_group("engine");
     group.throughput(Throughput::Elements(stream.len() as u64));
-    group.bench_function("route+score+fuse+trust", |b| {
-        b.iter(|| {
-            let mut session = Session::new(&config, vec![(plugin.clone(), Some(profile.clone()))]);
-            for e in &stream {
-                session.push(*e);
-            }
-            black_box(session.assess(stream.last().unwrap().t_us))
-        })
-    });
+    for (name, profile) in [
+        ("route+score+fuse+trust", profile),
+        ("route+score+fuse+trust/cohort", cohort),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut session =
+                    Session::new(&config, vec![(plugin.clone(), Some(profile.clone()))]);
+                for e in &stream {
+                    session.push(*e);
+                }
+                black_box(session.assess(stream.last().unwrap().t_us))
+            })
+        });
+    }
     group.finish();
 }
 

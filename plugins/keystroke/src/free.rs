@@ -51,14 +51,16 @@
 //! and the browser clock, not the person; they are deliberately not used.
 
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cohort::CohortIndex;
 use crate::stats::{fit_llr_calibration, fit_logistic};
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
 
-const TYPES: usize = 5;
+pub(crate) const TYPES: usize = 5;
 pub const RHYTHM: usize = 7;
 /// Per type: Z, A, LLRmean, LLRsum.
 const MEASURES: usize = 4;
@@ -94,7 +96,7 @@ fn id(kind: u64, keys: &[u32]) -> u64 {
     (kind << 61) | (h >> 3)
 }
 
-fn kind_of(id: u64) -> usize {
+pub(crate) fn kind_of(id: u64) -> usize {
     ((id >> 61) as usize).min(TYPES - 1)
 }
 
@@ -319,20 +321,124 @@ fn features(c: &Constants, q: &Gallery, g: &Gallery) -> (Inputs, usize) {
     features_of(c, q, &g.entries, &g.rhythm)
 }
 
+/// What the comparison of one shared id costs that depends only on its type and the two
+/// occurrence counts: worth a table ([`crate::cohort`]), as it holds the only square root
+/// and logarithm of the per-id terms.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PairConstants {
+    /// Reciprocal of the id's z-distance denominator.
+    inv_zden: f64,
+    /// `−0.5 / vu`, `vu` the predictive variance of the query mean under the gallery's
+    /// posterior.
+    genuine: f64,
+    /// `0.5 / vb`, `vb` the predictive variance of the query mean under the population.
+    population: f64,
+    /// `0.5·ln(vb / vu)`.
+    half_ln: f64,
+}
+
+impl PairConstants {
+    pub(crate) fn new(c: &Constants, t: usize, query_n: f64, gallery_n: f64) -> PairConstants {
+        let (sw2, sb2) = (c.sw2[t], c.sb2[t]);
+        let prec = 1.0 / sb2 + gallery_n / sw2;
+        let vu = 1.0 / prec + sw2 / query_n;
+        let vb = sb2 + sw2 / query_n;
+        PairConstants {
+            inv_zden: 1.0 / (sw2 * (1.0 / query_n + 1.0 / gallery_n)).sqrt(),
+            genuine: -0.5 / vu,
+            population: 0.5 / vb,
+            half_ln: 0.5 * (vb / vu).ln(),
+        }
+    }
+}
+
+/// How close a gallery mean must be to count as close (the "A" measure), per type.
+pub(crate) fn close_bars(c: &Constants) -> [f64; TYPES] {
+    std::array::from_fn(|t| 0.25 * c.sw2[t].sqrt())
+}
+
+/// The gallery's posterior mean of an id of type `t` (its mean shrunk to `mu`).
+pub(crate) fn posterior_mean(c: &Constants, t: usize, g: &Stat) -> f64 {
+    let (sw2, sb2) = (c.sw2[t], c.sb2[t]);
+    let prec = 1.0 / sb2 + g.n / sw2;
+    (g.mu / sb2 + g.n * g.mean / sw2) / prec
+}
+
+/// Per-type sums over the ids a query shares with one gallery.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Sums {
+    z: [f64; TYPES],
+    close: [f64; TYPES],
+    llr: [f64; TYPES],
+    shared: [usize; TYPES],
+}
+
+impl Sums {
+    /// Adds one shared id of type `t`: the query's mean, the gallery's mean, population
+    /// mean and posterior mean, and the pair's constants.
+    /// `close_bar` is the type's entry of [`close_bars`]. Multiplications by reciprocals,
+    /// not divisions: this runs for every cohort entry a window shares.
+    #[inline]
+    pub(crate) fn add(
+        &mut self,
+        t: usize,
+        close_bar: f64,
+        query_mean: f64,
+        g: &Stat,
+        pm: f64,
+        k: &PairConstants,
+    ) {
+        self.shared[t] += 1;
+        let d = (query_mean - g.mean).abs();
+        self.z[t] += d * k.inv_zden;
+        self.close[t] += (d < close_bar) as u8 as f64;
+        self.llr[t] += k.genuine * (query_mean - pm).powi(2)
+            + k.population * (query_mean - g.mu).powi(2)
+            + k.half_ln;
+    }
+
+    /// The combiner inputs, given how many of the query's ids each type has (`seen`) and
+    /// both rhythm vectors; and the number of shared ids.
+    // Parallel per-type arrays: indices say which is which.
+    #[allow(clippy::needless_range_loop)]
+    pub(crate) fn inputs(
+        &self,
+        c: &Constants,
+        seen: &[usize; TYPES],
+        query_rhythm: &[f64],
+        rhythm: &[f64],
+    ) -> (Inputs, usize) {
+        let mut x = [0.0; FEATURES];
+        for t in 0..TYPES {
+            let s = self.shared[t].max(1) as f64;
+            x[MEASURES * t] = self.z[t] / s;
+            x[MEASURES * t + 1] = self.close[t] / s;
+            x[MEASURES * t + 2] = if seen[t] > 0 {
+                self.llr[t] / seen[t] as f64
+            } else {
+                0.0
+            };
+            x[MEASURES * t + 3] = self.llr[t];
+        }
+        for r in 0..RHYTHM {
+            let d = (query_rhythm[r] - rhythm[r]).abs() / c.rhythm_sd[r];
+            x[TYPES * MEASURES + r] = d;
+            x[TYPES * MEASURES + RHYTHM + r] = d * d;
+        }
+        (x, self.shared.iter().sum())
+    }
+}
+
 /// [`features`] against a gallery's parts (`rhythm` has `RHYTHM` values).
-// Parallel per-type arrays: indices say which is which.
-#[allow(clippy::needless_range_loop)]
 fn features_of(
     c: &Constants,
     q: &Gallery,
     entries: &[(u64, Stat)],
     rhythm: &[f64],
 ) -> (Inputs, usize) {
-    let mut z = [0.0; TYPES];
-    let mut close = [0.0; TYPES];
-    let mut llr = [0.0; TYPES];
-    let mut shared = [0usize; TYPES];
+    let mut sums = Sums::default();
     let mut seen = [0usize; TYPES];
+    let bars = close_bars(c);
     let mut j = 0;
     for &(i, qs) in &q.entries {
         let t = kind_of(i);
@@ -347,39 +453,10 @@ fn features_of(
         if *gi != i {
             continue;
         }
-        let (sw2, sb2) = (c.sw2[t], c.sb2[t]);
-        shared[t] += 1;
-        let d = qs.mean - gs.mean;
-        z[t] += d.abs() / (sw2 * (1.0 / qs.n + 1.0 / gs.n)).sqrt();
-        close[t] += (d.abs() < 0.25 * sw2.sqrt()) as u8 as f64;
-        let prec = 1.0 / sb2 + gs.n / sw2;
-        let pm = (gs.mu / sb2 + gs.n * gs.mean / sw2) / prec;
-        let vu = 1.0 / prec + sw2 / qs.n;
-        let vb = sb2 + sw2 / qs.n;
-        // One logarithm (of the variance ratio) per shared id: this runs for every
-        // cohort gallery at every score.
-        llr[t] += -0.5 * (qs.mean - pm).powi(2) / vu
-            + 0.5 * (qs.mean - gs.mu).powi(2) / vb
-            + 0.5 * (vb / vu).ln();
+        let pair = PairConstants::new(c, t, qs.n, gs.n);
+        sums.add(t, bars[t], qs.mean, gs, posterior_mean(c, t, gs), &pair);
     }
-    let mut x = [0.0; FEATURES];
-    for t in 0..TYPES {
-        let s = shared[t].max(1) as f64;
-        x[MEASURES * t] = z[t] / s;
-        x[MEASURES * t + 1] = close[t] / s;
-        x[MEASURES * t + 2] = if seen[t] > 0 {
-            llr[t] / seen[t] as f64
-        } else {
-            0.0
-        };
-        x[MEASURES * t + 3] = llr[t];
-    }
-    for r in 0..RHYTHM {
-        let d = (q.rhythm[r] - rhythm[r]).abs() / c.rhythm_sd[r];
-        x[TYPES * MEASURES + r] = d;
-        x[TYPES * MEASURES + RHYTHM + r] = d * d;
-    }
-    (x, shared.iter().sum())
+    sums.inputs(c, &seen, &q.rhythm, rhythm)
 }
 
 /// A learned combiner: `s_raw = w₀ + Σ wⱼ·xⱼ`, and the S-norm calibration `llr = a + b·s`.
@@ -394,7 +471,7 @@ pub struct Combiner {
 }
 
 impl Combiner {
-    fn raw(&self, x: &Inputs) -> f64 {
+    pub(crate) fn raw(&self, x: &Inputs) -> f64 {
         self.weights[0]
             + self.weights[1..]
                 .iter()
@@ -528,6 +605,34 @@ pub struct SNorm {
     /// Cohort galleries (same size as the combiner's) for the t-statistics.
     #[serde(with = "crate::pack::galleries")]
     pub cohort: Vec<Gallery>,
+    /// `cohort` as an inverted index, built at the first score (derived, never stored).
+    #[serde(skip)]
+    pub index: Derived<CohortIndex>,
+}
+
+impl SNorm {
+    fn index(&self, constants: &Constants) -> &CohortIndex {
+        self.index
+            .0
+            .get_or_init(|| CohortIndex::new(constants, &self.cohort))
+    }
+}
+
+/// A value computed from the rest of its struct on first use: not serialised, and left
+/// out of comparisons (two structs equal in everything else derive the same value).
+#[derive(Clone, Debug)]
+pub struct Derived<T>(OnceLock<T>);
+
+impl<T> Default for Derived<T> {
+    fn default() -> Self {
+        Derived(OnceLock::new())
+    }
+}
+
+impl<T> PartialEq for Derived<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {
@@ -586,6 +691,7 @@ impl FreeModel {
                     cohort: (0..p.cohort.len())
                         .map(|k| p.cohort_gallery(k, combiner.gallery))
                         .collect(),
+                    index: Derived::default(),
                 })
             }
             _ => None,
@@ -633,11 +739,7 @@ impl FreeModel {
         let raw = self.combiner.raw(&x);
         let llr = match (&self.snorm, self.combiner.calibration) {
             (Some(sn), Some((a, b))) if !sn.cohort.is_empty() => {
-                let t: Vec<f64> = sn
-                    .cohort
-                    .iter()
-                    .map(|g| self.combiner.raw(&features(&self.constants, &q, g).0))
-                    .collect();
+                let t = sn.index(&self.constants).raw_scores(&self.combiner, &q);
                 a + b * s_norm(raw, (sn.z_mean, sn.z_sd), mean_sd(&t))
             }
             _ => raw,
@@ -930,12 +1032,14 @@ fn learn_combiner(
     let cohort_galleries: Vec<Gallery> = (0..p.cohort.len())
         .map(|k| p.cohort_gallery(k, g))
         .collect();
+    let cohort_index = CohortIndex::new(c, &cohort_galleries);
     let t_stats = |u: usize, q: &Gallery| -> (f64, f64) {
-        let v: Vec<f64> = cohort_galleries
-            .iter()
+        let v: Vec<f64> = cohort_index
+            .raw_scores(&combiner, q)
+            .into_iter()
             .zip(cohort_ids)
             .filter(|(_, &cu)| cu != u)
-            .map(|(cg, _)| combiner.raw(&features(c, q, cg).0))
+            .map(|(raw, _)| raw)
             .collect();
         mean_sd(&v)
     };
@@ -1094,6 +1198,50 @@ mod tests {
             })
             .collect();
         assert_eq!(model.score(&other_keys), (0.0, 0.0));
+    }
+
+    #[test]
+    fn the_cohort_index_scores_bit_for_bit_like_one_gallery_at_a_time() {
+        let pop = build_population_with_cohort(&users(14), 10).unwrap();
+        let c = &pop.constants;
+        let combiner = &pop.combiners[2];
+        let mut galleries: Vec<Gallery> = (0..pop.cohort.len())
+            .map(|k| pop.cohort_gallery(k, 5))
+            .collect();
+        // Counts outside the pair table: a large gallery (n > 64), a fractional count.
+        let long: Vec<Gallery> = (0..30)
+            .map(|s| Gallery::window(&window(3, 100 + s)))
+            .collect();
+        galleries.push(Gallery::pool(&long.iter().collect::<Vec<_>>(), c));
+        assert!(galleries
+            .last()
+            .unwrap()
+            .entries
+            .iter()
+            .any(|e| e.1.n > 64.0));
+        galleries[0].entries[0].1.n = 2.5;
+        galleries.push(Gallery {
+            entries: Vec::new(),
+            rhythm: [0.0; RHYTHM],
+        });
+        let index = CohortIndex::new(c, &galleries);
+        assert_eq!(index.len(), galleries.len());
+        let short: Vec<Gallery> = (0..4).map(|s| Gallery::window(&window(600, s))).collect();
+        let queries = [
+            Gallery::window(&window(600, 11)),
+            Gallery::window(&window(2, 12)),
+            // Query counts above the table (n > 8).
+            Gallery::pool(&short.iter().collect::<Vec<_>>(), c),
+            Gallery::window(&[]),
+        ];
+        assert!(queries[2].entries.iter().any(|e| e.1.n > 8.0));
+        for q in &queries {
+            let one_by_one: Vec<f64> = galleries
+                .iter()
+                .map(|g| combiner.raw(&features(c, q, g).0))
+                .collect();
+            assert_eq!(index.raw_scores(combiner, q), one_by_one);
+        }
     }
 
     #[test]

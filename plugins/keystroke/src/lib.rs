@@ -43,6 +43,7 @@
 //! (the store encrypts both).
 
 pub mod blob;
+pub mod cohort;
 pub mod config;
 pub mod fixed;
 pub mod free;
