@@ -607,14 +607,14 @@ pub struct SNorm {
     pub cohort: Vec<Gallery>,
     /// `cohort` as an inverted index, built at the first score (derived, never stored).
     #[serde(skip)]
-    pub index: Derived<CohortIndex>,
+    pub index: Derived<Box<CohortIndex>>,
 }
 
 impl SNorm {
     fn index(&self, constants: &Constants) -> &CohortIndex {
         self.index
             .0
-            .get_or_init(|| CohortIndex::new(constants, &self.cohort))
+            .get_or_init(|| Box::new(CohortIndex::new(constants, &self.cohort)))
     }
 }
 
