@@ -1,55 +1,50 @@
-//! The S-norm cohort as an inverted index, so that comparing a window with all cohort
-//! galleries costs what they share with it, not what they hold.
+//! The S-norm cohort, stored and scored as an inverted index: comparing a window with all
+//! cohort galleries costs what they share with it, not what they hold.
 //!
 //! S-norm's t-statistics compare every scored window with each of up to
 //! [`COHORT`](crate::free::COHORT) cohort galleries. One gallery at a time (a merge of the
-//! window's ids with the gallery's) a score walks all entries of every gallery, about
-//! 1,000 each, although a 50-key window shares only a few dozen ids with any of them: at
+//! window's ids with the gallery's) a score walks every entry of every gallery, about
+//! 1,000 each, although a 50-key window shares only a few dozen ids with any of them; at
 //! 100 galleries that walk, plus a logarithm and a square root per shared id, was most of
-//! a score's time. The index maps each id to the cohort entries that hold it, and a table
-//! holds the count-only constants ([`PairConstants`]) for the small counts that occur, so
-//! a score looks each window id up once and touches only shared entries.
+//! a score's time. [`Cohort`] maps each id to the galleries' entries for it, and
+//! [`CohortTables`] holds what can be computed once (each entry's posterior mean, and the
+//! count-only [`PairConstants`] for the small counts that occur), so a score looks each
+//! window id up once and touches only the shared entries.
 //!
-//! The results are bit-identical with the gallery-by-gallery comparison
-//! ([`crate::free`]'s `features`): each gallery's sums receive the same terms, computed
-//! by the same code, in the same order (the window's ids, ascending). A test checks it.
+//! The same layout is what a profile stores ([`crate::pack::cohort`]): an id and its
+//! population mean once, then per gallery holding it only the gallery number, count and
+//! mean. That is 8 bytes per entry instead of 20, and the profile size matters on every
+//! call: the plugin recognises a cached decoded profile by comparing the whole blob.
+//!
+//! The scores are bit-identical with the gallery-by-gallery comparison ([`crate::free`]'s
+//! `features`): each gallery's sums receive the same terms, computed by the same code, in
+//! the same order (the window's ids, ascending). A test checks it.
 
 use crate::free::{
     close_bars, kind_of, posterior_mean, Combiner, Constants, Gallery, PairConstants, Stat, Sums,
     RHYTHM, TYPES,
 };
 
-/// Largest query count the table covers (a window rarely repeats an id more often).
+/// Largest query count the pair table covers (a window rarely repeats an id more often).
 const TABLE_QUERY_N: usize = 8;
-/// Largest gallery count the table covers; rarer, larger counts are computed.
+/// Largest gallery count the pair table covers; larger counts are computed.
 const TABLE_GALLERY_N: usize = 64;
 
-/// One cohort gallery's entry for an id.
-#[derive(Clone, Copy, Debug)]
-struct Posting {
-    gallery: u32,
-    /// Column in the pair table (`n − 1`), or `u16::MAX` when `n` is not covered.
-    column: u16,
-    stat: Stat,
-    /// The gallery's posterior mean for the id.
-    posterior: f64,
-}
-
-/// The cohort galleries, inverted: id → the galleries' entries for it.
-#[derive(Clone, Debug)]
-pub struct CohortIndex {
-    /// The constants the galleries are compared under (without the per-id table).
-    constants: Constants,
-    close_bars: [f64; TYPES],
-    /// Every id of any gallery, ascending.
-    ids: Vec<u64>,
-    /// `postings[starts[i]..starts[i + 1]]` are the entries of `ids[i]`.
-    starts: Vec<u32>,
-    postings: Vec<Posting>,
-    /// Each gallery's rhythm vector.
-    rhythms: Vec<[f64; RHYTHM]>,
-    /// `PairConstants` by type, query count and gallery count (all from 1).
-    table: Vec<PairConstants>,
+/// Cohort galleries, inverted: for every id (ascending), the galleries holding it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Cohort {
+    /// Every id of any gallery, strictly ascending.
+    pub(crate) ids: Vec<u64>,
+    /// Each id's population mean (the same in every gallery: it comes from the population).
+    pub(crate) mu: Vec<f64>,
+    /// Entries of `ids[i]` are `starts[i]..starts[i + 1]` (`ids.len() + 1` values).
+    pub(crate) starts: Vec<u32>,
+    /// Per entry: the gallery (strictly ascending within an id), count and mean.
+    pub(crate) gallery: Vec<u16>,
+    pub(crate) n: Vec<f64>,
+    pub(crate) mean: Vec<f64>,
+    /// Each gallery's rhythm vector; its length is the number of galleries.
+    pub(crate) rhythms: Vec<[f64; RHYTHM]>,
 }
 
 /// `Some(n − 1)` when `n` is a whole number in `1..=max`.
@@ -57,62 +52,51 @@ fn table_index(n: f64, max: usize) -> Option<usize> {
     (n >= 1.0 && n <= max as f64 && n.fract() == 0.0).then(|| n as usize - 1)
 }
 
-impl CohortIndex {
-    /// Indexes `galleries` (their entries sorted by id, as every gallery is).
-    pub fn new(constants: &Constants, galleries: &[Gallery]) -> CohortIndex {
-        let constants = Constants {
-            mu: Vec::new(),
-            ..constants.clone()
-        };
-        let mut all: Vec<(u64, Posting)> = galleries
-            .iter()
-            .enumerate()
-            .flat_map(|(k, g)| {
-                let c = &constants;
-                g.entries.iter().map(move |&(id, stat)| {
-                    let column =
-                        table_index(stat.n, TABLE_GALLERY_N).map_or(u16::MAX, |i| i as u16);
-                    let posting = Posting {
-                        gallery: k as u32,
-                        column,
-                        stat,
-                        posterior: posterior_mean(c, kind_of(id), &stat),
-                    };
-                    (id, posting)
-                })
-            })
-            .collect();
-        // Stable: within an id, postings stay in gallery order.
-        all.sort_by_key(|e| e.0);
-        let mut ids = Vec::new();
-        let mut starts = Vec::new();
-        for (i, (id, _)) in all.iter().enumerate() {
-            if ids.last() != Some(id) {
-                ids.push(*id);
-                starts.push(i as u32);
-            }
+impl Cohort {
+    /// Inverts `galleries` (entries sorted by id, as every gallery is). Refuses what the
+    /// stored layout cannot hold: more than 65,536 galleries, counts that are not whole
+    /// numbers in `1..=65,535`, and an id whose population mean differs between galleries.
+    pub fn from_galleries(galleries: &[Gallery]) -> Result<Cohort, String> {
+        if galleries.len() > u16::MAX as usize + 1 {
+            return Err(format!(
+                "a cohort of {} galleries is too large",
+                galleries.len()
+            ));
         }
-        starts.push(all.len() as u32);
-        let mut table = Vec::with_capacity(TYPES * TABLE_QUERY_N * TABLE_GALLERY_N);
-        for t in 0..TYPES {
-            for qn in 1..=TABLE_QUERY_N {
-                for gn in 1..=TABLE_GALLERY_N {
-                    table.push(PairConstants::new(&constants, t, qn as f64, gn as f64));
+        let mut all: Vec<(u64, u16, Stat)> = Vec::new();
+        for (k, g) in galleries.iter().enumerate() {
+            for &(id, s) in &g.entries {
+                if !(s.n >= 1.0 && s.n <= u16::MAX as f64 && s.n.fract() == 0.0) {
+                    return Err(format!("cohort count {} is not a whole number from 1", s.n));
                 }
+                all.push((id, k as u16, s));
             }
         }
-        CohortIndex {
-            close_bars: close_bars(&constants),
-            constants,
-            ids,
-            starts,
-            postings: all.into_iter().map(|e| e.1).collect(),
+        // Stable: within an id, entries stay in gallery order.
+        all.sort_by_key(|e| e.0);
+        let mut cohort = Cohort {
             rhythms: galleries.iter().map(|g| g.rhythm).collect(),
-            table,
+            ..Cohort::default()
+        };
+        for (i, &(id, k, s)) in all.iter().enumerate() {
+            if cohort.ids.last() == Some(&id) {
+                if cohort.mu.last() != Some(&s.mu) {
+                    return Err("cohort galleries disagree on an id's population mean".into());
+                }
+            } else {
+                cohort.ids.push(id);
+                cohort.mu.push(s.mu);
+                cohort.starts.push(i as u32);
+            }
+            cohort.gallery.push(k);
+            cohort.n.push(s.n);
+            cohort.mean.push(s.mean);
         }
+        cohort.starts.push(all.len() as u32);
+        Ok(cohort)
     }
 
-    /// Number of galleries indexed.
+    /// Number of galleries.
     pub fn len(&self) -> usize {
         self.rhythms.len()
     }
@@ -121,9 +105,25 @@ impl CohortIndex {
         self.rhythms.is_empty()
     }
 
+    /// Number of (id, gallery) entries.
+    pub fn entries(&self) -> usize {
+        self.n.len()
+    }
+
     /// The combiner's raw score of `query` against every gallery, in gallery order.
-    pub fn raw_scores(&self, combiner: &Combiner, query: &Gallery) -> Vec<f64> {
-        let c = &self.constants;
+    /// `tables` must have been built from this cohort.
+    pub fn raw_scores(
+        &self,
+        tables: &CohortTables,
+        combiner: &Combiner,
+        query: &Gallery,
+    ) -> Vec<f64> {
+        assert_eq!(
+            tables.posterior.len(),
+            self.entries(),
+            "tables of another cohort"
+        );
+        let c = &tables.constants;
         let mut sums = vec![Sums::default(); self.len()];
         let mut seen = [0usize; TYPES];
         let mut at = 0;
@@ -136,21 +136,85 @@ impl CohortIndex {
                 continue;
             }
             let row = table_index(q.n, TABLE_QUERY_N).map(|r| {
-                &self.table[(t * TABLE_QUERY_N + r) * TABLE_GALLERY_N..][..TABLE_GALLERY_N]
+                &tables.pairs[(t * TABLE_QUERY_N + r) * TABLE_GALLERY_N..][..TABLE_GALLERY_N]
             });
-            let bar = self.close_bars[t];
-            let postings = &self.postings[self.starts[at] as usize..self.starts[at + 1] as usize];
-            for p in postings {
+            let bar = tables.close_bars[t];
+            let mu = self.mu[at];
+            for e in self.starts[at] as usize..self.starts[at + 1] as usize {
+                let column = tables.column[e];
                 let pair = match row {
-                    Some(row) if p.column != u16::MAX => row[p.column as usize],
-                    _ => PairConstants::new(c, t, q.n, p.stat.n),
+                    Some(row) if column != u16::MAX => row[column as usize],
+                    _ => PairConstants::new(c, t, q.n, self.n[e]),
                 };
-                sums[p.gallery as usize].add(t, bar, q.mean, &p.stat, p.posterior, &pair);
+                sums[self.gallery[e] as usize].add(
+                    t,
+                    bar,
+                    q.mean,
+                    self.mean[e],
+                    mu,
+                    tables.posterior[e],
+                    &pair,
+                );
             }
         }
         sums.iter()
             .zip(&self.rhythms)
             .map(|(s, rhythm)| combiner.raw(&s.inputs(c, &seen, &query.rhythm, rhythm).0))
             .collect()
+    }
+}
+
+/// What scoring against a [`Cohort`] computes once: derived, never stored.
+#[derive(Clone, Debug)]
+pub struct CohortTables {
+    /// The constants the galleries are compared under (without the per-id table).
+    constants: Constants,
+    close_bars: [f64; TYPES],
+    /// Per entry: the gallery's posterior mean of the id.
+    posterior: Vec<f64>,
+    /// Per entry: its column in the pair table (`n − 1`), or `u16::MAX` if not covered.
+    column: Vec<u16>,
+    /// `PairConstants` by type, query count and gallery count (counts from 1).
+    pairs: Vec<PairConstants>,
+}
+
+impl CohortTables {
+    pub fn new(constants: &Constants, cohort: &Cohort) -> CohortTables {
+        let constants = Constants {
+            mu: Vec::new(),
+            ..constants.clone()
+        };
+        let mut posterior = Vec::with_capacity(cohort.entries());
+        for (i, &id) in cohort.ids.iter().enumerate() {
+            let t = kind_of(id);
+            for e in cohort.starts[i] as usize..cohort.starts[i + 1] as usize {
+                let stat = Stat {
+                    n: cohort.n[e],
+                    mean: cohort.mean[e],
+                    mu: cohort.mu[i],
+                };
+                posterior.push(posterior_mean(&constants, t, &stat));
+            }
+        }
+        let column = cohort
+            .n
+            .iter()
+            .map(|&n| table_index(n, TABLE_GALLERY_N).map_or(u16::MAX, |i| i as u16))
+            .collect();
+        let mut pairs = Vec::with_capacity(TYPES * TABLE_QUERY_N * TABLE_GALLERY_N);
+        for t in 0..TYPES {
+            for qn in 1..=TABLE_QUERY_N {
+                for gn in 1..=TABLE_GALLERY_N {
+                    pairs.push(PairConstants::new(&constants, t, qn as f64, gn as f64));
+                }
+            }
+        }
+        CohortTables {
+            close_bars: close_bars(&constants),
+            constants,
+            posterior,
+            column,
+            pairs,
+        }
     }
 }

@@ -55,7 +55,7 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cohort::CohortIndex;
+use crate::cohort::{Cohort, CohortTables};
 use crate::stats::{fit_llr_calibration, fit_logistic};
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
@@ -70,8 +70,13 @@ pub const FEATURES: usize = TYPES * MEASURES + 2 * RHYTHM;
 type Inputs = [f64; FEATURES];
 /// Format of free-text profiles and populations (inside the blob envelope). 1: spreads
 /// and one 17-input combiner; 2: variances, per-id population means, per-gallery-size
-/// 34-input combiners, S-norm cohort.
-pub const FREE_FORMAT: u32 = 2;
+/// 34-input combiners, S-norm cohort; 3: the same, with a profile's cohort stored
+/// inverted ([`crate::cohort`]). Format 3 is what this release writes; it reads 2 and 3
+/// (format 2 differs only in the cohort's layout, which the reader recognises). A release
+/// that reads only format 2 refuses format 3 by number, with a clear message.
+pub const FREE_FORMAT: u32 = 3;
+/// Oldest free-text format this release reads.
+pub const OLDEST_FREE_FORMAT: u32 = 2;
 /// Gallery sizes (windows) a combiner is learned for.
 pub const GALLERY_SIZES: [usize; 4] = [1, 2, 5, 10];
 /// Most cohort users kept for S-norm (each costs one comparison per score).
@@ -374,26 +379,28 @@ pub(crate) struct Sums {
 }
 
 impl Sums {
-    /// Adds one shared id of type `t`: the query's mean, the gallery's mean, population
-    /// mean and posterior mean, and the pair's constants.
+    /// Adds one shared id of type `t`: the query's mean, the gallery's mean, the id's
+    /// population mean, the gallery's posterior mean, and the pair's constants.
     /// `close_bar` is the type's entry of [`close_bars`]. Multiplications by reciprocals,
     /// not divisions: this runs for every cohort entry a window shares.
     #[inline]
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn add(
         &mut self,
         t: usize,
         close_bar: f64,
         query_mean: f64,
-        g: &Stat,
+        mean: f64,
+        mu: f64,
         pm: f64,
         k: &PairConstants,
     ) {
         self.shared[t] += 1;
-        let d = (query_mean - g.mean).abs();
+        let d = (query_mean - mean).abs();
         self.z[t] += d * k.inv_zden;
         self.close[t] += (d < close_bar) as u8 as f64;
         self.llr[t] += k.genuine * (query_mean - pm).powi(2)
-            + k.population * (query_mean - g.mu).powi(2)
+            + k.population * (query_mean - mu).powi(2)
             + k.half_ln;
     }
 
@@ -454,7 +461,15 @@ fn features_of(
             continue;
         }
         let pair = PairConstants::new(c, t, qs.n, gs.n);
-        sums.add(t, bars[t], qs.mean, gs, posterior_mean(c, t, gs), &pair);
+        sums.add(
+            t,
+            bars[t],
+            qs.mean,
+            gs.mean,
+            gs.mu,
+            posterior_mean(c, t, gs),
+            &pair,
+        );
     }
     sums.inputs(c, &seen, &q.rhythm, rhythm)
 }
@@ -603,18 +618,21 @@ pub struct SNorm {
     pub z_mean: f64,
     pub z_sd: f64,
     /// Cohort galleries (same size as the combiner's) for the t-statistics.
-    #[serde(with = "crate::pack::galleries")]
-    pub cohort: Vec<Gallery>,
-    /// `cohort` as an inverted index, built at the first score (derived, never stored).
+    #[serde(with = "crate::pack::cohort")]
+    pub cohort: Cohort,
+    /// What scoring against `cohort` computes once, at the first score (never stored).
     #[serde(skip)]
-    pub index: Derived<Box<CohortIndex>>,
+    pub tables: Derived<Box<CohortTables>>,
 }
 
 impl SNorm {
-    fn index(&self, constants: &Constants) -> &CohortIndex {
-        self.index
+    /// The cohort's raw scores of `query` (t-statistics come from them).
+    fn raw_scores(&self, constants: &Constants, combiner: &Combiner, query: &Gallery) -> Vec<f64> {
+        let tables = self
+            .tables
             .0
-            .get_or_init(|| Box::new(CohortIndex::new(constants, &self.cohort)))
+            .get_or_init(|| Box::new(CohortTables::new(constants, &self.cohort)));
+        self.cohort.raw_scores(tables, combiner, query)
     }
 }
 
@@ -685,13 +703,15 @@ impl FreeModel {
                     .map(|k| combiner.raw(&features(&p.constants, p.cohort_probe(k), &gallery).0))
                     .collect();
                 let (z_mean, z_sd) = mean_sd(&z);
+                let galleries: Vec<Gallery> = (0..p.cohort.len())
+                    .map(|k| p.cohort_gallery(k, combiner.gallery))
+                    .collect();
                 Some(SNorm {
                     z_mean,
                     z_sd,
-                    cohort: (0..p.cohort.len())
-                        .map(|k| p.cohort_gallery(k, combiner.gallery))
-                        .collect(),
-                    index: Derived::default(),
+                    cohort: Cohort::from_galleries(&galleries)
+                        .map_err(PluginError::invalid_input)?,
+                    tables: Derived::default(),
                 })
             }
             _ => None,
@@ -739,7 +759,7 @@ impl FreeModel {
         let raw = self.combiner.raw(&x);
         let llr = match (&self.snorm, self.combiner.calibration) {
             (Some(sn), Some((a, b))) if !sn.cohort.is_empty() => {
-                let t = sn.index(&self.constants).raw_scores(&self.combiner, &q);
+                let t = sn.raw_scores(&self.constants, &self.combiner, &q);
                 a + b * s_norm(raw, (sn.z_mean, sn.z_sd), mean_sd(&t))
             }
             _ => raw,
@@ -1032,10 +1052,13 @@ fn learn_combiner(
     let cohort_galleries: Vec<Gallery> = (0..p.cohort.len())
         .map(|k| p.cohort_gallery(k, g))
         .collect();
-    let cohort_index = CohortIndex::new(c, &cohort_galleries);
+    // Pooled galleries always agree on an id's population mean; a failure here would be
+    // a bug, and leaving the gallery size without a combiner is the safe answer to it.
+    let cohort = Cohort::from_galleries(&cohort_galleries).ok()?;
+    let tables = CohortTables::new(c, &cohort);
     let t_stats = |u: usize, q: &Gallery| -> (f64, f64) {
-        let v: Vec<f64> = cohort_index
-            .raw_scores(&combiner, q)
+        let v: Vec<f64> = cohort
+            .raw_scores(&tables, &combiner, q)
             .into_iter()
             .zip(cohort_ids)
             .filter(|(_, &cu)| cu != u)
@@ -1208,7 +1231,7 @@ mod tests {
         let mut galleries: Vec<Gallery> = (0..pop.cohort.len())
             .map(|k| pop.cohort_gallery(k, 5))
             .collect();
-        // Counts outside the pair table: a large gallery (n > 64), a fractional count.
+        // Counts outside the pair table (n > 64), and a gallery with nothing.
         let long: Vec<Gallery> = (0..30)
             .map(|s| Gallery::window(&window(3, 100 + s)))
             .collect();
@@ -1219,13 +1242,13 @@ mod tests {
             .entries
             .iter()
             .any(|e| e.1.n > 64.0));
-        galleries[0].entries[0].1.n = 2.5;
         galleries.push(Gallery {
             entries: Vec::new(),
             rhythm: [0.0; RHYTHM],
         });
-        let index = CohortIndex::new(c, &galleries);
-        assert_eq!(index.len(), galleries.len());
+        let cohort = Cohort::from_galleries(&galleries).unwrap();
+        let tables = CohortTables::new(c, &cohort);
+        assert_eq!(cohort.len(), galleries.len());
         let short: Vec<Gallery> = (0..4).map(|s| Gallery::window(&window(600, s))).collect();
         let queries = [
             Gallery::window(&window(600, 11)),
@@ -1240,8 +1263,39 @@ mod tests {
                 .iter()
                 .map(|g| combiner.raw(&features(c, q, g).0))
                 .collect();
-            assert_eq!(index.raw_scores(combiner, q), one_by_one);
+            assert_eq!(cohort.raw_scores(&tables, combiner, q), one_by_one);
         }
+        // A profile of format 2 stored the cohort as galleries: it reads as the same model
+        // and scores the same.
+        let me: Vec<Vec<Keystroke>> = (0..15).map(|s| window(500, s)).collect();
+        let model = FreeModel::train(&me[..5], Some(&pop)).unwrap();
+        let mut json = serde_json::to_value(&model).unwrap();
+        let stored: FreeModel = serde_json::from_value(json.clone()).unwrap();
+        let old_layout: Vec<Gallery> = (0..pop.cohort.len())
+            .map(|k| pop.cohort_gallery(k, model.combiner.gallery))
+            .collect();
+        json["snorm"]["cohort"] = crate::pack::pack_galleries(&old_layout).into();
+        let format2: FreeModel = serde_json::from_value(json).unwrap();
+        assert_eq!(format2, stored);
+        for w in [&me[12], &window(600, 11)] {
+            assert_eq!(format2.score(w), stored.score(w));
+        }
+        // What the stored layout cannot hold is refused.
+        let mut fractional = galleries.clone();
+        fractional[0].entries[0].1.n = 2.5;
+        assert!(Cohort::from_galleries(&fractional)
+            .unwrap_err()
+            .contains("whole number"));
+        let mut disagreeing = galleries.clone();
+        let id = disagreeing[0].entries[0].0;
+        let other = disagreeing[1..]
+            .iter_mut()
+            .find_map(|g| g.entries.iter_mut().find(|e| e.0 == id))
+            .expect("a shared id");
+        other.1.mu += 0.5;
+        assert!(Cohort::from_galleries(&disagreeing)
+            .unwrap_err()
+            .contains("population mean"));
     }
 
     #[test]

@@ -223,9 +223,10 @@ fn check_free_format(
         return Ok(());
     }
     let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
-    if format != free::FREE_FORMAT as u64 {
+    if !(free::OLDEST_FREE_FORMAT as u64..=free::FREE_FORMAT as u64).contains(&format) {
         return Err(PluginError::invalid_profile(format!(
-            "free-text keystroke {what} format {format} is not supported (this plugin reads {}); {remedy}",
+            "free-text keystroke {what} format {format} is not supported (this plugin reads {} to {}); {remedy}",
+            free::OLDEST_FREE_FORMAT,
             free::FREE_FORMAT
         )));
     }
@@ -536,7 +537,21 @@ mod tests {
         let damaged = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
         let err = plugin.score(&damaged, &typing(20)).unwrap_err();
         assert!(err.message.contains("finite weights"), "{err}");
-        // The intact profile scores.
+        // The intact profile scores, also marked as format 2 (read: its cohort layout is
+        // recognised on its own); a newer format is refused by number.
         assert!(plugin.score(&profile, &typing(20)).unwrap().llr.is_finite());
+        let mut value: serde_json::Value =
+            blob::decode(blob::PROFILE_MAGIC, "profile", &profile).unwrap();
+        assert_eq!(value["format"], free::FREE_FORMAT);
+        value["format"] = serde_json::json!(2);
+        let format2 = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
+        assert_eq!(
+            plugin.score(&format2, &typing(20)).unwrap(),
+            plugin.score(&profile, &typing(20)).unwrap()
+        );
+        value["format"] = serde_json::json!(free::FREE_FORMAT + 1);
+        let newer = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
+        let err = plugin.score(&newer, &typing(20)).unwrap_err();
+        assert!(err.message.contains("format 4 is not supported"), "{err}");
     }
 }
