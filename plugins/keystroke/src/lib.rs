@@ -91,7 +91,7 @@ enum Profile {
     Free {
         /// [`free::FREE_FORMAT`]; absent (1) in profiles of earlier releases.
         format: u32,
-        model: FreeModel,
+        model: Box<FreeModel>,
     },
 }
 
@@ -333,7 +333,7 @@ impl Plugin for Keystroke {
                 for w in windows {
                     strokes.push(keystrokes(w)?.strokes);
                 }
-                let model = FreeModel::train(&strokes, population)?;
+                let model = Box::new(FreeModel::train(&strokes, population)?);
                 blob::encode(
                     blob::PROFILE_MAGIC,
                     &Profile::Free {
