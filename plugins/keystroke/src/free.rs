@@ -34,10 +34,12 @@
 //! users (at most [`COHORT`]) turns it into `s = ½[(s_raw − μz)/σz + (s_raw − μt)/σt]`:
 //! z-statistics = the raw scores of the cohort's windows against the enrolled gallery
 //! (computed at enrolment), t-statistics = the raw scores of the query against the
-//! cohort's galleries (computed at every score, so a score costs one comparison per
-//! cohort member). `s` is mapped to an LLR by a 1-D balanced logistic regression learned
-//! on the population (its users scored with leave-one-out cohorts). The profile carries
-//! the cohort's galleries in a packed binary form ([`crate::pack`]); without a population
+//! cohort's galleries (computed at every score, against all cohort galleries at once
+//! through an inverted index, [`crate::cohort`], so a score touches only the cohort
+//! entries the window shares). `s` is mapped to an LLR by a 1-D balanced logistic
+//! regression learned on the population (its users scored with leave-one-out cohorts).
+//! The profile carries the cohort's galleries inverted, in a packed binary form
+//! ([`crate::pack::cohort`], about 8 bytes per entry); without a population
 //! there is no cohort and the raw combiner is the LLR. Adaptation moves the gallery but
 //! not its z-statistics (the cohort's windows are not kept in the profile): they are a
 //! normalisation, not the decision.
