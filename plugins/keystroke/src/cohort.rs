@@ -54,10 +54,10 @@ fn table_index(n: f64, max: usize) -> Option<usize> {
 
 impl Cohort {
     /// Inverts `galleries` (entries sorted by id, as every gallery is). Refuses what the
-    /// stored layout cannot hold: more than 65,536 galleries, counts that are not whole
+    /// stored layout cannot hold: more than 65,535 galleries, counts that are not whole
     /// numbers in `1..=65,535`, and an id whose population mean differs between galleries.
     pub fn from_galleries(galleries: &[Gallery]) -> Result<Cohort, String> {
-        if galleries.len() > u16::MAX as usize + 1 {
+        if galleries.len() > u16::MAX as usize {
             return Err(format!(
                 "a cohort of {} galleries is too large",
                 galleries.len()

@@ -193,7 +193,7 @@ pub fn unpack_cohort(text: &str) -> Result<Cohort, String> {
     if 16 + galleries * 56 + ids * 14 + entries * 8 != bytes.len() as u64 {
         return Err("packed cohort: its counts do not match its length".into());
     }
-    if galleries > u16::MAX as u64 + 1 {
+    if galleries > u16::MAX as u64 {
         return Err("packed cohort: too many galleries".into());
     }
     let mut cohort = Cohort::default();
