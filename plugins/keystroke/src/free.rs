@@ -81,7 +81,7 @@ pub const FREE_FORMAT: u32 = 3;
 pub const OLDEST_FREE_FORMAT: u32 = 2;
 /// Gallery sizes (windows) a combiner is learned for.
 pub const GALLERY_SIZES: [usize; 4] = [1, 2, 5, 10];
-/// Most cohort users kept for S-norm (each costs one comparison per score).
+/// Most cohort users kept for S-norm (each adds to every score's work and to every profile).
 pub const COHORT: usize = 100;
 /// Genuine query windows per population user (its last ones).
 const QUERIES: usize = 5;
