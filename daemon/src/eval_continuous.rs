@@ -51,6 +51,11 @@ pub struct ContinuousArgs {
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
+    /// Also write every source's scored streams (the LLR of each action, per user:
+    /// genuine and impostor streams) to this JSON file, to study trust models without
+    /// scoring again. LLRs only: no events, no key ids.
+    #[arg(long, value_name = "FILE")]
+    streams: Option<PathBuf>,
     /// Plugin directory (default: next to this executable, then /usr/lib/habitus/plugins).
     #[arg(long, value_name = "DIR")]
     plugins: Option<PathBuf>,
@@ -64,6 +69,9 @@ struct SourceReport {
     action: String,
     folds: Vec<Fold>,
     held_out: StreamMetrics,
+    /// The scored streams, kept for `--streams` only.
+    #[serde(skip)]
+    users: Vec<UserStreams>,
 }
 
 fn report(source: &str, action: &str, users: &[UserStreams]) -> SourceReport {
@@ -73,7 +81,16 @@ fn report(source: &str, action: &str, users: &[UserStreams]) -> SourceReport {
         action: action.into(),
         folds,
         held_out,
+        users: users.to_vec(),
     }
+}
+
+/// The `--streams` file: one entry per source.
+#[derive(Serialize)]
+struct StreamsFile<'a> {
+    source: &'a str,
+    action: &'a str,
+    users: &'a [UserStreams],
 }
 
 fn print(r: &SourceReport) {
@@ -200,6 +217,19 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             "one stroke (scrolling or horizontal)",
             &users,
         ));
+    }
+    if let Some(path) = &args.streams {
+        let files: Vec<StreamsFile> = reports
+            .iter()
+            .map(|r| StreamsFile {
+                source: &r.source,
+                action: &r.action,
+                users: &r.users,
+            })
+            .collect();
+        let text = serde_json::to_string(&files)?;
+        std::fs::write(path, text)
+            .with_context(|| format!("writing the streams to {}", path.display()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

@@ -21,6 +21,15 @@ pub struct TouchalyticsArgs {
     /// features, reported separately from the behaviour-only rows).
     #[arg(long)]
     no_device_variant: bool,
+    /// Also run every scenario closed set, the paper's setting: populations (negatives)
+    /// from the training documents of every other user, impostors among them (reported
+    /// as separate rows; the main rows are open set).
+    #[arg(long)]
+    closed_set: bool,
+    /// Run only these scenarios (`intra-session`, `inter-session`, `inter-week`;
+    /// repeat or separate by commas). Default: all three.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
     #[command(flatten)]
     common: Common,
 }
@@ -39,14 +48,32 @@ fn touch_plugin(common: &Common) -> Result<PluginLibrary> {
 }
 
 pub fn run(args: TouchalyticsArgs) -> Result<()> {
+    let scenarios = if args.scenario.is_empty() {
+        touchalytics::Scenario::ALL.to_vec()
+    } else {
+        args.scenario
+            .iter()
+            .map(|name| {
+                touchalytics::Scenario::ALL
+                    .into_iter()
+                    .find(|s| s.name() == name.trim())
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "unknown scenario {name:?}: expected intra-session, inter-session or inter-week"
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>>>()?
+    };
     if !args.data.exists() {
         return Err(dataset_missing(&args.data));
     }
     let library = touch_plugin(&args.common)?;
     let data = touchalytics::load(&args.data)?;
     let options = touchalytics::Options {
-        scenarios: touchalytics::Scenario::ALL.to_vec(),
+        scenarios,
         device_variant: !args.no_device_variant,
+        closed_set_variant: args.closed_set,
         users: None,
         threads: args.common.threads.unwrap_or_else(eval::default_threads),
     };

@@ -1,5 +1,7 @@
 //! The `habitus` binary as a user runs it.
 
+mod common;
+
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -144,4 +146,101 @@ fn fixed_text_json_report_and_plot() {
         .contains("train on reps 1-15"));
     let svg = std::fs::read_to_string(&plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
+}
+
+#[test]
+fn touchalytics_refuses_an_unknown_scenario_before_reading_anything() {
+    let out = habitus()
+        .args([
+            "eval",
+            "touchalytics",
+            "--scenario",
+            "inter-session,inter-month",
+        ])
+        .args(["--data", "/nonexistent/touchalytics"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("unknown scenario \"inter-month\""),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn continuous_writes_the_scored_streams_it_reports() {
+    let Some(cmu) = common::dataset("cmu-keystroke/DSL-StrongPasswordData.csv") else {
+        return;
+    };
+    build_plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("streams.json");
+    let out = habitus()
+        .args(["eval", "continuous", "--json", "--cmu"])
+        .arg(&cmu)
+        .args([
+            "--aalto",
+            "none",
+            "--balabit",
+            "none",
+            "--touchalytics",
+            "none",
+        ])
+        .args(["--cmu-train", "20", "--impostor-reps", "10", "--streams"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let streams: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let (report, streams) = (&report[0], &streams[0]);
+    assert_eq!(streams["source"], report["source"]);
+    let users = streams["users"].as_array().unwrap();
+    assert_eq!(users.len(), 51);
+    assert_eq!(report["held_out"]["users"], 51);
+    let mut impostor_streams = 0;
+    for u in users {
+        // Repetitions 21-400 of the subject, one LLR each, within the clamp.
+        let genuine = u["genuine"].as_array().unwrap();
+        assert_eq!(genuine.len(), 380, "{}", u["user"]);
+        for s in genuine
+            .iter()
+            .chain(u["impostors"].as_array().unwrap().iter().flat_map(|s| {
+                let s = s.as_array().unwrap();
+                assert_eq!(s.len(), 10);
+                s
+            }))
+        {
+            let llr = s.as_f64().unwrap();
+            assert!((-10.0..=10.0).contains(&llr), "{llr}");
+        }
+        impostor_streams += u["impostors"].as_array().unwrap().len();
+    }
+    assert_eq!(report["held_out"]["impostor_streams"], impostor_streams);
+
+    // An unwritable path is an error, not a silent success.
+    let out = habitus()
+        .args(["eval", "continuous", "--cmu"])
+        .arg(&cmu)
+        .args([
+            "--aalto",
+            "none",
+            "--balabit",
+            "none",
+            "--touchalytics",
+            "none",
+        ])
+        .args(["--cmu-train", "20", "--impostor-reps", "10", "--streams"])
+        .arg(dir.path().join("missing/streams.json"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("writing the streams to"), "{stderr}");
 }

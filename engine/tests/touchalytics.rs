@@ -67,6 +67,7 @@ fn touchalytics_scenarios_hold_their_accuracy() {
         let options = Options {
             scenarios: Scenario::ALL.to_vec(),
             device_variant: true,
+            closed_set_variant: true,
             users: None,
             threads: 2,
         };
@@ -84,11 +85,16 @@ fn touchalytics_scenarios_hold_their_accuracy() {
             0.0432,
             80,
         );
+        // The paper's closed set: every other user's training documents as negatives.
+        check(&report, "inter-session, 1 stroke, closed set", 0.1557, 80);
+        check(&report, "inter-session, 11 strokes, closed set", 0.0572, 80);
+        check(&report, "inter-week, 11 strokes, closed set", 0.1191, 28);
     } else {
         // Debug build: inter-week on the first 16 users (9 of them have week-2 data).
         let options = Options {
             scenarios: vec![Scenario::InterWeek],
             device_variant: false,
+            closed_set_variant: false,
             users: Some(16),
             threads: 2,
         };

@@ -30,6 +30,11 @@
 //! over folds, then mean and sd over (user, stroke type) pairs. The first half (users 1, 3,
 //! 5, … in id order) tuned the plugin's constants; the second is held out, and both are
 //! reported.
+//!
+//! [`Protocol::ClosedSet`] (`Options::closed_set_variant`, reported as separate rows) is
+//! the paper's setting instead: every other user's training documents form the
+//! population, and every other user is an impostor — their training strokes are then
+//! among the negatives. Test documents are never in a population under either protocol.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -266,12 +271,55 @@ impl Scenario {
     }
 }
 
+/// Whose strokes a user's population holds, and who their impostors are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// The main variant: the population comes from the training documents of the other
+    /// half of the users; impostors are the other users of the user's own half, whose
+    /// strokes no model ever saw (an unknown person picks up the phone).
+    OpenSet,
+    /// The paper's setting (its two-class classifiers learn from other users' strokes):
+    /// the population comes from the training documents of *every* other user, and
+    /// impostors are every other user's test documents. An impostor's training strokes
+    /// are among the user's negatives; no test document is ever in a population (an
+    /// insider threat: the people sharing a device, known in advance).
+    ClosedSet,
+}
+
+impl Protocol {
+    /// Whether `other`'s training strokes are in `me`'s population. Never `me`'s own:
+    /// they are the genuine class.
+    fn in_population(self, me: &UserFold, other: &UserFold) -> bool {
+        match self {
+            Protocol::OpenSet => other.half != me.half,
+            Protocol::ClosedSet => other.user != me.user,
+        }
+    }
+
+    /// Whether `other`'s test strokes are scored as impostors against `me`.
+    fn is_impostor(self, me: &UserFold, other: &UserFold) -> bool {
+        match self {
+            Protocol::OpenSet => other.half == me.half && other.user != me.user,
+            Protocol::ClosedSet => other.user != me.user,
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Protocol::OpenSet => "two-fold open set: population prior (standardisation, whitening, reference strokes, calibration) from the training documents of the other half of the users only; impostors = the other users of the same half, never seen in any population",
+            Protocol::ClosedSet => "closed set (the paper's setting): population prior from the training documents of every other user, impostors = every other user's test documents (their training documents are among the negatives; no test document is in any population)",
+        }
+    }
+}
+
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct Options {
     pub scenarios: Vec<Scenario>,
     /// Also run inter-session with `device_features = true` (pressure and area).
     pub device_variant: bool,
+    /// Also run every scenario under [`Protocol::ClosedSet`] (reported as separate rows).
+    pub closed_set_variant: bool,
     /// Only the first N users in id order (a quick subset; `None` = all).
     pub users: Option<usize>,
     pub threads: usize,
@@ -282,6 +330,7 @@ impl Default for Options {
         Options {
             scenarios: Scenario::ALL.to_vec(),
             device_variant: true,
+            closed_set_variant: false,
             users: None,
             threads: super::default_threads(),
         }
@@ -369,6 +418,7 @@ fn run_scenario(
     plugin: &PluginInstance,
     data: &TouchalyticsData,
     scenario: Scenario,
+    protocol: Protocol,
     threads: usize,
     progress: &dyn Progress,
     label: &str,
@@ -409,53 +459,69 @@ fn run_scenario(
         .map(|(_, pu)| pu.values().filter(|u| u.has_window()).count())
         .sum();
     progress.start(label, total);
+    // The training strokes of every user `keep` admits, one list per user.
+    // The training strokes of every user `keep` admits, one list per user.
+    let population_of = |per_user: &BTreeMap<u32, UserFold>, keep: &dyn Fn(&UserFold) -> bool| {
+        let users: Vec<RVec<RVec<f64>>> = per_user
+            .values()
+            .filter(|u| keep(u) && !u.train.is_empty())
+            .map(|u| u.train.iter().map(|s| s.features.clone()).collect())
+            .collect();
+        plugin.build_population_features(&users)
+    };
     let mut out = Vec::new();
     for (kind, per_user) in &jobs {
-        for half in 0..2 {
-            // Population: the other half's training strokes.
-            let population_users: Vec<RVec<RVec<f64>>> = per_user
-                .values()
-                .filter(|u| u.half != half && !u.train.is_empty())
-                .map(|u| u.train.iter().map(|s| s.features.clone()).collect())
-                .collect();
-            let population = plugin.build_population_features(&population_users)?;
-            let members: Vec<&UserFold> = per_user
-                .values()
-                .filter(|u| u.half == half && u.has_window())
-                .collect();
-            let enrolled: Vec<&UserFold> = members
-                .iter()
-                .copied()
-                .filter(|u| u.train.len() >= MIN_TRAIN)
-                .collect();
-            let results = parallel_map(enrolled.len(), threads, |i| {
-                let me = enrolled[i];
-                let samples: Vec<RVec<f64>> = me.train.iter().map(|s| s.features.clone()).collect();
-                let r = (|| -> Result<FoldScores, EvalError> {
-                    let profile = plugin.enroll_features(&population, &samples)?;
-                    let genuine = score_docs(plugin, &profile, &me.test)?;
-                    let mut impostors = Vec::new();
-                    for other in members.iter().filter(|o| o.user != me.user) {
-                        impostors.push((other.phone, score_docs(plugin, &profile, &other.test)?));
+        let members: Vec<&UserFold> = per_user.values().filter(|u| u.has_window()).collect();
+        let enrolled: Vec<&UserFold> = members
+            .iter()
+            .copied()
+            .filter(|u| u.train.len() >= MIN_TRAIN)
+            .collect();
+        // Open set: every user of a half has the same population, built once per half.
+        let mut shared: [Option<Vec<u8>>; 2] = [None, None];
+        if protocol == Protocol::OpenSet {
+            for (half, population) in shared.iter_mut().enumerate() {
+                if let Some(me) = enrolled.iter().find(|u| u.half == half) {
+                    *population =
+                        Some(population_of(per_user, &|u| protocol.in_population(me, u))?);
+                }
+            }
+        }
+        let results = parallel_map(enrolled.len(), threads, |i| {
+            let me = enrolled[i];
+            let samples: Vec<RVec<f64>> = me.train.iter().map(|s| s.features.clone()).collect();
+            let r = (|| -> Result<FoldScores, EvalError> {
+                let own;
+                let population = match &shared[me.half] {
+                    Some(p) => p,
+                    None => {
+                        own = population_of(per_user, &|u| protocol.in_population(me, u))?;
+                        &own
                     }
-                    Ok(FoldScores {
-                        user: me.user,
-                        kind: *kind,
-                        half,
-                        phone: me.phone,
-                        genuine,
-                        impostors,
-                    })
-                })();
-                progress.advance();
-                r
-            });
-            for _ in enrolled.len()..members.len() {
-                progress.advance();
-            }
-            for r in results {
-                out.push(r?);
-            }
+                };
+                let profile = plugin.enroll_features(population, &samples)?;
+                let genuine = score_docs(plugin, &profile, &me.test)?;
+                let mut impostors = Vec::new();
+                for other in members.iter().filter(|o| protocol.is_impostor(me, o)) {
+                    impostors.push((other.phone, score_docs(plugin, &profile, &other.test)?));
+                }
+                Ok(FoldScores {
+                    user: me.user,
+                    kind: *kind,
+                    half: me.half,
+                    phone: me.phone,
+                    genuine,
+                    impostors,
+                })
+            })();
+            progress.advance();
+            r
+        });
+        for _ in enrolled.len()..members.len() {
+            progress.advance();
+        }
+        for r in results {
+            out.push(r?);
         }
     }
     progress.finish();
@@ -597,7 +663,7 @@ pub fn run(
         },
         "features: the plugin's behaviour set — phone id, phone orientation, finger orientation and its change are left out as environment cues; pressure and area (device-calibrated) only in the rows marked device features".to_string(),
     ];
-    let population_variant = "two-fold open set: population prior (standardisation, whitening, reference strokes, calibration) from the training documents of the other half of the users only; impostors = the other users of the same half, never seen in any population";
+    let population_variant = Protocol::OpenSet.describe();
     let mut push = |s: Option<Summary>, notes: &mut Vec<String>| {
         if let Some(s) = s {
             notes.push(format!(
@@ -613,6 +679,7 @@ pub fn run(
             &behaviour,
             data,
             scenario,
+            Protocol::OpenSet,
             options.threads,
             progress,
             scenario.name(),
@@ -640,6 +707,33 @@ pub fn run(
     for s in same_phone {
         push(s, &mut notes);
     }
+    if options.closed_set_variant {
+        let closed = Protocol::ClosedSet;
+        for &scenario in &options.scenarios {
+            let label = format!("{}, closed set", scenario.name());
+            let folds = run_scenario(
+                &behaviour,
+                data,
+                scenario,
+                closed,
+                options.threads,
+                progress,
+                &label,
+            )?;
+            for n in [1, STROKES] {
+                push(
+                    summarise_scenario(
+                        &folds,
+                        n,
+                        Impostors::All,
+                        format!("{}, {}, closed set", scenario.name(), count_label(n)),
+                        format!("{}; {}", scenario.describe(), closed.describe()),
+                    ),
+                    &mut notes,
+                );
+            }
+        }
+    }
     if options.device_variant && options.scenarios.contains(&Scenario::InterSession) {
         let device = library.instantiate("device_features = true")?;
         let scenario = Scenario::InterSession;
@@ -647,6 +741,7 @@ pub fn run(
             &device,
             data,
             scenario,
+            Protocol::OpenSet,
             options.threads,
             progress,
             "inter-session + device",
@@ -701,6 +796,7 @@ pub fn streams(
         &plugin,
         data,
         Scenario::InterSession,
+        Protocol::OpenSet,
         threads,
         progress,
         "touch streams",
@@ -726,6 +822,42 @@ pub fn streams(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn protocols_keep_users_and_impostors_where_they_belong() {
+        let fold = |user: u32, half: usize| UserFold {
+            user,
+            phone: 1,
+            half,
+            train: Vec::new(),
+            test: Vec::new(),
+        };
+        let users: Vec<UserFold> = (1..=6).map(|u| fold(u, (u as usize - 1) % 2)).collect();
+        for me in &users {
+            for other in &users {
+                for p in [Protocol::OpenSet, Protocol::ClosedSet] {
+                    if other.user == me.user {
+                        assert!(
+                            !p.in_population(me, other),
+                            "{p:?}: own strokes as negatives"
+                        );
+                        assert!(!p.is_impostor(me, other), "{p:?}: own strokes as impostor");
+                    }
+                }
+                // Open set: no impostor was ever seen in the population.
+                let open = Protocol::OpenSet;
+                assert!(!(open.is_impostor(me, other) && open.in_population(me, other)));
+                // Closed set: every impostor's training strokes are negatives.
+                let closed = Protocol::ClosedSet;
+                if closed.is_impostor(me, other) {
+                    assert!(closed.in_population(me, other));
+                }
+            }
+            let impostors = |p: Protocol| users.iter().filter(|o| p.is_impostor(me, o)).count();
+            assert_eq!(impostors(Protocol::OpenSet), 2);
+            assert_eq!(impostors(Protocol::ClosedSet), 5);
+        }
+    }
 
     #[test]
     fn thinning_keeps_the_ends() {
