@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use habitus_engine::eval::continuous::{
-    chimeric, default_grid, two_fold, Fold, StreamMetrics, UserStreams,
+    chimeric, default_grid, optimistic_bound, two_fold, BoundPoint, Fold, StreamMetrics,
+    UserStreams,
 };
 use habitus_engine::eval::{aalto, balabit, fixed_text, touchalytics, Progress};
 use habitus_engine::loader::{default_plugin_dirs, find_plugin};
@@ -56,6 +57,12 @@ pub struct ContinuousArgs {
     /// scoring again. LLRs only: no events, no key ids.
     #[arg(long, value_name = "FILE")]
     streams: Option<PathBuf>,
+    /// Also print each source's optimistic bound: the trust grid searched on the
+    /// reported users themselves (the lock-outs / undetected frontier, and the best
+    /// configuration sparing 95 % of the users). Not a result: it shows whether any
+    /// choice of trust parameters could meet a goal with these scores.
+    #[arg(long)]
+    bound: bool,
     /// Plugin directory (default: next to this executable, then /usr/lib/habitus/plugins).
     #[arg(long, value_name = "DIR")]
     plugins: Option<PathBuf>,
@@ -69,19 +76,68 @@ struct SourceReport {
     action: String,
     folds: Vec<Fold>,
     held_out: StreamMetrics,
+    /// `--bound` only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bound: Option<Bound>,
     /// The scored streams, kept for `--streams` only.
     #[serde(skip)]
     users: Vec<UserStreams>,
 }
 
-fn report(source: &str, action: &str, users: &[UserStreams]) -> SourceReport {
-    let (folds, held_out) = two_fold(users, &default_grid());
+/// [`optimistic_bound`]'s answer for one source.
+#[derive(Serialize)]
+struct Bound {
+    frontier: Vec<BoundPoint>,
+    sparing_95_percent: Option<BoundPoint>,
+}
+
+/// Frontier points printed with `--bound`.
+const BOUND_POINTS: usize = 8;
+
+fn report(source: &str, action: &str, users: &[UserStreams], bound: bool) -> SourceReport {
+    let grid = default_grid();
+    let (folds, held_out) = two_fold(users, &grid);
+    let bound = bound.then(|| {
+        let (frontier, sparing_95_percent) = optimistic_bound(users, &grid, BOUND_POINTS);
+        Bound {
+            frontier,
+            sparing_95_percent,
+        }
+    });
     SourceReport {
         source: source.into(),
         action: action.into(),
         folds,
         held_out,
+        bound,
         users: users.to_vec(),
+    }
+}
+
+fn print_bound(bound: &Bound) {
+    let line = |p: &BoundPoint| {
+        let m = &p.metrics;
+        let t = &p.trust;
+        format!(
+            "{} lock-outs (ANGA {}), never locked out {:.1} %, undetected {:.1} %, ANIA {}  [A={} B={} C={} D={}]",
+            m.genuine_lockouts,
+            m.anga.map(|a| format!("{a:.0}")).unwrap_or_else(|| "∞".into()),
+            100.0 * m.users_never_locked_out,
+            100.0 * m.undetected,
+            m.ania.map(|a| format!("{a:.2}")).unwrap_or_else(|| "-".into()),
+            t.threshold,
+            t.width,
+            t.max_reward,
+            t.max_penalty
+        )
+    };
+    println!("  optimistic bound (trust grid searched on these same users; not a result):");
+    for p in &bound.frontier {
+        println!("    {}", line(p));
+    }
+    match &bound.sparing_95_percent {
+        Some(p) => println!("    sparing >= 95 % of users: {}", line(p)),
+        None => println!("    no configuration spares 95 % of the users"),
     }
 }
 
@@ -125,6 +181,9 @@ fn print(r: &SourceReport) {
         m.categories.minus_plus,
         m.categories.minus_minus
     );
+    if let Some(bound) = &r.bound {
+        print_bound(bound);
+    }
 }
 
 pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
@@ -152,6 +211,7 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             "Balabit: profile per account from its training sessions (population: the other accounts' training sessions); genuine = the account's legal labelled test sessions in order; impostors = its illegal labelled test sessions, one stream each",
             "one mouse action (move, point-and-click or drag-and-drop)",
             &users,
+            args.bound,
         ));
         Some(users)
     } else {
@@ -173,12 +233,14 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             ),
             "one password repetition",
             &users,
+            args.bound,
         ));
         if let Some(mouse) = &mouse {
             reports.push(report(
                 "CMU + Balabit, fused: chimeric users (CMU subject i with a Balabit account of the same half), keystroke and mouse actions interleaved in proportion",
                 "one password repetition or one mouse action",
                 &chimeric(&users, mouse),
+                args.bound,
             ));
         }
     }
@@ -199,12 +261,14 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             ),
             "one sentence (first 50 keystrokes)",
             &users,
+            args.bound,
         ));
         if let Some(mouse) = &mouse {
             reports.push(report(
                 "Aalto + Balabit, fused: chimeric users (Aalto participant i with a Balabit account of the same half), keystroke and mouse actions interleaved in proportion",
                 "one sentence or one mouse action",
                 &chimeric(&users, mouse),
+                args.bound,
             ));
         }
     }
@@ -216,6 +280,7 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             "Touchalytics: inter-session, profile per (user, stroke type, fold) from the other same-day documents (population: the other half's training documents); genuine = the held-out documents' strokes in order; impostors = each other user of the same half, one stream per fold",
             "one stroke (scrolling or horizontal)",
             &users,
+            args.bound,
         ));
     }
     if let Some(path) = &args.streams {

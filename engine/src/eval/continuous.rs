@@ -287,6 +287,82 @@ fn pool(users: &[(UserStreams, TrustConfig)]) -> StreamMetrics {
     }
 }
 
+/// One point of [`optimistic_bound`]: the grid configuration that misses the fewest
+/// impostors while locking genuine users out at most `max_lockouts` times.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BoundPoint {
+    pub max_lockouts: usize,
+    pub trust: TrustConfig,
+    pub metrics: StreamMetrics,
+}
+
+/// What the trust model could reach *at best* with these scores: the grid searched on
+/// the reported users themselves (a bound, never a result — tuning on the users one
+/// reports is what [`two_fold`] exists to avoid). Returns the frontier between wrongful
+/// lock-outs and undetected impostors: for each number of lock-outs that lowers the
+/// undetected share further, the configuration doing so (ties: fewer users locked out,
+/// then the smaller ANIA), up to `points` points; plus the configuration missing the
+/// fewest impostors among those sparing at least [`MIN_USERS_NEVER_LOCKED_OUT`] of the
+/// users (`None` when no configuration does).
+///
+/// If even this bound misses a goal, no choice of trust parameters will meet it: the
+/// per-action scores have to improve.
+pub fn optimistic_bound(
+    users: &[UserStreams],
+    grid: &[TrustConfig],
+    points: usize,
+) -> (Vec<BoundPoint>, Option<BoundPoint>) {
+    let mut all: Vec<(TrustConfig, StreamMetrics)> = grid
+        .iter()
+        .map(|c| (c.clone(), evaluate(users, c)))
+        .collect();
+    let order = |a: &StreamMetrics, b: &StreamMetrics| {
+        a.undetected
+            .total_cmp(&b.undetected)
+            .then(
+                b.users_never_locked_out
+                    .total_cmp(&a.users_never_locked_out),
+            )
+            .then(
+                a.ania
+                    .unwrap_or(f64::INFINITY)
+                    .total_cmp(&b.ania.unwrap_or(f64::INFINITY)),
+            )
+    };
+    all.sort_by(|a, b| {
+        a.1.genuine_lockouts
+            .cmp(&b.1.genuine_lockouts)
+            .then(order(&a.1, &b.1))
+    });
+    let mut frontier: Vec<BoundPoint> = Vec::new();
+    for (trust, metrics) in &all {
+        if frontier.len() == points {
+            break;
+        }
+        let improves = match frontier.last() {
+            None => true,
+            Some(p) => metrics.undetected < p.metrics.undetected,
+        };
+        if improves {
+            frontier.push(BoundPoint {
+                max_lockouts: metrics.genuine_lockouts,
+                trust: trust.clone(),
+                metrics: metrics.clone(),
+            });
+        }
+    }
+    let sparing = all
+        .iter()
+        .filter(|(_, m)| m.users_never_locked_out >= MIN_USERS_NEVER_LOCKED_OUT)
+        .min_by(|a, b| order(&a.1, &b.1))
+        .map(|(trust, metrics)| BoundPoint {
+            max_lockouts: metrics.genuine_lockouts,
+            trust: trust.clone(),
+            metrics: metrics.clone(),
+        });
+    (frontier, sparing)
+}
+
 /// Interleaves two modalities' action streams into one (chimeric users: one person's
 /// typing paired with another data set's person's pointing), alternating `a` and `b`
 /// actions in proportion to their lengths, so that fusion sees both throughout.
@@ -418,6 +494,54 @@ mod tests {
         assert_eq!(folds.len(), 2);
         assert_eq!(pooled.users, 20);
         assert_eq!(pooled.undetected, 0.0);
+    }
+
+    #[test]
+    fn the_bound_trades_lockouts_for_detection_and_never_beats_itself() {
+        // Two kinds of users: steady ones, and ones with a bad stretch that only a
+        // lenient configuration forgives; impostors mildly negative (caught only by a
+        // strict configuration).
+        let users: Vec<UserStreams> = (0..20)
+            .map(|i| UserStreams {
+                user: format!("u{i}"),
+                genuine: if i % 4 == 0 {
+                    [vec![1.0; 50], vec![-1.5; 12], vec![1.0; 50]].concat()
+                } else {
+                    vec![1.0; 100]
+                },
+                impostors: vec![vec![-1.0; 8], vec![-3.0; 8]],
+            })
+            .collect();
+        let grid = default_grid();
+        let (frontier, sparing) = optimistic_bound(&users, &grid, 8);
+        assert!(frontier.len() >= 2, "{frontier:?}");
+        // Sorted by lock-outs, each point missing strictly fewer impostors.
+        for pair in frontier.windows(2) {
+            assert!(pair[0].max_lockouts < pair[1].max_lockouts);
+            assert!(pair[0].metrics.undetected > pair[1].metrics.undetected);
+        }
+        // The first point is the best any configuration does without lock-outs.
+        let best_clean = grid
+            .iter()
+            .map(|c| evaluate(&users, c))
+            .filter(|m| m.genuine_lockouts == frontier[0].max_lockouts)
+            .map(|m| m.undetected)
+            .fold(f64::INFINITY, f64::min);
+        assert_eq!(frontier[0].metrics.undetected, best_clean);
+        // Held-out tuning can only do as well as the bound, never better.
+        let sparing = sparing.expect("some configuration spares 95 % of these users");
+        assert!(sparing.metrics.users_never_locked_out >= MIN_USERS_NEVER_LOCKED_OUT);
+        let (_, held_out) = two_fold(&users, &grid);
+        if held_out.users_never_locked_out >= MIN_USERS_NEVER_LOCKED_OUT {
+            assert!(held_out.undetected >= sparing.metrics.undetected);
+        }
+        // No configuration spares anyone when every genuine action is hopeless.
+        let hopeless = vec![UserStreams {
+            user: "x".into(),
+            genuine: vec![-10.0; 50],
+            impostors: vec![vec![-10.0; 5]],
+        }];
+        assert!(optimistic_bound(&hopeless, &grid, 8).1.is_none());
     }
 
     #[test]
