@@ -2,53 +2,15 @@
 //! in-process (the ABI's overhead), and whole-engine throughput (routing, scoring, fusion,
 //! trust). Figures go to docs/results.md; nothing here asserts a time.
 
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
+
 use std::sync::Arc;
 
+use common::{plugin_library, pointer_stream, stroke_windows, swipes, typing};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use habitus_engine::{PluginInstance, PluginLibrary, Session, SessionConfig};
+use habitus_engine::{PluginInstance, Session, SessionConfig};
 use habitus_keystroke::Keystroke;
-use habitus_plugin::{Event, EventKind, Plugin, RVec};
-
-/// Deterministic synthetic typing: `strokes` keystrokes over 30 key ids.
-fn typing(strokes: usize, seed: u64) -> Vec<Event> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let mut next = || {
-        state = state
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (state >> 33) as f64 / (1u64 << 31) as f64
-    };
-    let mut events = Vec::with_capacity(2 * strokes);
-    let mut t = 1_000_000u64;
-    for _ in 0..strokes {
-        let key = 1000 + (next() * 30.0) as u32;
-        let hold = 70_000 + (next() * 50_000.0) as u64;
-        events.push(Event::key(EventKind::KEY_DOWN, t, key));
-        events.push(Event::key(EventKind::KEY_UP, t + hold, key));
-        t += 120_000 + (next() * 150_000.0) as u64;
-    }
-    events.sort_by_key(|e| (e.t_us, e.kind != EventKind::KEY_UP));
-    events
-}
-
-fn keystroke_library() -> PluginLibrary {
-    let exe = std::env::current_exe().unwrap();
-    let dir: PathBuf = exe.parent().and_then(|p| p.parent()).unwrap().to_path_buf();
-    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-    cmd.args(["build", "-p", "habitus-keystroke"]);
-    if dir.ends_with("release") {
-        cmd.arg("--release");
-    }
-    assert!(
-        cmd.status().unwrap().success(),
-        "cannot build the keystroke plugin"
-    );
-    PluginLibrary::load(&dir.join("libhabitus_keystroke.so")).expect("keystroke plugin loads")
-}
+use habitus_plugin::{Event, Plugin, RVec};
 
 /// A free-text profile enrolled with a population: per-gallery-size combiner and S-norm,
 /// whose t-statistics compare every window with each of the 100 cohort galleries.
@@ -72,7 +34,7 @@ fn cohort_profile(plugin: &PluginInstance) -> Vec<u8> {
 }
 
 fn abi_overhead(c: &mut Criterion) {
-    let library = keystroke_library();
+    let library = plugin_library("habitus-keystroke");
     let loaded = library.instantiate("mode = \"free\"").unwrap();
     let in_process = Keystroke::new("mode = \"free\"").unwrap();
     let enrolment: Vec<RVec<Event>> = (0..10).map(|s| RVec::from(typing(100, s))).collect();
@@ -102,7 +64,7 @@ fn abi_overhead(c: &mut Criterion) {
 }
 
 fn engine_throughput(c: &mut Criterion) {
-    let library = keystroke_library();
+    let library = plugin_library("habitus-keystroke");
     let plugin = Arc::new(library.instantiate("mode = \"free\"").unwrap());
     let enrolment: Vec<RVec<Event>> = (0..10).map(|s| RVec::from(typing(100, s))).collect();
     let profile = plugin.enroll(&[], &enrolment).unwrap();
@@ -129,5 +91,128 @@ fn engine_throughput(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, abi_overhead, engine_throughput);
+/// A profile of each modality, enrolled against a synthetic population through the
+/// loaded plugins (the sizes of the per-modality benches).
+struct Modalities {
+    keystroke: (Arc<PluginInstance>, Vec<u8>),
+    mouse: (Arc<PluginInstance>, Vec<u8>),
+    touch: (Arc<PluginInstance>, Vec<u8>),
+}
+
+fn modalities() -> Modalities {
+    let keystroke = Arc::new(
+        plugin_library("habitus-keystroke")
+            .instantiate("mode = \"free\"")
+            .unwrap(),
+    );
+    let keystroke_profile = cohort_profile(&keystroke);
+    let mouse = Arc::new(plugin_library("habitus-mouse").instantiate("").unwrap());
+    let population: Vec<RVec<RVec<Event>>> = (0..6)
+        .map(|p| {
+            (0..3)
+                .map(|w| RVec::from(pointer_stream(8000, 100 * p + w, 0.6 + 0.15 * p as f64)))
+                .collect()
+        })
+        .collect();
+    let population = mouse.build_population(&population).unwrap();
+    let enrolment: Vec<RVec<Event>> = (0..4)
+        .map(|w| RVec::from(pointer_stream(8000, 9000 + w, 1.2)))
+        .collect();
+    let mouse_profile = mouse.enroll(&population, &enrolment).unwrap();
+    let touch = Arc::new(plugin_library("habitus-touch").instantiate("").unwrap());
+    let users: Vec<RVec<RVec<Event>>> = (0..20)
+        .map(|p| stroke_windows(&swipes(200, p as f64 * 0.3, 100 + p), 20).into())
+        .collect();
+    let population = touch.build_population(&users).unwrap();
+    let touch_profile = touch
+        .enroll(&population, &stroke_windows(&swipes(300, 1.0, 7), 20))
+        .unwrap();
+    println!(
+        "profiles: keystroke {} bytes, mouse {} bytes, touch {} bytes",
+        keystroke_profile.len(),
+        mouse_profile.len(),
+        touch_profile.len()
+    );
+    Modalities {
+        keystroke: (keystroke, keystroke_profile),
+        mouse: (mouse, mouse_profile),
+        touch: (touch, touch_profile),
+    }
+}
+
+/// Streams merged in time order (each starts at the same instant; ties keep `a` first).
+fn merge(mut streams: Vec<Vec<Event>>) -> Vec<Event> {
+    let mut all: Vec<Event> = streams.drain(..).flatten().collect();
+    all.sort_by_key(|e| e.t_us);
+    all
+}
+
+/// The whole multimodal pipeline: one session routing an interleaved stream of several
+/// modalities to their loaded plugins, scoring each plugin's windows (the default window
+/// sizes: 100 keystroke events, 50 pointer or touch events), fusing and updating trust.
+/// Streams: a desktop (typing + pointing), a phone (swiping + typing) and all three.
+fn multimodal_throughput(c: &mut Criterion) {
+    let m = modalities();
+    let typed = typing(2_500, 7);
+    let pointed = pointer_stream(5_000, 43, 1.2);
+    let swiped = swipes(400, 1.0, 99);
+    let config = SessionConfig::default();
+    let mut group = c.benchmark_group("multimodal");
+    let slot = |(p, profile): &(Arc<PluginInstance>, Vec<u8>)| (p.clone(), Some(profile.clone()));
+    let pipelines = [
+        (
+            "desktop: keystroke+mouse",
+            vec![slot(&m.keystroke), slot(&m.mouse)],
+            merge(vec![typed.clone(), pointed.clone()]),
+        ),
+        (
+            "phone: touch+keystroke",
+            vec![slot(&m.touch), slot(&m.keystroke)],
+            merge(vec![swiped.clone(), typed.clone()]),
+        ),
+        (
+            "all three",
+            vec![slot(&m.keystroke), slot(&m.mouse), slot(&m.touch)],
+            merge(vec![typed, pointed, swiped]),
+        ),
+    ];
+    for (name, slots, stream) in pipelines {
+        // Once, untimed: every modality must really score (a bench of windows that all
+        // fail would measure nothing).
+        let mut session = Session::new(&config, slots.clone());
+        for e in &stream {
+            session.push(*e);
+        }
+        session.flush();
+        let a = session.assess(stream.last().unwrap().t_us);
+        println!(
+            "{name}: {} events, {} windows scored, {} failed, {} rejected; state {:?}, fused LLR {:.1}",
+            a.events_seen, a.windows_scored, a.windows_failed, a.events_rejected, a.state, a.fused_llr
+        );
+        assert_eq!(a.windows_failed, 0, "{name}: {a:?}");
+        assert!(
+            a.modalities.iter().all(|m| m.last_score.is_some()),
+            "{name}: {a:?}"
+        );
+        group.throughput(Throughput::Elements(stream.len() as u64));
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut session = Session::new(&config, slots.clone());
+                for e in &stream {
+                    session.push(*e);
+                }
+                session.flush();
+                black_box(session.assess(stream.last().unwrap().t_us))
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    abi_overhead,
+    engine_throughput,
+    multimodal_throughput
+);
 criterion_main!(benches);
