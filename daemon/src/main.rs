@@ -564,6 +564,17 @@ impl conformance::Instance for LoadedInstance {
     fn score_features(&self, profile: &[u8], sample: &[f64]) -> Result<Score, PluginError> {
         unhost_score(self.0.score_features(profile, sample))
     }
+    fn score_prepared(
+        &self,
+        profile: &[u8],
+        windows: &[Vec<Event>],
+    ) -> Result<Vec<Result<Score, PluginError>>, PluginError> {
+        let prepared = unhost(self.0.prepare(profile))?;
+        Ok(windows
+            .iter()
+            .map(|w| unhost_score(prepared.score(w)))
+            .collect())
+    }
 }
 
 fn main() -> ExitCode {

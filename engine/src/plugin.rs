@@ -1,7 +1,7 @@
 //! The host's view of a constructed plugin: every call checked, every error typed.
 
 use habitus_plugin::{
-    Event, PluginBox, PluginDescriptor, PluginError, RResult, RSlice, RVec, Score,
+    Event, PluginBox, PluginDescriptor, PluginError, PreparedBox, RResult, RSlice, RVec, Score,
 };
 
 /// What can go wrong when calling into a plugin.
@@ -36,22 +36,22 @@ impl PluginInstance {
     }
 
     fn lift<T>(&self, result: RResult<T, PluginError>) -> Result<T, HostError> {
-        result.into_result().map_err(|error| HostError::Plugin {
-            plugin: self.name().to_string(),
-            error,
-        })
+        lift(self.name(), result)
     }
 
     fn checked(&self, result: RResult<Score, PluginError>) -> Result<Score, HostError> {
-        let score = self.lift(result)?;
-        if score.is_valid() {
-            Ok(score)
-        } else {
-            Err(HostError::InvalidScore {
-                plugin: self.name().to_string(),
-                score,
-            })
-        }
+        checked(self.name(), result)
+    }
+
+    /// Decodes `profile` once for many [`PreparedProfile::score`] calls (a live session
+    /// keeps it while its profile stays the same). Scores are exactly those of
+    /// [`PluginInstance::score`] with the same bytes, checked the same way.
+    pub fn prepare(&self, profile: &[u8]) -> Result<PreparedProfile, HostError> {
+        let inner = self.lift(self.inner.prepare(profile.into()))?;
+        Ok(PreparedProfile {
+            plugin: self.name().to_string(),
+            inner,
+        })
     }
 
     pub fn build_population(&self, users: &[RVec<RVec<Event>>]) -> Result<Vec<u8>, HostError> {
@@ -111,5 +111,38 @@ impl PluginInstance {
 
     pub fn score_features(&self, profile: &[u8], sample: &[f64]) -> Result<Score, HostError> {
         self.checked(self.inner.score_features(profile.into(), sample.into()))
+    }
+}
+
+/// A profile a plugin has decoded once ([`PluginInstance::prepare`]).
+pub struct PreparedProfile {
+    plugin: String,
+    inner: PreparedBox,
+}
+
+impl PreparedProfile {
+    /// Scores one window, as [`PluginInstance::score`] would with the profile's bytes.
+    pub fn score(&self, window: &[Event]) -> Result<Score, HostError> {
+        checked(&self.plugin, self.inner.score(window.into()))
+    }
+}
+
+fn lift<T>(plugin: &str, result: RResult<T, PluginError>) -> Result<T, HostError> {
+    result.into_result().map_err(|error| HostError::Plugin {
+        plugin: plugin.to_string(),
+        error,
+    })
+}
+
+/// A score is only ever used when it keeps the contract (finite, in range).
+fn checked(plugin: &str, result: RResult<Score, PluginError>) -> Result<Score, HostError> {
+    let score = lift(plugin, result)?;
+    if score.is_valid() {
+        Ok(score)
+    } else {
+        Err(HostError::InvalidScore {
+            plugin: plugin.to_string(),
+            score,
+        })
     }
 }

@@ -7,7 +7,7 @@ use habitus_plugin::{Event, EventKind, Score};
 use serde::{Deserialize, Serialize};
 
 use crate::fusion::{Fusion, FusionConfig, ModalityEvidence};
-use crate::plugin::{HostError, PluginInstance};
+use crate::plugin::{HostError, PluginInstance, PreparedProfile};
 use crate::trust::{TrustConfig, TrustModel};
 
 /// Where a session stands.
@@ -107,9 +107,23 @@ const MAX_PENDING_CANDIDATES: usize = 8;
 struct Slot {
     plugin: Arc<PluginInstance>,
     profile: Option<Vec<u8>>,
+    /// The profile as the plugin decoded it, made at the first window it scores and
+    /// dropped when the profile changes.
+    prepared: Prepared,
     window: Vec<Event>,
     window_events: usize,
     last_score: Option<Score>,
+}
+
+/// A slot's profile, decoded once by its plugin ([`PluginInstance::prepare`]) so that a
+/// window's score does not decode or compare the whole profile again.
+enum Prepared {
+    /// Not prepared yet (no window scored since the profile was set).
+    Pending,
+    Ready(PreparedProfile),
+    /// `prepare` refused the profile: windows go through `score` with its bytes, which
+    /// reports the plugin's error window by window as before.
+    Refused,
 }
 
 /// A live session.
@@ -154,6 +168,7 @@ impl Session {
             slots.push(Slot {
                 plugin,
                 profile,
+                prepared: Prepared::Pending,
                 window: Vec::with_capacity(window_events),
                 window_events,
                 last_score: None,
@@ -199,6 +214,7 @@ impl Session {
     pub fn set_profile(&mut self, slot: usize, profile: Vec<u8>) {
         if let Some(s) = self.slots.get_mut(slot) {
             s.profile = Some(profile);
+            s.prepared = Prepared::Pending;
         }
     }
 
@@ -245,7 +261,16 @@ impl Session {
             slot.window.clear();
             return;
         };
-        let result = slot.plugin.score(profile, &slot.window);
+        if matches!(slot.prepared, Prepared::Pending) {
+            slot.prepared = match slot.plugin.prepare(profile) {
+                Ok(prepared) => Prepared::Ready(prepared),
+                Err(_) => Prepared::Refused,
+            };
+        }
+        let result = match &slot.prepared {
+            Prepared::Ready(prepared) => prepared.score(&slot.window),
+            Prepared::Pending | Prepared::Refused => slot.plugin.score(profile, &slot.window),
+        };
         if let (Ok(score), Some(gate)) = (&result, self.adapt_min_llr) {
             // `>=` is false for NaN: a broken score never adapts.
             if score.quality > 0.0 && score.llr >= gate {

@@ -104,3 +104,44 @@ fn trusted_needs_positive_fused_evidence_not_just_high_trust() {
     assert!(a.trust >= 95.0 && a.fused_llr > 0.0, "{a:?}");
     assert_eq!(a.state, State::Uncertain, "{a:?}");
 }
+
+/// A session scores through a profile the plugin decoded once; replacing the profile
+/// must replace that too, so the next window is judged against the new one.
+#[test]
+fn a_replaced_profile_is_what_the_next_windows_are_scored_against() {
+    let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let plugin = lib.instantiate("mode = \"free\"").unwrap();
+    let enrol = |hold, gap| -> Vec<u8> {
+        let windows: Vec<RVec<Event>> = (0..10)
+            .map(|s| typing(60, hold, gap, s, 1_000_000).into())
+            .collect();
+        plugin.enroll(&[], &windows).unwrap()
+    };
+    let (mine, slower) = (enrol(90.0, 180.0), enrol(160.0, 320.0));
+    let window = typing(50, 90.0, 180.0, 4321, 50_000_000);
+    let direct_mine = plugin.score(&mine, &window).unwrap().llr;
+    let direct_slower = plugin.score(&slower, &window).unwrap().llr;
+    assert!(
+        direct_mine > 0.0 && direct_slower < 0.0,
+        "{direct_mine} {direct_slower}"
+    );
+
+    let mut session = session_for(Some(mine));
+    let last = |session: &mut Session, start: u64| {
+        for e in typing(50, 90.0, 180.0, 4321, start) {
+            session.push(e);
+        }
+        session.flush();
+        session.assess(start).modalities[0].last_score.unwrap()
+    };
+    // Bit-identical to the plugin's own `score` with the profile's bytes.
+    assert_eq!(
+        last(&mut session, 50_000_000).to_bits(),
+        direct_mine.to_bits()
+    );
+    session.set_profile(0, slower);
+    assert_eq!(
+        last(&mut session, 90_000_000).to_bits(),
+        direct_slower.to_bits()
+    );
+}

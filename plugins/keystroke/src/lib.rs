@@ -52,7 +52,8 @@ pub mod stats;
 pub mod timing;
 
 use habitus_plugin::{
-    export_plugin, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError, RVec, Score,
+    export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError,
+    RVec, Score,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -70,7 +71,8 @@ pub struct Keystroke {
     /// Recently decoded profiles, most recent first, keyed by their exact bytes.
     /// Decoding a free-text profile costs far more than scoring a window, and a host
     /// scores many windows against the same profile. Compared byte for byte: no hash
-    /// collision can ever swap one user's profile for another's.
+    /// collision can ever swap one user's profile for another's. Live sessions skip the
+    /// comparison (a megabyte with a cohort): they score through `prepare`d profiles.
     decoded: Mutex<Vec<(Vec<u8>, Arc<Profile>)>>,
     /// The last decoded population (a free-text one holds a cohort: megabytes of JSON),
     /// compared byte for byte like the profiles.
@@ -247,6 +249,33 @@ fn most_common_text(entries: &[(Vec<f64>, u16, u32)]) -> Option<(usize, u16)> {
     counts.into_iter().max_by_key(|&(_, c)| c).map(|(k, _)| k)
 }
 
+impl Keystroke {
+    /// `score` against an already decoded profile.
+    fn score_decoded(&self, profile: &Profile, window: &[Event]) -> Result<Score, PluginError> {
+        match profile {
+            Profile::Fixed {
+                keys,
+                sequence_digest,
+                model,
+            } => {
+                let (v, digest, events) = self.fixed_vector(window)?;
+                let got = fixed::keys_of(v.len());
+                if got != *keys || digest != *sequence_digest {
+                    return Err(PluginError::invalid_input(format!(
+                        "window is not the enrolled text ({got} keys, enrolled {keys})"
+                    )));
+                }
+                Ok(Score::new(model.llr(&v), 1.0, events))
+            }
+            Profile::Free { model, .. } => {
+                let ks = keystrokes(window)?;
+                let (llr, quality) = model.score(&ks.strokes);
+                Ok(Score::new(llr, quality, ks.key_events))
+            }
+        }
+    }
+}
+
 impl Plugin for Keystroke {
     fn descriptor() -> PluginDescriptor {
         PluginDescriptor {
@@ -346,29 +375,20 @@ impl Plugin for Keystroke {
     }
 
     fn score(&self, profile: &[u8], window: &[Event]) -> Result<Score, PluginError> {
-        match &*self.decode_profile(profile)? {
-            Profile::Fixed {
-                keys,
-                sequence_digest,
-                model,
-            } => {
-                let (v, digest, events) = self.fixed_vector(window)?;
-                let got = fixed::keys_of(v.len());
-                if got != *keys || digest != *sequence_digest {
-                    return Err(PluginError::invalid_input(format!(
-                        "window is not the enrolled text ({got} keys, enrolled {keys})"
-                    )));
-                }
-                Ok(Score::new(model.llr(&v), 1.0, events))
-            }
-            Profile::Free { model, .. } => {
-                let ks = keystrokes(window)?;
-                let (llr, quality) = model.score(&ks.strokes);
-                Ok(Score::new(llr, quality, ks.key_events))
-            }
-        }
+        self.score_decoded(&*self.decode_profile(profile)?, window)
     }
 
+    fn prepare(&self, profile: &[u8]) -> Result<Option<Decoded>, PluginError> {
+        let decoded: Decoded = self.decode_profile(profile)?;
+        Ok(Some(decoded))
+    }
+
+    fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
+        let profile = prepared.downcast_ref::<Profile>().ok_or_else(|| {
+            PluginError::invalid_profile("prepared profile is not a keystroke profile")
+        })?;
+        self.score_decoded(profile, window)
+    }
     fn adapt(
         &self,
         profile: &[u8],

@@ -51,7 +51,8 @@ pub mod segment;
 use std::sync::{Arc, Mutex};
 
 use habitus_plugin::{
-    export_plugin, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError, RVec, Score,
+    export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError,
+    RVec, Score,
 };
 
 use crate::config::Config;
@@ -66,7 +67,8 @@ pub struct Mouse {
     config: Config,
     /// Recently decoded profiles, most recent first, keyed by their exact bytes (decoding
     /// a profile costs far more than scoring a window; compared byte for byte, so no
-    /// collision can swap one user's profile for another's).
+    /// collision can swap one user's profile for another's). Live sessions skip it:
+    /// they score through `prepare`d profiles.
     decoded: Mutex<Vec<(Vec<u8>, Arc<Profile>)>>,
 }
 
@@ -114,6 +116,13 @@ impl Mouse {
         let population = self.decode_population(population)?;
         let profile = Profile::train(windows, population.as_ref(), &self.config)?;
         blob::encode(blob::PROFILE_MAGIC, &profile)
+    }
+
+    /// `score` against an already decoded profile.
+    fn score_decoded(&self, profile: &Profile, window: &[Event]) -> Score {
+        let (rows, stats) = self.actions(window);
+        let (llr, n) = profile.window_llr(rows.iter().map(Vec::as_slice));
+        Score::new(llr, self.quality(n), stats.events)
     }
 
     fn quality(&self, actions: usize) -> f64 {
@@ -193,10 +202,19 @@ impl Plugin for Mouse {
     }
 
     fn score(&self, profile: &[u8], window: &[Event]) -> Result<Score, PluginError> {
-        let profile = self.decode_profile(profile)?;
-        let (rows, stats) = self.actions(window);
-        let (llr, n) = profile.window_llr(rows.iter().map(Vec::as_slice));
-        Ok(Score::new(llr, self.quality(n), stats.events))
+        Ok(self.score_decoded(&*self.decode_profile(profile)?, window))
+    }
+
+    fn prepare(&self, profile: &[u8]) -> Result<Option<Decoded>, PluginError> {
+        let decoded: Decoded = self.decode_profile(profile)?;
+        Ok(Some(decoded))
+    }
+
+    fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
+        let profile = prepared.downcast_ref::<Profile>().ok_or_else(|| {
+            PluginError::invalid_profile("prepared profile is not a mouse profile")
+        })?;
+        Ok(self.score_decoded(profile, window))
     }
 
     fn adapt(

@@ -5,7 +5,9 @@
 //! wraps every method in `catch_unwind`, because a panic that reaches abi_stable's
 //! `extern "C"` shims aborts the whole host process (a `sudo` or a daemon).
 
+use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
 
 use abi_stable::{
     declare_root_module_statics,
@@ -79,16 +81,44 @@ pub trait ModalityPlugin: Send + Sync {
     ) -> RResult<RVec<u8>, PluginError>;
 
     /// Feature level: `score` of one feature vector.
+    ///
+    /// The last method of interface 0.1: the vtable's prefix ends here, so methods
+    /// appended later are optional in its layout and a host of an older minor loads a
+    /// newer plugin without seeing them.
     #[sabi(last_prefix_field)]
     fn score_features(
         &self,
         profile: RSlice<'_, u8>,
         sample: RSlice<'_, f64>,
     ) -> RResult<Score, PluginError>;
+
+    /// Since interface 0.2. Decodes and checks `profile` once and returns a handle that
+    /// scores windows against it, exactly as `score(profile, window)` would. A host that
+    /// scores many windows against one profile (a live session) keeps the handle while
+    /// the profile stays the same, and so skips decoding, or comparing the whole profile
+    /// with a cache of decoded ones, on every window. A profile that `score` would refuse
+    /// may be refused here already.
+    fn prepare(&self, profile: RSlice<'_, u8>) -> RResult<PreparedBox, PluginError>;
+}
+
+/// A profile decoded once by [`ModalityPlugin::prepare`], to score many windows against.
+#[sabi_trait]
+pub trait PreparedProfile: Send + Sync {
+    /// Scores one window of live events, as `ModalityPlugin::score` with the profile
+    /// this handle was prepared from.
+    #[sabi(last_prefix_field)]
+    fn score(&self, window: RSlice<'_, Event>) -> RResult<Score, PluginError>;
 }
 
 /// A constructed plugin, as the host holds it.
 pub type PluginBox = ModalityPlugin_TO<'static, RBox<()>>;
+
+/// A prepared profile, as the host holds it.
+pub type PreparedBox = PreparedProfile_TO<'static, RBox<()>>;
+
+/// What [`Plugin::prepare`] returns: the plugin's own decoded form of a profile, handed
+/// back to [`Plugin::score_prepared`].
+pub type Decoded = Arc<dyn Any + Send + Sync>;
 
 /// The root module: what `habitus_engine` finds in a plugin library.
 #[repr(C)]
@@ -165,6 +195,24 @@ pub trait Plugin: Send + Sync + Sized + 'static {
             "this plugin has no feature-level interface",
         ))
     }
+
+    /// Optional fast path for hosts that score many windows against one profile:
+    /// decode and check `profile` once and return the decoded form (any type; it comes
+    /// back to [`Plugin::score_prepared`]), or `None` (the default) to have every window
+    /// scored by [`Plugin::score`] with the profile's bytes. Refuse a profile here as
+    /// `score` would.
+    fn prepare(&self, _profile: &[u8]) -> Result<Option<Decoded>, PluginError> {
+        Ok(None)
+    }
+
+    /// Scores `window` against what [`Plugin::prepare`] returned; must give exactly what
+    /// `score` gives with the profile's bytes (the conformance kit checks). Only called
+    /// with values this plugin's `prepare` made.
+    fn score_prepared(&self, _prepared: &Decoded, _window: &[Event]) -> Result<Score, PluginError> {
+        Err(PluginError::unsupported(
+            "prepare returned a decoded profile but score_prepared is not implemented",
+        ))
+    }
 }
 
 /// Runs `f`, turning a panic into a `PANICKED` error carrying the panic message.
@@ -183,7 +231,29 @@ pub fn guard<T>(f: impl FnOnce() -> Result<T, PluginError>) -> RResult<T, Plugin
 }
 
 /// The adapter that gives any [`Plugin`] the FFI-safe, panic-proof [`ModalityPlugin`] face.
-pub struct Guarded<P>(pub P);
+/// (The plugin is shared with the prepared profiles it hands out.)
+pub struct Guarded<P>(pub Arc<P>);
+
+/// A prepared profile: the plugin's decoded form, or, for plugins without a fast path,
+/// the profile's bytes scored through [`Plugin::score`].
+struct Prepared<P> {
+    plugin: Arc<P>,
+    profile: PreparedForm,
+}
+
+enum PreparedForm {
+    Decoded(Decoded),
+    Bytes(Vec<u8>),
+}
+
+impl<P: Plugin> PreparedProfile for Prepared<P> {
+    fn score(&self, window: RSlice<'_, Event>) -> RResult<Score, PluginError> {
+        guard(|| match &self.profile {
+            PreparedForm::Decoded(d) => self.plugin.score_prepared(d, window.as_slice()),
+            PreparedForm::Bytes(b) => self.plugin.score(b, window.as_slice()),
+        })
+    }
+}
 
 impl<P: Plugin> ModalityPlugin for Guarded<P> {
     fn descriptor(&self) -> PluginDescriptor {
@@ -266,12 +336,29 @@ impl<P: Plugin> ModalityPlugin for Guarded<P> {
     ) -> RResult<Score, PluginError> {
         guard(|| self.0.score_features(profile.as_slice(), sample.as_slice()))
     }
+
+    fn prepare(&self, profile: RSlice<'_, u8>) -> RResult<PreparedBox, PluginError> {
+        guard(|| {
+            let form = match self.0.prepare(profile.as_slice())? {
+                Some(decoded) => PreparedForm::Decoded(decoded),
+                None => PreparedForm::Bytes(profile.to_vec()),
+            };
+            let prepared = Prepared {
+                plugin: self.0.clone(),
+                profile: form,
+            };
+            Ok(PreparedProfile_TO::from_value(
+                prepared,
+                abi_stable::sabi_trait::TD_Opaque,
+            ))
+        })
+    }
 }
 
 /// Wraps a [`Plugin`] into the host-facing box (also what in-process tests and benchmarks
 /// use to compare against the loaded library).
 pub fn into_plugin_box<P: Plugin>(plugin: P) -> PluginBox {
-    ModalityPlugin_TO::from_value(Guarded(plugin), abi_stable::sabi_trait::TD_Opaque)
+    ModalityPlugin_TO::from_value(Guarded(Arc::new(plugin)), abi_stable::sabi_trait::TD_Opaque)
 }
 
 #[doc(hidden)]

@@ -46,7 +46,8 @@
 //!   every direction and directions in which people differ stand out; and up to 4,000
 //!   whitened population strokes as the **impostor density reference** (evenly thinned;
 //!   a profile therefore carries ≈ 0.7 MB per stroke type, which it needs to score).
-//!   Decoded profiles are cached; a cache hit still compares the blob byte for byte.
+//!   Decoded profiles are cached; a cache hit still compares the blob byte for byte, so
+//!   live sessions decode once through `prepare` (interface 0.2) and skip both.
 //! * **Profile** (`enroll*`): the user's most recent whitened strokes (at most
 //!   `max_template_strokes`, at least `min_enrol_strokes` for a type to be modelled).
 //! * **Score of one stroke**: `s = ln d_pop − ln d_user`, with `d_user` the mean distance
@@ -109,7 +110,8 @@ pub mod stroke;
 use std::sync::{Arc, Mutex};
 
 use habitus_plugin::{
-    export_plugin, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError, RVec, Score,
+    export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError,
+    RVec, Score,
 };
 
 use crate::config::Config;
@@ -312,6 +314,34 @@ impl Touch {
     }
 
     /// Sum of the per-stroke LLRs and the number of strokes the profile could score.
+    /// `score` against an already decoded profile.
+    fn score_decoded(&self, profile: &Profile, window: &[Event]) -> Result<Score, PluginError> {
+        let seg = segment(window, self.config.pixels_per_mm);
+        let mut strokes = Vec::with_capacity(seg.strokes.len());
+        let mut events = 0;
+        let mut unusable = 0;
+        for s in &seg.strokes {
+            match model_stroke(&stroke_features(s), self.config.device_features) {
+                Ok(m) => {
+                    if profile.types[m.kind as usize].is_some() {
+                        events += s.events;
+                    }
+                    strokes.push(m);
+                }
+                Err(_) => unusable += 1,
+            }
+        }
+        let (llr, scored) = Self::score_strokes(profile, &strokes);
+        if scored == 0 {
+            return Err(PluginError::not_enough_data(format!(
+                "no stroke of an enrolled type in the window ({} strokes, {unusable} of them without direction or timing; skipped: {})",
+                seg.strokes.len(),
+                seg.skipped
+            )));
+        }
+        Ok(Score::new(llr, scored as f64 / DECISION_STROKES, events))
+    }
+
     fn score_strokes(profile: &Profile, strokes: &[ModelStroke]) -> (f64, usize) {
         strokes
             .iter()
@@ -381,31 +411,19 @@ impl Plugin for Touch {
     }
 
     fn score(&self, profile: &[u8], window: &[Event]) -> Result<Score, PluginError> {
-        let profile = self.decode_profile(profile)?;
-        let seg = segment(window, self.config.pixels_per_mm);
-        let mut strokes = Vec::with_capacity(seg.strokes.len());
-        let mut events = 0;
-        let mut unusable = 0;
-        for s in &seg.strokes {
-            match model_stroke(&stroke_features(s), self.config.device_features) {
-                Ok(m) => {
-                    if profile.types[m.kind as usize].is_some() {
-                        events += s.events;
-                    }
-                    strokes.push(m);
-                }
-                Err(_) => unusable += 1,
-            }
-        }
-        let (llr, scored) = Self::score_strokes(&profile, &strokes);
-        if scored == 0 {
-            return Err(PluginError::not_enough_data(format!(
-                "no stroke of an enrolled type in the window ({} strokes, {unusable} of them without direction or timing; skipped: {})",
-                seg.strokes.len(),
-                seg.skipped
-            )));
-        }
-        Ok(Score::new(llr, scored as f64 / DECISION_STROKES, events))
+        self.score_decoded(&*self.decode_profile(profile)?, window)
+    }
+
+    fn prepare(&self, profile: &[u8]) -> Result<Option<Decoded>, PluginError> {
+        let decoded: Decoded = self.decode_profile(profile)?;
+        Ok(Some(decoded))
+    }
+
+    fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
+        let profile = prepared.downcast_ref::<Profile>().ok_or_else(|| {
+            PluginError::invalid_profile("prepared profile is not a touch profile")
+        })?;
+        self.score_decoded(profile, window)
     }
 
     fn adapt(

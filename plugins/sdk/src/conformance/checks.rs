@@ -447,6 +447,69 @@ impl Checks<'_> {
         }
     }
 
+    /// Interface 0.2: a prepared profile scores exactly as `score` with the bytes, and a
+    /// corrupted profile is refused by `prepare` or by every prepared score.
+    pub(super) fn prepared_row(&mut self, profile: &[u8]) {
+        const NAME: &str = "prepared profile";
+        let mut windows: Vec<Vec<Event>> = (0..5).map(|i| self.genuine(i)).collect();
+        windows.push(Vec::new());
+        let prepared = match self.probe.inner.score_prepared(profile, &windows) {
+            Ok(p) => p,
+            Err(e) => {
+                return self.push(
+                    NAME,
+                    Outcome::Fail,
+                    format!("prepare refused the profile score accepts: {e}"),
+                )
+            }
+        };
+        for (i, (w, p)) in windows.iter().zip(&prepared).enumerate() {
+            let direct = self.probe.score("score", profile, w);
+            let same = match (&direct, p) {
+                (Ok(a), Ok(b)) => {
+                    a.llr.to_bits() == b.llr.to_bits()
+                        && a.quality.to_bits() == b.quality.to_bits()
+                        && a.events == b.events
+                }
+                (Err(a), Err(b)) => a.kind == b.kind,
+                _ => false,
+            };
+            if !same {
+                return self.push(
+                    NAME,
+                    Outcome::Fail,
+                    format!(
+                        "window {i}: score gave {}, the prepared profile {}",
+                        describe_score(&direct),
+                        describe_score(p)
+                    ),
+                );
+            }
+        }
+        // A flipped bit in the middle of the profile.
+        let mut corrupted = profile.to_vec();
+        if let Some(b) = corrupted.get_mut(profile.len() / 2) {
+            *b ^= 0x10;
+        }
+        if let Ok(scores) = self.probe.inner.score_prepared(&corrupted, &windows[..1]) {
+            if let Some(Ok(s)) = scores.first() {
+                return self.push(
+                    NAME,
+                    Outcome::Warn,
+                    format!(
+                        "a profile with one bit flipped was prepared and scored (llr {:.2})",
+                        s.llr
+                    ),
+                );
+            }
+        }
+        self.push(
+            NAME,
+            Outcome::Pass,
+            "bit-identical to score on 6 windows; a corrupted profile is refused",
+        )
+    }
+
     pub(super) fn empty_window_row(&mut self, profile: &[u8]) {
         const NAME: &str = "empty window";
         let r = self.probe.score("score(empty window)", profile, &[]);

@@ -41,7 +41,10 @@ use std::marker::PhantomData;
 pub use synthetic::{Behaviour, Generator, Habits, Rng, Synthetic};
 
 use crate::interface::{descriptor_entry, new_entry};
-use crate::{Event, ModalityPlugin, Plugin, PluginBox, PluginDescriptor, PluginError, RVec, Score};
+use crate::{
+    Event, ModalityPlugin, Plugin, PluginBox, PluginDescriptor, PluginError, PreparedProfile, RVec,
+    Score,
+};
 use checks::{bounds_row, check_config, check_descriptor, panics_row, Checks};
 use probe::{Probe, Recorder};
 
@@ -84,6 +87,12 @@ pub trait Instance {
         samples: &[RVec<f64>],
     ) -> Result<Vec<u8>, PluginError>;
     fn score_features(&self, profile: &[u8], sample: &[f64]) -> Result<Score, PluginError>;
+    /// `prepare(profile)` once, then the prepared profile's score of each window.
+    fn score_prepared(
+        &self,
+        profile: &[u8],
+        windows: &[Vec<Event>],
+    ) -> Result<Vec<Result<Score, PluginError>>, PluginError>;
 }
 
 impl Instance for PluginBox {
@@ -134,6 +143,17 @@ impl Instance for PluginBox {
     }
     fn score_features(&self, profile: &[u8], sample: &[f64]) -> Result<Score, PluginError> {
         ModalityPlugin::score_features(self, profile.into(), sample.into()).into_result()
+    }
+    fn score_prepared(
+        &self,
+        profile: &[u8],
+        windows: &[Vec<Event>],
+    ) -> Result<Vec<Result<Score, PluginError>>, PluginError> {
+        let prepared = ModalityPlugin::prepare(self, profile.into()).into_result()?;
+        Ok(windows
+            .iter()
+            .map(|w| PreparedProfile::score(&prepared, w.as_slice().into()).into_result())
+            .collect())
     }
 }
 
@@ -400,6 +420,7 @@ pub fn run(subject: &dyn Subject, options: &Options) -> Report {
     if let Some(profile) = ctx.enrol_row() {
         ctx.monotone_row(&profile);
         ctx.deterministic_row(&profile);
+        ctx.prepared_row(&profile);
         ctx.empty_window_row(&profile);
         ctx.one_event_row(&profile);
         let large = ctx.large_window_row(&profile);
