@@ -54,18 +54,28 @@ impl std::fmt::Debug for PluginLibrary {
     }
 }
 
-/// Only the `Error:` lines of abi_stable's multi-page layout report, on one line.
+/// Only the `Error:` lines of abi_stable's multi-page layout report, each once, on one
+/// line. A plugin built against another `habitus-plugin` minor fails this check on every
+/// type with the same "incompatible package versions" line: that case also says what to
+/// do.
 fn condense(report: &str) -> String {
-    let lines: Vec<&str> = report
-        .lines()
-        .map(str::trim)
-        .filter(|l| l.starts_with("Error:"))
-        .collect();
-    if lines.is_empty() {
-        report.split_whitespace().collect::<Vec<_>>().join(" ")
-    } else {
-        lines.join("; ")
+    let mut lines: Vec<&str> = Vec::new();
+    for line in report.lines().map(str::trim) {
+        if line.starts_with("Error:") && !lines.contains(&line) {
+            lines.push(line);
+        }
     }
+    if lines.is_empty() {
+        return report.split_whitespace().collect::<Vec<_>>().join(" ");
+    }
+    let mut condensed = lines.join("; ");
+    if condensed.contains("incompatible package versions") {
+        condensed.push_str(&format!(
+            " (built against another habitus-plugin minor: rebuild the plugin against habitus-plugin {})",
+            habitus_plugin::INTERFACE_VERSION
+        ));
+    }
+    condensed
 }
 
 fn classify(path: &Path, error: LibraryError) -> LoadError {
@@ -263,4 +273,25 @@ pub fn find_plugin(dirs: &[PathBuf], name: &str) -> Result<PluginLibrary, String
         msg.push_str(&format!(" (skipped: {})", problems.join("; ")));
     }
     Err(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::condense;
+
+    #[test]
+    fn layout_reports_keep_each_error_line_once_and_say_what_to_do() {
+        let report = "Layout of PluginMod:\n   Error:incompatible package versions\n  details\n\
+                      Layout of Event:\n   Error:incompatible package versions\n\
+                      Error:field count differs\n";
+        let c = condense(report);
+        assert_eq!(c.matches("incompatible package versions").count(), 1, "{c}");
+        assert!(c.contains("Error:field count differs"), "{c}");
+        assert!(c.contains(&format!(
+            "rebuild the plugin against habitus-plugin {}",
+            habitus_plugin::INTERFACE_VERSION
+        )));
+        assert!(!c.contains('\n'));
+        assert_eq!(condense("no error lines\n at all"), "no error lines at all");
+    }
 }

@@ -54,21 +54,24 @@
 //! compares the host's against the plugin's when loading, and then checks the layout of
 //! every type in the root module and the trait's vtable.
 //!
-//! * While the interface is `0.y.z`, a host built against `0.y.z` loads plugins built
-//!   against `0.y'.z'` only when `y' >= y`; the patch number is not compared (from `1.0`
-//!   on: the same major). A host must therefore never be built against a *newer* minor
-//!   than its plugins: upgrade plugins first, or together with the host. A refused
-//!   plugin is one line naming the file and both versions (`engine/tests/loader.rs`
-//!   shows it with a fixture built against 0.0.1).
+//! * While the interface is `0.y.z`, host and plugins must share the minor `y` (the patch
+//!   number is not compared; from `1.0` on: the same major). A host refuses plugins of an
+//!   older minor by version, and plugins of a newer minor by layout: every type crossing
+//!   the boundary carries its package version, and `abi_stable` holds two `0.y` minors
+//!   incompatible (a 0.1.0 host refuses 0.2.0 plugins with "incompatible package
+//!   versions"). Build host and plugins of one minor together. A refused plugin is one
+//!   line naming the file and the versions or the fix (`engine/tests/loader.rs` shows it
+//!   with a fixture built against 0.0.1).
 //! * **Patch** (`0.y.z` → `0.y.z+1`): documentation, plugin-side helpers ([`blob`],
 //!   [`stats`], [`conformance`]), bug fixes in the SDK's wrappers; nothing that crosses the boundary
 //!   changes. Compatible both ways.
 //! * **Minor** (`0.y` → `0.y+1`): something was *appended*: a method after the last one of
 //!   [`ModalityPlugin`] or a field after the last prefix field of [`PluginMod`], a new
 //!   [`EventKind`], [`ErrorKind`] or [`Modality`] value (all of them are open byte values,
-//!   so old plugins see an unknown kind and ignore it). Hosts of the old minor still load
-//!   the new plugins (they do not see what was appended); hosts of the new minor refuse
-//!   the old plugins by version.
+//!   so old plugins see an unknown kind and ignore it). While `0.y`, every plugin must be
+//!   rebuilt (see above); appending keeps that a rebuild, with no code change. (From
+//!   `1.0` on, appended methods outside the vtable's prefix are what would let hosts of
+//!   an older minor load newer plugins.)
 //! * **Breaking** (a field of [`Event`], [`Score`] or [`PluginDescriptor`] changed, a
 //!   method removed, reordered or its signature changed): a minor bump while the
 //!   interface is `0.y`, a major one from `1.0`. All plugins must be rebuilt; the loader
