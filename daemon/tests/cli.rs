@@ -50,17 +50,19 @@ fn plugin_check_prints_the_descriptor_or_one_line() {
     );
 }
 
-#[test]
-fn missing_data_set_is_a_clear_error() {
-    let out = habitus()
-        .args(["eval", "cmu", "--data", "/nonexistent/cmu.csv"])
-        .output()
-        .unwrap();
+/// Runs `cmd`, which must fail with a message containing `expected`.
+fn fails_saying(cmd: &mut Command, expected: &str) {
+    let out = cmd.output().unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("data set not found at /nonexistent/cmu.csv"),
-        "{stderr}"
+    assert!(stderr.contains(expected), "{stderr}");
+}
+
+#[test]
+fn missing_data_set_is_a_clear_error() {
+    fails_saying(
+        habitus().args(["eval", "cmu", "--data", "/nonexistent/cmu.csv"]),
+        "data set not found at /nonexistent/cmu.csv",
     );
 }
 
@@ -150,21 +152,12 @@ fn fixed_text_json_report_and_plot() {
 
 #[test]
 fn touchalytics_refuses_an_unknown_scenario_before_reading_anything() {
-    let out = habitus()
-        .args([
-            "eval",
-            "touchalytics",
-            "--scenario",
-            "inter-session,inter-month",
-        ])
-        .args(["--data", "/nonexistent/touchalytics"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        stderr.contains("unknown scenario \"inter-month\""),
-        "{stderr}"
+    fails_saying(
+        habitus()
+            .args(["eval", "touchalytics", "--scenario"])
+            .arg("inter-session,inter-month")
+            .args(["--data", "/nonexistent/touchalytics"]),
+        "unknown scenario \"inter-month\"",
     );
 }
 
@@ -176,21 +169,18 @@ fn continuous_writes_the_scored_streams_it_reports() {
     build_plugin();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("streams.json");
-    let out = habitus()
-        .args(["eval", "continuous", "--json", "--cmu"])
-        .arg(&cmu)
-        .args([
-            "--aalto",
-            "none",
-            "--balabit",
-            "none",
-            "--touchalytics",
-            "none",
-        ])
-        .args(["--cmu-train", "20", "--impostor-reps", "10", "--streams"])
-        .arg(&file)
-        .output()
-        .unwrap();
+    // CMU alone, a short profile and short impostor streams (quick in a debug build).
+    let continuous = |streams: &std::path::Path| {
+        let mut cmd = habitus();
+        cmd.args(["eval", "continuous", "--json", "--cmu"])
+            .arg(&cmu)
+            .args(["--aalto", "none", "--balabit", "none"])
+            .args(["--touchalytics", "none", "--cmu-train", "20"])
+            .args(["--impostor-reps", "10", "--streams"])
+            .arg(streams);
+        cmd
+    };
+    let out = continuous(&file).output().unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -209,38 +199,23 @@ fn continuous_writes_the_scored_streams_it_reports() {
         // Repetitions 21-400 of the subject, one LLR each, within the clamp.
         let genuine = u["genuine"].as_array().unwrap();
         assert_eq!(genuine.len(), 380, "{}", u["user"]);
-        for s in genuine
-            .iter()
-            .chain(u["impostors"].as_array().unwrap().iter().flat_map(|s| {
-                let s = s.as_array().unwrap();
-                assert_eq!(s.len(), 10);
-                s
-            }))
-        {
-            let llr = s.as_f64().unwrap();
+        let impostors = u["impostors"].as_array().unwrap();
+        let impostor_llrs = impostors.iter().flat_map(|s| {
+            let s = s.as_array().unwrap();
+            assert_eq!(s.len(), 10);
+            s
+        });
+        for llr in genuine.iter().chain(impostor_llrs) {
+            let llr = llr.as_f64().unwrap();
             assert!((-10.0..=10.0).contains(&llr), "{llr}");
         }
-        impostor_streams += u["impostors"].as_array().unwrap().len();
+        impostor_streams += impostors.len();
     }
     assert_eq!(report["held_out"]["impostor_streams"], impostor_streams);
 
     // An unwritable path is an error, not a silent success.
-    let out = habitus()
-        .args(["eval", "continuous", "--cmu"])
-        .arg(&cmu)
-        .args([
-            "--aalto",
-            "none",
-            "--balabit",
-            "none",
-            "--touchalytics",
-            "none",
-        ])
-        .args(["--cmu-train", "20", "--impostor-reps", "10", "--streams"])
-        .arg(dir.path().join("missing/streams.json"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8(out.stderr).unwrap();
-    assert!(stderr.contains("writing the streams to"), "{stderr}");
+    fails_saying(
+        &mut continuous(&dir.path().join("missing/streams.json")),
+        "writing the streams to",
+    );
 }

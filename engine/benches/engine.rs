@@ -6,7 +6,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{plugin_library, pointer_stream, stroke_windows, swipes, typing};
+use common::{mouse_profile, plugin_library, pointer_stream, swipes, touch_profile, typing};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use habitus_engine::{PluginInstance, Session, SessionConfig};
 use habitus_keystroke::Keystroke;
@@ -107,26 +107,9 @@ fn modalities() -> Modalities {
     );
     let keystroke_profile = cohort_profile(&keystroke);
     let mouse = Arc::new(plugin_library("habitus-mouse").instantiate("").unwrap());
-    let population: Vec<RVec<RVec<Event>>> = (0..6)
-        .map(|p| {
-            (0..3)
-                .map(|w| RVec::from(pointer_stream(8000, 100 * p + w, 0.6 + 0.15 * p as f64)))
-                .collect()
-        })
-        .collect();
-    let population = mouse.build_population(&population).unwrap();
-    let enrolment: Vec<RVec<Event>> = (0..4)
-        .map(|w| RVec::from(pointer_stream(8000, 9000 + w, 1.2)))
-        .collect();
-    let mouse_profile = mouse.enroll(&population, &enrolment).unwrap();
+    let mouse_profile = mouse_profile(&mouse);
     let touch = Arc::new(plugin_library("habitus-touch").instantiate("").unwrap());
-    let users: Vec<RVec<RVec<Event>>> = (0..20)
-        .map(|p| stroke_windows(&swipes(200, p as f64 * 0.3, 100 + p), 20).into())
-        .collect();
-    let population = touch.build_population(&users).unwrap();
-    let touch_profile = touch
-        .enroll(&population, &stroke_windows(&swipes(300, 1.0, 7), 20))
-        .unwrap();
+    let touch_profile = touch_profile(&touch);
     println!(
         "profiles: keystroke {} bytes, mouse {} bytes, touch {} bytes",
         keystroke_profile.len(),

@@ -5,27 +5,16 @@
 
 mod common;
 
-use common::{plugin_library, pointer_stream};
+use common::{mouse_profile, plugin_library, pointer_stream};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use habitus_mouse::Mouse;
-use habitus_plugin::{Event, Plugin, RVec};
+use habitus_plugin::Plugin;
 
 fn mouse(c: &mut Criterion) {
     let in_process = Mouse::new("").unwrap();
     let library = plugin_library("habitus-mouse");
     let loaded = library.instantiate("").unwrap();
-    let population: Vec<RVec<RVec<Event>>> = (0..6)
-        .map(|p| {
-            (0..3)
-                .map(|w| RVec::from(pointer_stream(8000, 100 * p + w, 0.6 + 0.15 * p as f64)))
-                .collect()
-        })
-        .collect();
-    let population = loaded.build_population(&population).unwrap();
-    let enrolment: Vec<RVec<Event>> = (0..4)
-        .map(|w| RVec::from(pointer_stream(8000, 9000 + w, 1.2)))
-        .collect();
-    let profile = loaded.enroll(&population, &enrolment).unwrap();
+    let profile = mouse_profile(&loaded);
 
     let mut group = c.benchmark_group("mouse segment+features");
     for events in [1_000usize, 10_000] {

@@ -4,24 +4,16 @@
 
 mod common;
 
-use common::{plugin_library, stroke_windows, swipes};
+use common::{plugin_library, swipes, touch_profile};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use habitus_plugin::{Event, Plugin, RVec};
+use habitus_plugin::Plugin;
 use habitus_touch::Touch;
 
 fn touch_scoring(c: &mut Criterion) {
     let library = plugin_library("habitus-touch");
     let loaded = library.instantiate("").unwrap();
     let in_process = Touch::new("").unwrap();
-    // A population of 20 people (≈ 200 strokes each, so the full 1,000-stroke reference)
-    // and a profile of 300 strokes: the sizes of a real deployment.
-    let users: Vec<RVec<RVec<Event>>> = (0..20)
-        .map(|p| stroke_windows(&swipes(200, p as f64 * 0.3, 100 + p), 20).into())
-        .collect();
-    let population = loaded.build_population(&users).unwrap();
-    let profile = loaded
-        .enroll(&population, &stroke_windows(&swipes(300, 1.0, 7), 20))
-        .unwrap();
+    let profile = touch_profile(&loaded);
     let mut group = c.benchmark_group("touch-score");
     for strokes in [1usize, 11] {
         let window = swipes(strokes, 1.0, 99);

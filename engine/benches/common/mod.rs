@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use habitus_engine::PluginLibrary;
+use habitus_engine::{PluginInstance, PluginLibrary};
 use habitus_plugin::{Event, EventKind, RVec};
 
 /// Builds plugin package `package` (e.g. `habitus-touch`) in this profile and loads it.
@@ -154,4 +154,33 @@ pub fn stroke_windows(events: &[Event], per_window: usize) -> Vec<RVec<Event>> {
         .chunks(12 * per_window)
         .map(|c| RVec::from(c.to_vec()))
         .collect()
+}
+
+/// A mouse profile enrolled through `plugin` against a population of 6 synthetic people
+/// (3 sessions of 8,000 events each), from 4 sessions of the user's.
+pub fn mouse_profile(plugin: &PluginInstance) -> Vec<u8> {
+    let population: Vec<RVec<RVec<Event>>> = (0..6)
+        .map(|p| {
+            (0..3)
+                .map(|w| RVec::from(pointer_stream(8000, 100 * p + w, 0.6 + 0.15 * p as f64)))
+                .collect()
+        })
+        .collect();
+    let population = plugin.build_population(&population).unwrap();
+    let enrolment: Vec<RVec<Event>> = (0..4)
+        .map(|w| RVec::from(pointer_stream(8000, 9000 + w, 1.2)))
+        .collect();
+    plugin.enroll(&population, &enrolment).unwrap()
+}
+
+/// A touch profile of 300 strokes enrolled through `plugin` against a population of 20
+/// people (≈ 200 strokes each, so the full reference): the sizes of a real deployment.
+pub fn touch_profile(plugin: &PluginInstance) -> Vec<u8> {
+    let users: Vec<RVec<RVec<Event>>> = (0..20)
+        .map(|p| stroke_windows(&swipes(200, p as f64 * 0.3, 100 + p), 20).into())
+        .collect();
+    let population = plugin.build_population(&users).unwrap();
+    plugin
+        .enroll(&population, &stroke_windows(&swipes(300, 1.0, 7), 20))
+        .unwrap()
 }

@@ -52,8 +52,8 @@ pub mod stats;
 pub mod timing;
 
 use habitus_plugin::{
-    export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError,
-    RVec, Score,
+    decoded_as, export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor,
+    PluginError, RVec, Score,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
@@ -384,9 +384,7 @@ impl Plugin for Keystroke {
     }
 
     fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
-        let profile = prepared.downcast_ref::<Profile>().ok_or_else(|| {
-            PluginError::invalid_profile("prepared profile is not a keystroke profile")
-        })?;
+        let profile = decoded_as::<Profile>(prepared, PLUGIN_NAME)?;
         self.score_decoded(profile, window)
     }
     fn adapt(

@@ -51,8 +51,8 @@ pub mod segment;
 use std::sync::{Arc, Mutex};
 
 use habitus_plugin::{
-    export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError,
-    RVec, Score,
+    decoded_as, export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor,
+    PluginError, RVec, Score,
 };
 
 use crate::config::Config;
@@ -211,9 +211,7 @@ impl Plugin for Mouse {
     }
 
     fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
-        let profile = prepared.downcast_ref::<Profile>().ok_or_else(|| {
-            PluginError::invalid_profile("prepared profile is not a mouse profile")
-        })?;
+        let profile = decoded_as::<Profile>(prepared, PLUGIN_NAME)?;
         Ok(self.score_decoded(profile, window))
     }
 

@@ -120,6 +120,14 @@ pub type PreparedBox = PreparedProfile_TO<'static, RBox<()>>;
 /// back to [`Plugin::score_prepared`].
 pub type Decoded = Arc<dyn Any + Send + Sync>;
 
+/// The `T` a plugin's [`Plugin::prepare`] put into `decoded`, for its
+/// [`Plugin::score_prepared`]; an `INVALID_PROFILE` error naming `plugin` otherwise.
+pub fn decoded_as<'a, T: Any>(decoded: &'a Decoded, plugin: &str) -> Result<&'a T, PluginError> {
+    decoded.downcast_ref::<T>().ok_or_else(|| {
+        PluginError::invalid_profile(format!("prepared profile is not a {plugin} profile"))
+    })
+}
+
 /// The root module: what `habitus_engine` finds in a plugin library.
 #[repr(C)]
 #[derive(StableAbi)]

@@ -98,8 +98,9 @@ pub use descriptor::{Modality, PluginDescriptor};
 pub use error::{ErrorKind, PluginError};
 pub use event::{Event, EventKind};
 pub use interface::{
-    guard, into_plugin_box, Decoded, Guarded, ModalityPlugin, ModalityPlugin_TO, Plugin, PluginBox,
-    PluginMod, PluginModRef, PreparedBox, PreparedProfile, PreparedProfile_TO, INTERFACE_VERSION,
+    decoded_as, guard, into_plugin_box, Decoded, Guarded, ModalityPlugin, ModalityPlugin_TO,
+    Plugin, PluginBox, PluginMod, PluginModRef, PreparedBox, PreparedProfile, PreparedProfile_TO,
+    INTERFACE_VERSION,
 };
 pub use score::{Score, LLR_LIMIT};
 

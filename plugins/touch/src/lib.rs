@@ -110,8 +110,8 @@ pub mod stroke;
 use std::sync::{Arc, Mutex};
 
 use habitus_plugin::{
-    export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor, PluginError,
-    RVec, Score,
+    decoded_as, export_plugin, Decoded, Event, EventKind, Modality, Plugin, PluginDescriptor,
+    PluginError, RVec, Score,
 };
 
 use crate::config::Config;
@@ -420,9 +420,7 @@ impl Plugin for Touch {
     }
 
     fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
-        let profile = prepared.downcast_ref::<Profile>().ok_or_else(|| {
-            PluginError::invalid_profile("prepared profile is not a touch profile")
-        })?;
+        let profile = decoded_as::<Profile>(prepared, PLUGIN_NAME)?;
         self.score_decoded(profile, window)
     }
 

@@ -408,16 +408,7 @@ impl Checks<'_> {
             }
             let first = &results[0];
             for r in &results[1..] {
-                let same = match (first, r) {
-                    (Ok(a), Ok(b)) => {
-                        a.llr.to_bits() == b.llr.to_bits()
-                            && a.quality.to_bits() == b.quality.to_bits()
-                            && a.events == b.events
-                    }
-                    (Err(a), Err(b)) => a.kind == b.kind,
-                    _ => false,
-                };
-                if !same {
+                if !same_result(first, r) {
                     differences.push(format!(
                         "window {i}: {} then {}",
                         describe_score(first),
@@ -465,16 +456,7 @@ impl Checks<'_> {
         };
         for (i, (w, p)) in windows.iter().zip(&prepared).enumerate() {
             let direct = self.probe.score("score", profile, w);
-            let same = match (&direct, p) {
-                (Ok(a), Ok(b)) => {
-                    a.llr.to_bits() == b.llr.to_bits()
-                        && a.quality.to_bits() == b.quality.to_bits()
-                        && a.events == b.events
-                }
-                (Err(a), Err(b)) => a.kind == b.kind,
-                _ => false,
-            };
-            if !same {
+            if !same_result(&direct, p) {
                 return self.push(
                     NAME,
                     Outcome::Fail,
@@ -916,5 +898,18 @@ impl Checks<'_> {
 
     pub(super) fn synthetic_feature_names(&self) -> usize {
         self.probe.inner.descriptor().feature_names.len()
+    }
+}
+
+/// Bit-identical scores, or errors of the same kind.
+fn same_result(a: &Result<Score, PluginError>, b: &Result<Score, PluginError>) -> bool {
+    match (a, b) {
+        (Ok(a), Ok(b)) => {
+            a.llr.to_bits() == b.llr.to_bits()
+                && a.quality.to_bits() == b.quality.to_bits()
+                && a.events == b.events
+        }
+        (Err(a), Err(b)) => a.kind == b.kind,
+        _ => false,
     }
 }
