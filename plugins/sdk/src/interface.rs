@@ -82,9 +82,9 @@ pub trait ModalityPlugin: Send + Sync {
 
     /// Feature level: `score` of one feature vector.
     ///
-    /// The last method of interface 0.1: the vtable's prefix ends here, so methods
-    /// appended later are optional in its layout and a host of an older minor loads a
-    /// newer plugin without seeing them.
+    /// The last method of interface 0.1: the vtable's prefix ends here, and methods
+    /// appended later are optional accessors in its layout. (While the interface is
+    /// `0.y` that does not make two minors compatible: see "Versioning".)
     #[sabi(last_prefix_field)]
     fn score_features(
         &self,
