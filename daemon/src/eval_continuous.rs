@@ -79,7 +79,7 @@ struct SourceReport {
     /// `--bound` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     bound: Option<Bound>,
-    /// The scored streams, kept for `--streams` only.
+    /// The scored streams, kept for `--streams` only (empty otherwise).
     #[serde(skip)]
     users: Vec<UserStreams>,
 }
@@ -94,10 +94,15 @@ struct Bound {
 /// Frontier points printed with `--bound`.
 const BOUND_POINTS: usize = 8;
 
-fn report(source: &str, action: &str, users: &[UserStreams], bound: bool) -> SourceReport {
+fn report(
+    source: &str,
+    action: &str,
+    users: &[UserStreams],
+    args: &ContinuousArgs,
+) -> SourceReport {
     let grid = default_grid();
     let (folds, held_out) = two_fold(users, &grid);
-    let bound = bound.then(|| {
+    let bound = args.bound.then(|| {
         let (frontier, sparing_95_percent) = optimistic_bound(users, &grid, BOUND_POINTS);
         Bound {
             frontier,
@@ -110,7 +115,12 @@ fn report(source: &str, action: &str, users: &[UserStreams], bound: bool) -> Sou
         folds,
         held_out,
         bound,
-        users: users.to_vec(),
+        // Copied only for `--streams`: the fused Aalto streams hold millions of actions.
+        users: if args.streams.is_some() {
+            users.to_vec()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -211,7 +221,7 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             "Balabit: profile per account from its training sessions (population: the other accounts' training sessions); genuine = the account's legal labelled test sessions in order; impostors = its illegal labelled test sessions, one stream each",
             "one mouse action (move, point-and-click or drag-and-drop)",
             &users,
-            args.bound,
+            &args,
         ));
         Some(users)
     } else {
@@ -233,14 +243,14 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             ),
             "one password repetition",
             &users,
-            args.bound,
+            &args,
         ));
         if let Some(mouse) = &mouse {
             reports.push(report(
                 "CMU + Balabit, fused: chimeric users (CMU subject i with a Balabit account of the same half), keystroke and mouse actions interleaved in proportion",
                 "one password repetition or one mouse action",
                 &chimeric(&users, mouse),
-                args.bound,
+                &args,
             ));
         }
     }
@@ -261,14 +271,14 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             ),
             "one sentence (first 50 keystrokes)",
             &users,
-            args.bound,
+            &args,
         ));
         if let Some(mouse) = &mouse {
             reports.push(report(
                 "Aalto + Balabit, fused: chimeric users (Aalto participant i with a Balabit account of the same half), keystroke and mouse actions interleaved in proportion",
                 "one sentence or one mouse action",
                 &chimeric(&users, mouse),
-                args.bound,
+                &args,
             ));
         }
     }
@@ -280,7 +290,7 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             "Touchalytics: inter-session, profile per (user, stroke type, fold) from the other same-day documents (population: the other half's training documents); genuine = the held-out documents' strokes in order; impostors = each other user of the same half, one stream per fold",
             "one stroke (scrolling or horizontal)",
             &users,
-            args.bound,
+            &args,
         ));
     }
     if let Some(path) = &args.streams {
