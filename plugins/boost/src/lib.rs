@@ -15,6 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
+mod compiled;
+pub use compiled::{CompiledBooster, MAX_COMPILED_DEPTH};
+
 /// Training parameters.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct BoostParams {

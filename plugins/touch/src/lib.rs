@@ -103,6 +103,7 @@
 pub mod blob;
 pub mod config;
 pub mod features;
+pub mod knn;
 pub mod model;
 pub mod stats;
 pub mod stroke;
@@ -117,7 +118,8 @@ use habitus_plugin::{
 use crate::config::Config;
 use crate::features::{stroke_features, FEATURES};
 use crate::model::{
-    build_type_population, model_stroke, ModelStroke, Population, Profile, StrokeType, TypeProfile,
+    build_type_population, model_stroke, ModelStroke, Population, Profile, ScoringProfile,
+    StrokeType, TypeProfile,
 };
 use crate::stroke::{segment, Skipped};
 
@@ -134,7 +136,7 @@ pub struct Touch {
 }
 
 /// A decoded profile: (fingerprint, its exact bytes, the profile).
-type CachedProfile = (u64, Vec<u8>, Arc<Profile>);
+type CachedProfile = (u64, Vec<u8>, Arc<ScoringProfile>);
 
 /// Profiles kept decoded (a few concurrent sessions).
 const DECODED_PROFILES: usize = 8;
@@ -285,7 +287,7 @@ impl Touch {
         )
     }
 
-    fn decode_profile(&self, blob: &[u8]) -> Result<Arc<Profile>, PluginError> {
+    fn decode_profile(&self, blob: &[u8]) -> Result<Arc<ScoringProfile>, PluginError> {
         let key = blob::stored_fingerprint(blob);
         if let Some(fp) = key {
             let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
@@ -304,7 +306,7 @@ impl Touch {
         // Decode without holding the lock; `decode` verifies the fingerprint.
         let profile: Profile = blob::decode(blob::PROFILE_MAGIC, "profile", blob)?;
         profile.check(self.config.device_features)?;
-        let profile = Arc::new(profile);
+        let profile = Arc::new(ScoringProfile::new(profile));
         if let Some(fp) = key {
             let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
             cache.insert(0, (fp, blob.to_vec(), profile.clone()));
@@ -315,7 +317,11 @@ impl Touch {
 
     /// Sum of the per-stroke LLRs and the number of strokes the profile could score.
     /// `score` against an already decoded profile.
-    fn score_decoded(&self, profile: &Profile, window: &[Event]) -> Result<Score, PluginError> {
+    fn score_decoded(
+        &self,
+        profile: &ScoringProfile,
+        window: &[Event],
+    ) -> Result<Score, PluginError> {
         let seg = segment(window, self.config.pixels_per_mm);
         let mut strokes = Vec::with_capacity(seg.strokes.len());
         let mut events = 0;
@@ -323,7 +329,7 @@ impl Touch {
         for s in &seg.strokes {
             match model_stroke(&stroke_features(s), self.config.device_features) {
                 Ok(m) => {
-                    if profile.types[m.kind as usize].is_some() {
+                    if profile.has_type(m.kind) {
                         events += s.events;
                     }
                     strokes.push(m);
@@ -342,7 +348,7 @@ impl Touch {
         Ok(Score::new(llr, scored as f64 / DECISION_STROKES, events))
     }
 
-    fn score_strokes(profile: &Profile, strokes: &[ModelStroke]) -> (f64, usize) {
+    fn score_strokes(profile: &ScoringProfile, strokes: &[ModelStroke]) -> (f64, usize) {
         strokes
             .iter()
             .filter_map(|s| profile.llr(s))
@@ -420,7 +426,7 @@ impl Plugin for Touch {
     }
 
     fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
-        let profile = decoded_as::<Profile>(prepared, PLUGIN_NAME)?;
+        let profile = decoded_as::<ScoringProfile>(prepared, PLUGIN_NAME)?;
         self.score_decoded(profile, window)
     }
 
@@ -443,7 +449,7 @@ impl Plugin for Touch {
             Ok(own) if own.llr >= self.config.adapt_min_llr => {}
             _ => return Ok(profile.to_vec()),
         }
-        let mut updated = (*self.decode_profile(profile)?).clone();
+        let mut updated = self.decode_profile(profile)?.profile().clone();
         let (strokes, _, _) = self.window_strokes(&[RVec::from(window.to_vec())]);
         let take = strokes.len().min(self.config.adapt_max_strokes);
         for t in StrokeType::ALL {

@@ -6,10 +6,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::features::{direction_flag, idx, FEATURES};
-use crate::stats::{
-    fit_llr_calibration, inverse_cholesky, mean_knn_distance, median, robust_centre_scale,
-};
-use habitus_boost::{BoostParams, Booster};
+use crate::knn::RowBlocks;
+use crate::stats::{fit_llr_calibration, inverse_cholesky, median, robust_centre_scale};
+use habitus_boost::{BoostParams, Booster, CompiledBooster};
 use habitus_plugin::{PluginError, LLR_LIMIT};
 
 /// Model dimensions from the behaviour features (angles as cos/sin pairs).
@@ -423,9 +422,10 @@ pub fn build_type_population(
     // strokes of the template's owner or the query's owner (as for a real user, whose
     // impostors and own strokes are not in the population).
     let n = white.len();
-    let score = |template: &[f32], owner: usize, x: &[f32], x_owner: usize| {
-        let du = mean_knn_distance(x, template, d, neighbours, |_| false);
-        let dr = mean_knn_distance(x, &reference, d, REFERENCE_NEIGHBOURS, |i| {
+    let reference_blocks = RowBlocks::new(&reference, d);
+    let score = |template: &RowBlocks, owner: usize, x: &[f32], x_owner: usize| {
+        let du = template.mean_knn_distance(x, neighbours, |_| false);
+        let dr = reference_blocks.mean_knn_distance(x, REFERENCE_NEIGHBOURS, |i| {
             owners[i] == owner || owners[i] == x_owner
         });
         raw_score(du, dr)
@@ -438,6 +438,7 @@ pub fn build_type_population(
         let half = rows.len() / 2;
         let first = half.saturating_sub(max_template);
         let template: Vec<f32> = rows[first..half].iter().flatten().copied().collect();
+        let template = RowBlocks::new(&template, d);
         for i in spread(rows.len() - half, CAL_GENUINE) {
             genuine.push(score(&template, u, &rows[half + i], u));
         }
@@ -511,10 +512,15 @@ pub struct StrokeTrees {
 impl StrokeTrees {
     /// The trees' calibrated LLR of one whitened stroke, weighted, capped at
     /// [`TREE_MAX_SUPPORT`] in the user's favour.
-    fn llr(&self, x: &[f32]) -> f64 {
+    /// `compiled` is `booster.compile()` when it compiled (the same values, faster).
+    fn llr(&self, x: &[f32], compiled: Option<&CompiledBooster>) -> f64 {
         let wide: Vec<f64> = x.iter().map(|&v| v as f64).collect();
+        let log_odds = match compiled {
+            Some(c) => c.predict(&wide),
+            None => self.booster.predict(&wide),
+        };
         let (a, b) = self.calibration;
-        self.weight * (a + b * self.booster.predict(&wide)).min(TREE_MAX_SUPPORT)
+        self.weight * (a + b * log_odds).min(TREE_MAX_SUPPORT)
     }
 }
 
@@ -633,11 +639,12 @@ impl TypeProfile {
 
     fn leave_one_out_distance(&self, neighbours: usize) -> f64 {
         let d = self.population.standardiser.dims();
+        let blocks = RowBlocks::new(&self.template, d);
         let ds: Vec<f64> = self
             .template
             .chunks_exact(d)
             .enumerate()
-            .map(|(i, row)| mean_knn_distance(row, &self.template, d, neighbours, |j| j == i))
+            .map(|(i, row)| blocks.mean_knn_distance(row, neighbours, |j| j == i))
             .collect();
         let m = median(&ds);
         if m.is_finite() && m > 0.0 {
@@ -647,20 +654,22 @@ impl TypeProfile {
         }
     }
 
-    /// The calibrated LLR of one transformed stroke of this type.
-    pub fn llr(&self, values: &[f64], neighbours: usize) -> f64 {
+    /// The calibrated LLR of one transformed stroke of this type; `blocks` are this
+    /// type's template and reference as [`TypeBlocks::new`] builds them.
+    fn llr(&self, values: &[f64], neighbours: usize, blocks: &TypeBlocks) -> f64 {
         let p = &self.population;
-        let d = p.standardiser.dims();
         let x = p.standardiser.apply(values);
-        let du = mean_knn_distance(&x, &self.template, d, neighbours, |_| false);
+        let du = blocks.template.mean_knn_distance(&x, neighbours, |_| false);
         let dr = if p.reference.is_empty() {
             PRIOR_IMPOSTOR_SCALE * self.self_distance
         } else {
-            mean_knn_distance(&x, &p.reference, d, p.reference_neighbours, |_| false)
+            blocks
+                .reference
+                .mean_knn_distance(&x, p.reference_neighbours, |_| false)
         };
         let mut llr = p.calibration.0 + p.calibration.1 * raw_score(du, dr);
         if let Some(trees) = &self.trees {
-            llr += trees.llr(&x);
+            llr += trees.llr(&x, blocks.trees.as_ref());
         }
         if llr.is_nan() {
             -LLR_LIMIT
@@ -742,12 +751,65 @@ impl Profile {
         }
         Ok(())
     }
+}
+
+/// One stroke type's template and reference in the blocked layout the neighbour search
+/// runs on (see [`crate::knn`]), and its trees compiled (see [`CompiledBooster`]).
+#[derive(Debug)]
+struct TypeBlocks {
+    template: RowBlocks,
+    reference: RowBlocks,
+    /// The trees in the layout they score fastest in (`None` without trees).
+    trees: Option<CompiledBooster>,
+}
+
+impl TypeBlocks {
+    fn new(t: &TypeProfile) -> TypeBlocks {
+        let d = t.population.standardiser.dims();
+        TypeBlocks {
+            template: RowBlocks::new(&t.template, d),
+            reference: RowBlocks::new(&t.population.reference, d),
+            trees: t.trees.as_ref().and_then(|t| t.booster.compile()),
+        }
+    }
+}
+
+/// A checked, decoded profile ready to score: the stored [`Profile`] plus, built once,
+/// its rows in the blocked layout and its trees compiled (the stored form is unchanged,
+/// so profiles written before score the same). This adds about the size of the
+/// reference and template to a decoded profile (≈ 0.45 MB per stroke type).
+#[derive(Debug)]
+pub struct ScoringProfile {
+    profile: Profile,
+    blocks: Vec<Option<TypeBlocks>>,
+}
+
+impl ScoringProfile {
+    pub fn new(profile: Profile) -> ScoringProfile {
+        let blocks = profile
+            .types
+            .iter()
+            .map(|t| t.as_ref().map(TypeBlocks::new))
+            .collect();
+        ScoringProfile { profile, blocks }
+    }
+
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// Whether the profile has a model of this stroke type.
+    pub fn has_type(&self, kind: StrokeType) -> bool {
+        self.profile.types[kind as usize].is_some()
+    }
 
     /// The LLR of one stroke, or `None` when the profile has no model of its type.
     pub fn llr(&self, stroke: &ModelStroke) -> Option<f64> {
-        self.types[stroke.kind as usize]
-            .as_ref()
-            .map(|t| t.llr(&stroke.values, self.neighbours))
+        let i = stroke.kind as usize;
+        match (&self.profile.types[i], &self.blocks[i]) {
+            (Some(t), Some(b)) => Some(t.llr(&stroke.values, self.profile.neighbours, b)),
+            _ => None,
+        }
     }
 }
 

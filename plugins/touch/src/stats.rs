@@ -1,5 +1,5 @@
 //! Small numerical helpers: robust location and scale, a Cholesky whitening, the
-//! logistic LLR calibration, and k-nearest-neighbour distances.
+//! logistic LLR calibration (k-nearest-neighbour distances are in [`crate::knn`]).
 
 pub use habitus_plugin::stats::fit_llr_calibration;
 
@@ -73,55 +73,6 @@ pub fn inverse_cholesky(a: &[f64], d: usize) -> Option<Vec<f64>> {
     w.iter().all(|x| x.is_finite()).then_some(w)
 }
 
-/// Squared Euclidean distance, in eight independent lanes so the compiler can use SIMD
-/// (a single running sum would have to be added in order).
-pub fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let (ra, rb) = (a8.remainder(), b8.remainder());
-    for (ca, cb) in a8.zip(b8) {
-        for l in 0..8 {
-            let t = ca[l] - cb[l];
-            lanes[l] += t * t;
-        }
-    }
-    let mut s: f32 = lanes.iter().sum();
-    for (x, y) in ra.iter().zip(rb) {
-        let t = x - y;
-        s += t * t;
-    }
-    s
-}
-
-/// Mean Euclidean distance from `x` to its `k` nearest rows of `rows` (row-major, `d`
-/// columns), skipping rows for which `skip(row index)` is true. NaN when no row is left.
-pub fn mean_knn_distance(
-    x: &[f32],
-    rows: &[f32],
-    d: usize,
-    k: usize,
-    skip: impl Fn(usize) -> bool,
-) -> f64 {
-    let k = k.max(1);
-    // The k smallest squared distances so far, ascending.
-    let mut best: Vec<f32> = Vec::with_capacity(k + 1);
-    for (i, row) in rows.chunks_exact(d).enumerate() {
-        if skip(i) {
-            continue;
-        }
-        let s = squared_distance(x, row);
-        if best.len() < k || s < best[k - 1] {
-            let at = best.partition_point(|&v| v <= s);
-            best.insert(at, s);
-            best.truncate(k);
-        }
-    }
-    if best.is_empty() {
-        return f64::NAN;
-    }
-    best.iter().map(|&s| (s as f64).sqrt()).sum::<f64>() / best.len() as f64
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,23 +104,5 @@ mod tests {
             }
         }
         assert!(inverse_cholesky(&[1.0, 2.0, 2.0, 1.0], 2).is_none());
-    }
-
-    #[test]
-    fn squared_distance_matches_the_plain_sum() {
-        let a: Vec<f32> = (0..27).map(|i| i as f32 * 0.5).collect();
-        let b: Vec<f32> = (0..27).map(|i| (i as f32).sin()).collect();
-        let plain: f32 = a.iter().zip(&b).map(|(x, y)| (x - y) * (x - y)).sum();
-        assert!((squared_distance(&a, &b) - plain).abs() < 1e-3 * plain);
-    }
-
-    #[test]
-    fn knn_distance() {
-        let rows = [0.0f32, 0.0, 3.0, 4.0, 6.0, 8.0];
-        let d = mean_knn_distance(&[0.0, 0.0], &rows, 2, 2, |_| false);
-        assert!((d - 2.5).abs() < 1e-9, "{d}");
-        let d = mean_knn_distance(&[0.0, 0.0], &rows, 2, 1, |i| i == 0);
-        assert!((d - 5.0).abs() < 1e-9, "{d}");
-        assert!(mean_knn_distance(&[0.0, 0.0], &rows, 2, 1, |_| true).is_nan());
     }
 }
