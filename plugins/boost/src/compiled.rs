@@ -114,8 +114,9 @@ impl CompiledBooster {
             let mut i = 0usize;
             for _ in 0..self.depth {
                 let v = x.get(feature[i] as usize).copied().unwrap_or(0.0);
-                // `!(v <= t)`, not `v > t`: a NaN goes right, as in the node walk.
-                i = 2 * i + 1 + usize::from(!(v <= threshold[i]));
+                // Left on `v <= t`, as in the node walk (so a NaN goes right).
+                let left = v <= threshold[i];
+                i = 2 * i + 2 - usize::from(left);
             }
             sum += self.leaf[k * (internal + 1) + i - internal];
         }

@@ -57,7 +57,7 @@ use habitus_plugin::{
 
 use crate::config::Config;
 use crate::features::{action_features, FEATURES, FEATURE_NAMES};
-use crate::model::{Population, Profile, Row};
+use crate::model::{Population, Profile, Row, ScoringProfile};
 use crate::segment::{segment, SegmentStats};
 
 pub const PLUGIN_NAME: &str = "mouse";
@@ -69,7 +69,7 @@ pub struct Mouse {
     /// a profile costs far more than scoring a window; compared byte for byte, so no
     /// collision can swap one user's profile for another's). Live sessions skip it:
     /// they score through `prepare`d profiles.
-    decoded: Mutex<Vec<(Vec<u8>, Arc<Profile>)>>,
+    decoded: Mutex<Vec<(Vec<u8>, Arc<ScoringProfile>)>>,
 }
 
 const DECODED_PROFILES: usize = 8;
@@ -94,7 +94,7 @@ impl Mouse {
         Ok(Some(p))
     }
 
-    fn decode_profile(&self, blob: &[u8]) -> Result<Arc<Profile>, PluginError> {
+    fn decode_profile(&self, blob: &[u8]) -> Result<Arc<ScoringProfile>, PluginError> {
         let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = cache.iter().position(|(bytes, _)| bytes.as_slice() == blob) {
             let entry = cache.remove(i);
@@ -105,7 +105,7 @@ impl Mouse {
         drop(cache); // decode without holding the lock
         let profile: Profile = blob::decode(blob::PROFILE_MAGIC, "profile", blob)?;
         profile.validate()?;
-        let profile = Arc::new(profile);
+        let profile = Arc::new(ScoringProfile::new(profile));
         let mut cache = self.decoded.lock().unwrap_or_else(|p| p.into_inner());
         cache.insert(0, (blob.to_vec(), profile.clone()));
         cache.truncate(DECODED_PROFILES);
@@ -119,7 +119,7 @@ impl Mouse {
     }
 
     /// `score` against an already decoded profile.
-    fn score_decoded(&self, profile: &Profile, window: &[Event]) -> Score {
+    fn score_decoded(&self, profile: &ScoringProfile, window: &[Event]) -> Score {
         let (rows, stats) = self.actions(window);
         let (llr, n) = profile.window_llr(rows.iter().map(Vec::as_slice));
         Score::new(llr, self.quality(n), stats.events)
@@ -211,7 +211,7 @@ impl Plugin for Mouse {
     }
 
     fn score_prepared(&self, prepared: &Decoded, window: &[Event]) -> Result<Score, PluginError> {
-        let profile = decoded_as::<Profile>(prepared, PLUGIN_NAME)?;
+        let profile = decoded_as::<ScoringProfile>(prepared, PLUGIN_NAME)?;
         Ok(self.score_decoded(profile, window))
     }
 

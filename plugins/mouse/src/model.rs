@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::features::FEATURES;
-use habitus_boost::{self as boost, Booster};
+use habitus_boost::{self as boost, Booster, CompiledBooster};
 use habitus_plugin::stats::{fit_llr_calibration, mad, median};
 use habitus_plugin::PluginError;
 
@@ -350,12 +350,24 @@ impl Profile {
 
     /// One action's LLR, clipped to ±`action_llr_cap`.
     pub fn action_llr(&self, row: &[f64]) -> f64 {
+        self.action_llr_with(row, None)
+    }
+
+    /// [`Profile::action_llr`]; `compiled` is the booster compiled, when it compiled
+    /// (the same values, faster).
+    fn action_llr_with(&self, row: &[f64], compiled: Option<&CompiledBooster>) -> f64 {
         let raw = match &self.model {
             ActionModel::Boosted {
                 booster,
                 offset,
                 slope,
-            } => offset + slope * booster.predict(row),
+            } => {
+                let log_odds = match compiled {
+                    Some(c) => c.predict(row),
+                    None => booster.predict(row),
+                };
+                offset + slope * log_odds
+            }
             ActionModel::OneClass { spread, typical } => {
                 ONE_CLASS_SLOPE * (typical - spread.distance(row))
             }
@@ -368,8 +380,40 @@ impl Profile {
 
     /// A window's LLR from its actions' rows.
     pub fn window_llr<'a>(&self, rows: impl Iterator<Item = &'a [f64]>) -> (f64, usize) {
-        let llrs: Vec<f64> = rows.map(|r| self.action_llr(r)).collect();
+        self.window_llr_with(rows, None)
+    }
+
+    fn window_llr_with<'a>(
+        &self,
+        rows: impl Iterator<Item = &'a [f64]>,
+        compiled: Option<&CompiledBooster>,
+    ) -> (f64, usize) {
+        let llrs: Vec<f64> = rows.map(|r| self.action_llr_with(r, compiled)).collect();
         (aggregate(&llrs, self.rho), llrs.len())
+    }
+}
+
+/// A validated, decoded profile ready to score: the stored [`Profile`] plus its trees
+/// compiled once (see [`CompiledBooster`]), which score the same values as the stored
+/// node lists, several times faster. The stored form is unchanged.
+#[derive(Debug)]
+pub struct ScoringProfile {
+    profile: Profile,
+    compiled: Option<CompiledBooster>,
+}
+
+impl ScoringProfile {
+    pub fn new(profile: Profile) -> ScoringProfile {
+        let compiled = match &profile.model {
+            ActionModel::Boosted { booster, .. } => booster.compile(),
+            ActionModel::OneClass { .. } => None,
+        };
+        ScoringProfile { profile, compiled }
+    }
+
+    /// [`Profile::window_llr`], with the compiled trees.
+    pub fn window_llr<'a>(&self, rows: impl Iterator<Item = &'a [f64]>) -> (f64, usize) {
+        self.profile.window_llr_with(rows, self.compiled.as_ref())
     }
 }
 
