@@ -12,6 +12,9 @@
 /// Rows per block, and the number of distances computed side by side.
 pub const LANES: usize = 8;
 
+/// Columns added between two tests of whether a block can still hold a nearer row.
+const COLUMNS_PER_CHECK: usize = 7;
+
 /// Rows of `dims` values in blocks of [`LANES`] rows: block `b` holds, for each column
 /// `j`, the values of rows `b·LANES … b·LANES + LANES − 1` in column `j`. The last block
 /// is padded with zeros; padded rows are never reported.
@@ -85,15 +88,27 @@ impl RowBlocks {
         }
         for (b, block) in self.data.chunks_exact(self.dims * LANES).enumerate() {
             let mut acc = [0.0f32; LANES];
-            for (column, &xj) in block.chunks_exact(LANES).zip(x) {
-                for l in 0..LANES {
-                    let t = column[l] - xj;
-                    acc[l] += t * t;
+            // Once k rows are held, a block whose every distance is no nearer than the
+            // k-th is dismissed (the usual case after the first few blocks). Partial sums
+            // of squares only grow, so the test is made every few columns and most
+            // blocks are dismissed before their last column is read.
+            let mut dismissed = false;
+            for (columns, xs) in block
+                .chunks(LANES * COLUMNS_PER_CHECK)
+                .zip(x.chunks(COLUMNS_PER_CHECK))
+            {
+                for (column, &xj) in columns.chunks_exact(LANES).zip(xs) {
+                    for l in 0..LANES {
+                        let t = column[l] - xj;
+                        acc[l] += t * t;
+                    }
+                }
+                if best.len() == k && acc.iter().all(|&s| s >= best[k - 1]) {
+                    dismissed = true;
+                    break;
                 }
             }
-            // Once k rows are held, a block whose every distance is no nearer than the
-            // k-th is dismissed at once (the usual case after the first few blocks).
-            if best.len() == k && acc.iter().all(|&s| s >= best[k - 1]) {
+            if dismissed {
                 continue;
             }
             let first = b * LANES;
