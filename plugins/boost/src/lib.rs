@@ -12,6 +12,10 @@
 //!   (`colsample`); a seeded generator makes training deterministic.
 //! * Leaves need `min_leaf` rows on each side; leaf values are `-G / (H + lambda)` times
 //!   the learning rate.
+//! * Scoring: [`Booster::predict`] walks the stored nodes; [`Booster::compile`] lays the
+//!   trees out once as complete binary trees in flat arrays ([`CompiledBooster`]), which
+//!   score the same values bit for bit, several times faster. Plugins compile when they
+//!   decode a profile.
 
 use serde::{Deserialize, Serialize};
 

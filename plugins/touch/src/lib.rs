@@ -91,6 +91,10 @@
 //!   plugin, never trusting the caller) appends at most `adapt_max_strokes` strokes; the
 //!   oldest fall out beyond `max_template_strokes`.
 //!
+//! * **Speed**: a decoded profile is turned once into a [`model::ScoringProfile`]: rows
+//!   in the blocked layout of [`knn`] (SIMD, AVX2 chosen at run time, exact early
+//!   dismissal) and trees compiled. Scores are the same as from the stored rows.
+//!
 //! The constants (neighbours, reference size and neighbours, ridge, clip) were chosen on
 //! half of the Touchalytics users and checked on the other half; the numbers are in
 //! `docs/results.md` (`habitus eval touchalytics`).
