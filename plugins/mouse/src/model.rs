@@ -468,6 +468,14 @@ mod tests {
         // Single actions are clipped.
         let cap = profile.action_llr_cap;
         assert!(test_me.iter().all(|r| profile.action_llr(r).abs() <= cap));
+        // The scoring form (compiled trees) gives the same numbers, bit for bit.
+        let scoring = ScoringProfile::new(profile.clone());
+        assert!(scoring.compiled.is_some());
+        for rows in [&test_me, &test_other] {
+            let want = profile.window_llr(rows.iter().map(|r| r.as_slice()));
+            let got = scoring.window_llr(rows.iter().map(|r| r.as_slice()));
+            assert_eq!((want.0.to_bits(), want.1), (got.0.to_bits(), got.1));
+        }
     }
 
     #[test]
