@@ -118,9 +118,18 @@ impl RowBlocks {
                     continue;
                 }
                 if best.len() < k || s < best[k - 1] {
-                    let at = best.partition_point(|&v| v <= s);
-                    best.insert(at, s);
-                    best.truncate(k);
+                    // Insert after any equal value, shifting by hand: a few values, and
+                    // `Vec::insert`'s call to `memmove` cost more than the move.
+                    if best.len() == k {
+                        best.pop();
+                    }
+                    best.push(s);
+                    let mut at = best.len() - 1;
+                    while at > 0 && best[at - 1] > s {
+                        best[at] = best[at - 1];
+                        at -= 1;
+                    }
+                    best[at] = s;
                 }
             }
         }
