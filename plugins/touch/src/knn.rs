@@ -6,8 +6,16 @@
 //! the SIMD width). [`RowBlocks`] stores the rows in blocks of [`LANES`], column by
 //! column inside a block, so one pass over a block computes [`LANES`] distances at once
 //! with plain element-wise arithmetic the compiler turns into SIMD, and a block none of
-//! whose rows can enter the current k nearest is dismissed with one comparison per lane.
-//! Profiles are still stored row by row; the blocks are built when a profile is decoded.
+//! whose rows can enter the current k nearest is dismissed with one comparison per lane,
+//! often after its first few columns. The blocks are grouped into clusters of nearby
+//! rows and searched nearest cluster first, so the k-th best distance is close to its
+//! final value early and most blocks are dismissed at the first check (on the
+//! benchmark's strokes, blocks read to the end fell from 16 % to 6 %).
+//!
+//! The answer is exact and does not depend on any of this: each row's squared distance
+//! is summed in f32 column by column, as a plain loop would (test), and the k smallest
+//! are kept. Profiles are still stored row by row; the blocks are built when a profile
+//! is decoded (≈ 6 ms for 4,000 rows, most of it the clustering).
 
 /// Rows per block, and the number of distances computed side by side.
 pub const LANES: usize = 8;
@@ -16,14 +24,34 @@ pub const LANES: usize = 8;
 const COLUMNS_PER_CHECK: usize = 7;
 
 /// Rows of `dims` values in blocks of [`LANES`] rows: block `b` holds, for each column
-/// `j`, the values of rows `b·LANES … b·LANES + LANES − 1` in column `j`. The last block
-/// is padded with zeros; padded rows are never reported.
+/// `j`, the values of its rows in column `j`. Rows are grouped into clusters of nearby
+/// rows (a few rounds of k-means at build time), each cluster in whole blocks (padded
+/// with zero rows that are never reported), so a query can visit the clusters nearest to
+/// it first: the k-th best distance is then small from the start and most other blocks
+/// are dismissed early. Each row's distance is computed the same way whatever the
+/// order, so the result does not depend on it.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct RowBlocks {
     dims: usize,
     rows: usize,
     data: Vec<f32>,
+    /// Per stored row (block by block, lane by lane): its index in the rows given, or
+    /// `PADDING`.
+    index: Vec<u32>,
+    /// Cluster centres, `dims` values each.
+    centres: Vec<f32>,
+    /// Per cluster, its blocks `start..end`.
+    clusters: Vec<(u32, u32)>,
 }
+
+/// Marks a padded slot in [`RowBlocks::index`].
+const PADDING: u32 = u32::MAX;
+
+/// About this many rows per cluster (and at most [`MAX_CLUSTERS`] clusters).
+const ROWS_PER_CLUSTER: usize = 128;
+const MAX_CLUSTERS: usize = 64;
+/// k-means rounds at build time: the clusters only order the search, so rough is enough.
+const KMEANS_ROUNDS: usize = 3;
 
 impl RowBlocks {
     /// Blocks of the row-major `rows` (`dims` columns; a trailing partial row is ignored).
@@ -32,18 +60,44 @@ impl RowBlocks {
             return RowBlocks::default();
         }
         let n = rows.len() / dims;
-        let blocks = n.div_ceil(LANES);
+        let row = |i: usize| &rows[i * dims..][..dims];
+        let (centres, member) = clusters_of(rows, dims);
+        let count = centres.len() / dims;
+        let mut groups: Vec<Vec<u32>> = vec![Vec::new(); count];
+        for (i, &c) in member.iter().enumerate() {
+            groups[c].push(i as u32);
+        }
+        let blocks: usize = groups.iter().map(|g| g.len().div_ceil(LANES)).sum();
         let mut data = vec![0.0f32; blocks * dims * LANES];
-        for (i, row) in rows.chunks_exact(dims).enumerate() {
-            let block = &mut data[(i / LANES) * dims * LANES..][..dims * LANES];
-            for (j, &v) in row.iter().enumerate() {
-                block[j * LANES + i % LANES] = v;
+        let mut index = vec![PADDING; blocks * LANES];
+        let mut clusters = Vec::with_capacity(count);
+        let mut kept_centres = Vec::with_capacity(centres.len());
+        let mut next = 0usize;
+        for (c, group) in groups.iter().enumerate() {
+            if group.is_empty() {
+                continue;
             }
+            let start = next;
+            for chunk in group.chunks(LANES) {
+                let block = &mut data[next * dims * LANES..][..dims * LANES];
+                for (l, &i) in chunk.iter().enumerate() {
+                    index[next * LANES + l] = i;
+                    for (j, &v) in row(i as usize).iter().enumerate() {
+                        block[j * LANES + l] = v;
+                    }
+                }
+                next += 1;
+            }
+            clusters.push((start as u32, next as u32));
+            kept_centres.extend_from_slice(&centres[c * dims..][..dims]);
         }
         RowBlocks {
             dims,
             rows: n,
             data,
+            index,
+            centres: kept_centres,
+            clusters,
         }
     }
 
@@ -86,7 +140,20 @@ impl RowBlocks {
         if self.dims == 0 {
             return f64::NAN;
         }
-        for (b, block) in self.data.chunks_exact(self.dims * LANES).enumerate() {
+        // Clusters nearest the query first.
+        let mut order: Vec<(f32, usize)> = self
+            .centres
+            .chunks_exact(self.dims)
+            .map(|centre| squared_distance(centre, x))
+            .zip(0..)
+            .collect();
+        order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+        let blocks = order.iter().flat_map(|&(_, c)| {
+            let (start, end) = self.clusters[c];
+            start as usize..end as usize
+        });
+        for b in blocks {
+            let block = &self.data[b * self.dims * LANES..][..self.dims * LANES];
             let mut acc = [0.0f32; LANES];
             // Once k rows are held, a block whose every distance is no nearer than the
             // k-th is dismissed (the usual case after the first few blocks). Partial sums
@@ -111,10 +178,9 @@ impl RowBlocks {
             if dismissed {
                 continue;
             }
-            let first = b * LANES;
-            let valid = (self.rows - first).min(LANES);
-            for (l, &s) in acc[..valid].iter().enumerate() {
-                if skip(first + l) {
+            let slots = &self.index[b * LANES..][..LANES];
+            for (&s, &i) in acc.iter().zip(slots) {
+                if i == PADDING || skip(i as usize) {
                     continue;
                 }
                 if best.len() < k || s < best[k - 1] {
@@ -138,6 +204,52 @@ impl RowBlocks {
         }
         best.iter().map(|&s| (s as f64).sqrt()).sum::<f64>() / best.len() as f64
     }
+}
+
+fn squared_distance(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(p, q)| (p - q) * (p - q)).sum()
+}
+
+/// Rough k-means: the centres (`dims` values each) and each row's cluster. Starts from
+/// evenly spaced rows, so the result is the same for the same rows.
+fn clusters_of(rows: &[f32], dims: usize) -> (Vec<f32>, Vec<usize>) {
+    let n = rows.len() / dims;
+    if n == 0 {
+        return (Vec::new(), Vec::new());
+    }
+    let count = (n / ROWS_PER_CLUSTER).clamp(1, MAX_CLUSTERS);
+    let row = |i: usize| &rows[i * dims..][..dims];
+    let mut centres: Vec<f32> = (0..count)
+        .flat_map(|c| row(c * n / count).iter().copied())
+        .collect();
+    let nearest = |centres: &[f32], x: &[f32]| {
+        centres
+            .chunks_exact(dims)
+            .map(|c| squared_distance(c, x))
+            .enumerate()
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map_or(0, |(c, _)| c)
+    };
+    let mut member: Vec<usize> = (0..n).map(|i| nearest(&centres, row(i))).collect();
+    for _ in 0..KMEANS_ROUNDS {
+        let mut sums = vec![0.0f64; count * dims];
+        let mut sizes = vec![0usize; count];
+        for (i, &c) in member.iter().enumerate() {
+            sizes[c] += 1;
+            for (s, &v) in sums[c * dims..][..dims].iter_mut().zip(row(i)) {
+                *s += v as f64;
+            }
+        }
+        for c in 0..count {
+            if sizes[c] > 0 {
+                for j in 0..dims {
+                    centres[c * dims + j] = (sums[c * dims + j] / sizes[c] as f64) as f32;
+                }
+            }
+        }
+        member = (0..n).map(|i| nearest(&centres, row(i))).collect();
+    }
+    (centres, member)
 }
 
 #[cfg(test)]
@@ -164,6 +276,29 @@ mod tests {
             return f64::NAN;
         }
         ds.iter().sum::<f64>() / ds.len() as f64
+    }
+
+    /// Every distance summed in f32 column by column, as the blocks do, then sorted.
+    fn plain_f32(x: &[f32], rows: &[f32], d: usize, k: usize, skip: impl Fn(usize) -> bool) -> f64 {
+        let mut ds: Vec<f32> = rows
+            .chunks_exact(d)
+            .enumerate()
+            .filter(|(i, _)| !skip(*i))
+            .map(|(_, r)| {
+                let mut acc = 0.0f32;
+                for (a, b) in r.iter().zip(x) {
+                    let t = a - b;
+                    acc += t * t;
+                }
+                acc
+            })
+            .collect();
+        ds.sort_by(f32::total_cmp);
+        ds.truncate(k.max(1));
+        if ds.is_empty() {
+            return f64::NAN;
+        }
+        ds.iter().map(|&s| (s as f64).sqrt()).sum::<f64>() / ds.len() as f64
     }
 
     #[test]
@@ -197,7 +332,7 @@ mod tests {
             ((state >> 40) as f32 / (1u64 << 24) as f32) * 4.0 - 2.0
         };
         let d = 27;
-        for n in [1usize, 7, 8, 9, 17, 300] {
+        for n in [1usize, 7, 8, 9, 17, 300, 1000] {
             let rows: Vec<f32> = (0..n * d).map(|_| draw()).collect();
             let blocks = RowBlocks::new(&rows, d);
             for q in 0..5 {
@@ -206,6 +341,9 @@ mod tests {
                     let skip = |i: usize| (i + q) % 7 == 0;
                     let want = naive(&x, &rows, d, k, skip);
                     let got = blocks.mean_knn_distance(&x, k, skip);
+                    // Same bits as the plain f32 sums: neither the layout, nor the
+                    // cluster order, nor early dismissal changes the answer.
+                    assert_eq!(got.to_bits(), plain_f32(&x, &rows, d, k, skip).to_bits());
                     // The dispatched (AVX2 where available) and portable versions agree.
                     assert_eq!(got.to_bits(), blocks.knn(&x, k, skip).to_bits());
                     if want.is_nan() {
