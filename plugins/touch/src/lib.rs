@@ -92,8 +92,9 @@
 //!   oldest fall out beyond `max_template_strokes`.
 //!
 //! * **Speed**: a decoded profile is turned once into a [`model::ScoringProfile`]: rows
-//!   in the blocked layout of [`knn`] (SIMD, AVX2 chosen at run time, exact early
-//!   dismissal) and trees compiled. Scores are the same as from the stored rows.
+//!   in the blocked layout of [`knn`] (SIMD, AVX2 chosen at run time, clusters searched
+//!   nearest first, exact early dismissal) and trees compiled. Scores are the same as
+//!   from the stored rows, bit for bit.
 //!
 //! The constants (neighbours, reference size and neighbours, ridge, clip) were chosen on
 //! half of the Touchalytics users and checked on the other half; the numbers are in
