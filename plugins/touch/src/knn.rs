@@ -256,9 +256,19 @@ fn clusters_of(rows: &[f32], dims: usize) -> (Vec<f32>, Vec<usize>) {
 mod tests {
     use super::*;
 
-    /// The plain definition: every distance, sorted.
+    /// The mean of the `k` smallest of `distances` (NaN when there are none).
+    fn mean_of_smallest(mut distances: Vec<f64>, k: usize) -> f64 {
+        distances.sort_by(f64::total_cmp);
+        distances.truncate(k.max(1));
+        if distances.is_empty() {
+            return f64::NAN;
+        }
+        distances.iter().sum::<f64>() / distances.len() as f64
+    }
+
+    /// The plain definition: every distance in f64.
     fn naive(x: &[f32], rows: &[f32], d: usize, k: usize, skip: impl Fn(usize) -> bool) -> f64 {
-        let mut ds: Vec<f64> = rows
+        let distances = rows
             .chunks_exact(d)
             .enumerate()
             .filter(|(i, _)| !skip(*i))
@@ -270,17 +280,12 @@ mod tests {
                     .sqrt()
             })
             .collect();
-        ds.sort_by(f64::total_cmp);
-        ds.truncate(k.max(1));
-        if ds.is_empty() {
-            return f64::NAN;
-        }
-        ds.iter().sum::<f64>() / ds.len() as f64
+        mean_of_smallest(distances, k)
     }
 
-    /// Every distance summed in f32 column by column, as the blocks do, then sorted.
+    /// Every squared distance summed in f32 column by column, as the blocks do.
     fn plain_f32(x: &[f32], rows: &[f32], d: usize, k: usize, skip: impl Fn(usize) -> bool) -> f64 {
-        let mut ds: Vec<f32> = rows
+        let distances = rows
             .chunks_exact(d)
             .enumerate()
             .filter(|(i, _)| !skip(*i))
@@ -290,15 +295,10 @@ mod tests {
                     let t = a - b;
                     acc += t * t;
                 }
-                acc
+                (acc as f64).sqrt()
             })
             .collect();
-        ds.sort_by(f32::total_cmp);
-        ds.truncate(k.max(1));
-        if ds.is_empty() {
-            return f64::NAN;
-        }
-        ds.iter().map(|&s| (s as f64).sqrt()).sum::<f64>() / ds.len() as f64
+        mean_of_smallest(distances, k)
     }
 
     #[test]
