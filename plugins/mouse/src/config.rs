@@ -44,8 +44,12 @@ pub struct Config {
     pub calibration_folds: usize,
     /// Enrolment keeps at most this many actions (the most recent windows first).
     pub max_enrol_actions: usize,
-    /// A population keeps at most this many actions per person (an even sample).
+    /// A population keeps at most this many actions per person: their most recent ones,
+    /// so that the window model can cut runs of consecutive actions from them.
     pub population_actions_per_user: usize,
+    /// The action model trains on at most this many of each population member's
+    /// actions (an even sample; the action model does not need them consecutive).
+    pub negative_actions_per_user: usize,
     /// One action's LLR is clipped to ±this before aggregation, so that a single odd
     /// action cannot decide a window alone.
     pub action_llr_cap: f64,
@@ -55,6 +59,20 @@ pub struct Config {
     /// of n actions counts as `n / (1 + ρ (n − 1))` independent ones. 0.2 minimised the
     /// LLR cost on Balabit's training files.
     pub window_rho: f64,
+    /// Train and use the window model (`window`): a window of at least
+    /// `window_min_actions` actions is then scored as a whole, from the mean, spread and
+    /// median of its actions' features, instead of by the action model's aggregate.
+    pub window_model: bool,
+    /// Fewest actions a window needs to be scored by the window model (≥ 2).
+    pub window_min_actions: usize,
+    /// Lengths (in actions) of the training runs of the window model.
+    pub window_train_sizes: Vec<usize>,
+    /// Training runs start every this many actions.
+    pub window_stride: usize,
+    /// A population member contributes at most this many training runs (an even sample).
+    pub window_runs_per_user: usize,
+    /// A window model's LLR is clipped to ±this.
+    pub window_llr_cap: f64,
     /// Seed of the (deterministic) row and feature sampling.
     pub seed: u64,
 }
@@ -76,10 +94,17 @@ impl Default for Config {
             bins: 64,
             calibration_folds: 3,
             max_enrol_actions: 8000,
-            population_actions_per_user: 2000,
+            population_actions_per_user: 8000,
+            negative_actions_per_user: 2000,
             action_llr_cap: 3.0,
             quality_actions: 20,
             window_rho: 0.2,
+            window_model: true,
+            window_min_actions: 8,
+            window_train_sizes: vec![8, 16, 32],
+            window_stride: 8,
+            window_runs_per_user: 1500,
+            window_llr_cap: 12.0,
             seed: 0x5eed,
         }
     }
@@ -137,6 +162,26 @@ impl Config {
         if !(0.0..=1.0).contains(&config.window_rho) {
             return fail("window_rho must be within [0, 1]");
         }
+        if config.negative_actions_per_user < 10 {
+            return fail("negative_actions_per_user must be at least 10");
+        }
+        if config.window_min_actions < 2 || config.window_min_actions > 10_000 {
+            return fail("window_min_actions must be within 2..=10000");
+        }
+        if config.window_train_sizes.is_empty()
+            || config
+                .window_train_sizes
+                .iter()
+                .any(|&s| !(2..=1000).contains(&s))
+        {
+            return fail("window_train_sizes must list run lengths within 2..=1000");
+        }
+        if config.window_stride == 0 || config.window_runs_per_user == 0 {
+            return fail("window_stride and window_runs_per_user must be at least 1");
+        }
+        if !positive(config.window_llr_cap) {
+            return fail("window_llr_cap must be positive");
+        }
         Ok(config)
     }
 
@@ -186,6 +231,12 @@ mod tests {
             "pause_split_ms = -1",
             "depth = 0",
             "window_rho = 1.5",
+            "window_min_actions = 1",
+            "window_train_sizes = []",
+            "window_train_sizes = [1]",
+            "window_stride = 0",
+            "window_llr_cap = 0",
+            "negative_actions_per_user = 0",
             "this is not toml",
         ] {
             assert!(Config::parse(bad).is_err(), "{bad}");

@@ -17,11 +17,14 @@
 //!    learn the user's actions against other people's (the *population*, built with `build_population`),
 //!    calibrated to a per-action log-likelihood ratio by cross-validation in which the
 //!    held-out impostors are people the fold's model never saw.
-//! 4. **Window score**: the mean action LLR times an effective number of independent
-//!    actions `n / (1 + ρ(n − 1))`, ρ = `window_rho` (0.2; actions of one sitting are
-//!    correlated, summing them as if independent would be over-confident). Quality is
-//!    `min(1, actions / quality_actions)`; a window without actions scores LLR 0 with
-//!    quality 0 (no opinion).
+//! 4. **Window score**: a window of at least `window_min_actions` (8) actions is scored
+//!    as a whole by the *window model* ([`window`]): the mean, spread and median of its
+//!    actions' features, a second per-user tree ensemble trained on runs of consecutive
+//!    actions, calibrated the same way. A shorter window scores the mean action LLR times
+//!    an effective number of independent actions `n / (1 + ρ(n − 1))`, ρ = `window_rho`
+//!    (0.2; actions of one sitting are correlated, summing them as if independent would
+//!    be over-confident). Quality is `min(1, actions / quality_actions)`; a window
+//!    without actions scores LLR 0 with quality 0 (no opinion).
 //!
 //! Without a population a one-class fallback is used (uncalibrated; see [`model`]).
 //!
@@ -38,7 +41,8 @@
 //! Profiles and populations are versioned, checksummed JSON in a magic-tagged envelope
 //! ([`blob`]).
 //! A profile holds trees (thresholds on movement statistics) and calibration numbers; a
-//! population holds other people's action feature vectors (never raw positions or times).
+//! population holds other people's action feature vectors (never raw positions or times),
+//! each person's most recent `population_actions_per_user` actions in order.
 //! Measured numbers are in `docs/results.md` (Balabit); every default was chosen on
 //! Balabit's training files only (`habitus eval balabit --validation`).
 
@@ -47,6 +51,7 @@ pub mod config;
 pub mod features;
 pub mod model;
 pub mod segment;
+pub mod window;
 
 use std::sync::{Arc, Mutex};
 

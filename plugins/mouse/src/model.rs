@@ -1,15 +1,18 @@
 //! The per-user model: which actions are this user's, and how sure one can be.
 //!
 //! **With a population** (other people's actions, see [`Population`]): a two-class
-//! gradient-boosted tree ensemble ([`crate::boost`]) learns the user's actions against
-//! the population's, classes weighted equally. Its raw output is then calibrated into a
+//! gradient-boosted tree ensemble (crate `habitus-boost`) learns the user's actions
+//! against the population's (at most `negative_actions_per_user` of each person's, an
+//! even sample), classes weighted equally. Its raw output is then calibrated into a
 //! log-likelihood ratio on data it did not train on: `calibration_folds`-fold cross-
 //! validation, the user's enrolment windows split into folds and the population split
 //! *by person*, so the held-out impostor scores come from people the fold's model never
 //! saw; a logistic regression (classes weighted equally) maps held-out scores to
 //! `llr = offset + slope · score`. Each action's LLR is clipped to ±`action_llr_cap`.
 //!
-//! **A window** of `n` actions scores `llr = mean(action llr) · n_eff(n)` with
+//! **A window** of at least `window_min_actions` actions is scored by the window model
+//! when the profile has one ([`crate::window`]). Otherwise a window of `n` actions
+//! scores `llr = mean(action llr) · n_eff(n)` with
 //! `n_eff = n / (1 + ρ (n − 1))`: actions of one sitting are not independent evidence
 //! (ρ = 0 would add them up as naive Bayes does, ρ = 1 would count the whole window as
 //! one action). ρ is one constant for every user (config `window_rho`, 0.2: the value
@@ -25,6 +28,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::features::FEATURES;
+use crate::window::{summary, WindowModel};
 use habitus_boost::{self as boost, Booster, CompiledBooster};
 use habitus_plugin::stats::{fit_llr_calibration, mad, median};
 use habitus_plugin::PluginError;
@@ -33,6 +37,11 @@ use habitus_plugin::PluginError;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Population {
     pub users: Vec<Vec<Vec<f32>>>,
+    /// Each person's rows are consecutive actions (their most recent ones), so runs of
+    /// them can train the window model. Populations built before the window model kept
+    /// an even sample instead (`false`): profiles enrolled with them get no window model.
+    #[serde(default)]
+    pub consecutive: bool,
 }
 
 /// How one action is scored.
@@ -94,6 +103,10 @@ impl Spread {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Profile {
     pub model: ActionModel,
+    /// Scores windows of at least `min_actions` actions as a whole (see [`crate::window`]);
+    /// absent in profiles enrolled without a consecutive population or before it existed.
+    #[serde(default)]
+    pub window: Option<WindowModel>,
     /// Dependence between the actions of one window (ρ above).
     pub rho: f64,
     pub action_llr_cap: f64,
@@ -127,12 +140,14 @@ fn rounded(row: &[f64]) -> Row {
     row.iter().map(|&v| v as f32 as f64).collect()
 }
 
+/// A population from each person's actions (oldest first): their most recent `cap`
+/// actions, consecutive (see [`Population::consecutive`]).
 pub fn build_population(users: &[Vec<Row>], cap: usize) -> Result<Population, PluginError> {
     let users: Vec<Vec<Vec<f32>>> = users
         .iter()
         .filter(|u| u.len() >= MIN_POPULATION_ACTIONS)
         .map(|u| {
-            sample_even(u, cap)
+            u[u.len().saturating_sub(cap)..]
                 .iter()
                 .map(|r| r.iter().map(|&v| v as f32).collect())
                 .collect()
@@ -143,7 +158,10 @@ pub fn build_population(users: &[Vec<Row>], cap: usize) -> Result<Population, Pl
             "a mouse population needs at least one person with {MIN_POPULATION_ACTIONS} actions"
         )));
     }
-    Ok(Population { users })
+    Ok(Population {
+        users,
+        consecutive: true,
+    })
 }
 
 impl Population {
@@ -255,6 +273,17 @@ impl Profile {
             .collect();
         let k = config.calibration_folds;
         let gen_folds = folds(&windows, k);
+        // The window model runs over consecutive actions; its folds split the same
+        // people the same way as the action model's (round-robin by person).
+        let window = if config.window_model && population.consecutive {
+            WindowModel::train(&gen_folds, &folds(&negatives, k), config)
+        } else {
+            None
+        };
+        let negatives: Vec<Vec<Row>> = negatives
+            .iter()
+            .map(|u| sample_even(u, config.negative_actions_per_user))
+            .collect();
         let imp_folds = folds(&negatives, k);
         // Held-out booster scores of genuine and impostor actions.
         let mut g: Vec<f64> = Vec::new();
@@ -295,6 +324,7 @@ impl Profile {
                 offset,
                 slope,
             },
+            window,
             rho: config.window_rho,
             action_llr_cap: cap,
             enrolled_actions: actions,
@@ -312,6 +342,7 @@ impl Profile {
                 spread,
                 typical: median(&d),
             },
+            window: None,
             rho: config.window_rho,
             action_llr_cap: config.action_llr_cap,
             enrolled_actions: actions,
@@ -336,6 +367,7 @@ impl Profile {
             ActionModel::OneClass { spread, typical } => spread.is_valid() && typical.is_finite(),
         };
         if ok
+            && self.window.as_ref().is_none_or(WindowModel::is_valid)
             && (0.0..=1.0).contains(&self.rho)
             && self.action_llr_cap.is_finite()
             && self.action_llr_cap > 0.0
@@ -380,15 +412,26 @@ impl Profile {
 
     /// A window's LLR from its actions' rows.
     pub fn window_llr<'a>(&self, rows: impl Iterator<Item = &'a [f64]>) -> (f64, usize) {
-        self.window_llr_with(rows, None)
+        self.window_llr_with(rows, None, None)
     }
 
     fn window_llr_with<'a>(
         &self,
         rows: impl Iterator<Item = &'a [f64]>,
         compiled: Option<&CompiledBooster>,
+        compiled_window: Option<&CompiledBooster>,
     ) -> (f64, usize) {
-        let llrs: Vec<f64> = rows.map(|r| self.action_llr_with(r, compiled)).collect();
+        let rows: Vec<&[f64]> = rows.collect();
+        if let Some(window) = &self.window {
+            if rows.len() >= window.min_actions {
+                let summary = summary(rows.iter().copied());
+                return (window.llr(&summary, compiled_window), rows.len());
+            }
+        }
+        let llrs: Vec<f64> = rows
+            .iter()
+            .map(|r| self.action_llr_with(r, compiled))
+            .collect();
         (aggregate(&llrs, self.rho), llrs.len())
     }
 }
@@ -400,6 +443,7 @@ impl Profile {
 pub struct ScoringProfile {
     profile: Profile,
     compiled: Option<CompiledBooster>,
+    compiled_window: Option<CompiledBooster>,
 }
 
 impl ScoringProfile {
@@ -408,12 +452,18 @@ impl ScoringProfile {
             ActionModel::Boosted { booster, .. } => booster.compile(),
             ActionModel::OneClass { .. } => None,
         };
-        ScoringProfile { profile, compiled }
+        let compiled_window = profile.window.as_ref().and_then(|w| w.booster.compile());
+        ScoringProfile {
+            profile,
+            compiled,
+            compiled_window,
+        }
     }
 
     /// [`Profile::window_llr`], with the compiled trees.
     pub fn window_llr<'a>(&self, rows: impl Iterator<Item = &'a [f64]>) -> (f64, usize) {
-        self.profile.window_llr_with(rows, self.compiled.as_ref())
+        self.profile
+            .window_llr_with(rows, self.compiled.as_ref(), self.compiled_window.as_ref())
     }
 }
 
@@ -476,6 +526,59 @@ mod tests {
             let got = scoring.window_llr(rows.iter().map(|r| r.as_slice()));
             assert_eq!((want.0.to_bits(), want.1), (got.0.to_bits(), got.1));
         }
+    }
+
+    #[test]
+    fn window_model_scores_long_windows_and_only_from_consecutive_populations() {
+        let config = small();
+        let me: Vec<Vec<Row>> = (0..3).map(|w| person(4, 200, 20 + w)).collect();
+        let others: Vec<Vec<Row>> = [0, 1, 2, 3, 6, 7]
+            .iter()
+            .map(|&p| person(p, 300, 200 + p as u64))
+            .collect();
+        let pop = build_population(&others, 250).unwrap();
+        assert!(pop.consecutive);
+        // The most recent actions are kept, in order.
+        assert_eq!(pop.users[0][0][0], others[0][50][0] as f32);
+        let with = Profile::train(&me, Some(&pop), &config).unwrap();
+        let window = with.window.clone().expect("a window model");
+        assert!(window.is_valid());
+        // Without the window model (switched off, or an old even-sampled population)
+        // the action model is the same and scores every window.
+        let off = Config {
+            window_model: false,
+            ..config.clone()
+        };
+        let without = Profile::train(&me, Some(&pop), &off).unwrap();
+        assert!(without.window.is_none());
+        assert_eq!(without.model, with.model);
+        let old = Population {
+            consecutive: false,
+            ..pop.clone()
+        };
+        assert!(Profile::train(&me, Some(&old), &config)
+            .unwrap()
+            .window
+            .is_none());
+        let short = person(4, window.min_actions - 1, 7);
+        let long = person(4, 40, 8);
+        let score = |p: &Profile, rows: &[Row]| p.window_llr(rows.iter().map(|r| r.as_slice()));
+        assert_eq!(score(&with, &short), score(&without, &short));
+        let (g, n) = score(&with, &long);
+        assert_eq!(n, 40);
+        assert_ne!(g, score(&without, &long).0);
+        let (i, _) = score(&with, &person(1, 40, 9));
+        assert!(g > 1.0 && i < -1.0, "genuine {g}, impostor {i}");
+        assert!(g.abs() <= window.llr_cap && i.abs() <= window.llr_cap);
+        // A profile stored before the window model existed still decodes (no window).
+        let mut json: serde_json::Value = serde_json::to_value(&without).unwrap();
+        json.as_object_mut().unwrap().remove("window");
+        let decoded: Profile = serde_json::from_value(json).unwrap();
+        assert_eq!(decoded, without);
+        // A corrupted window model is refused.
+        let mut bad = with.clone();
+        bad.window.as_mut().unwrap().slope = f64::NAN;
+        assert!(bad.validate().is_err());
     }
 
     #[test]
