@@ -11,7 +11,7 @@
 //! `llr = offset + slope · score`. Each action's LLR is clipped to ±`action_llr_cap`.
 //!
 //! **A window** of at least `window_min_actions` actions is scored by the window model
-//! when the profile has one ([`crate::window`]). Otherwise a window of `n` actions
+//! when the profile has one ([`crate::window`]; config `window_model`, off by default). Otherwise a window of `n` actions
 //! scores `llr = mean(action llr) · n_eff(n)` with
 //! `n_eff = n / (1 + ρ (n − 1))`: actions of one sitting are not independent evidence
 //! (ρ = 0 would add them up as naive Bayes does, ρ = 1 would count the whole window as
@@ -367,7 +367,7 @@ impl Profile {
             ActionModel::OneClass { spread, typical } => spread.is_valid() && typical.is_finite(),
         };
         if ok
-            && self.window.as_ref().is_none_or(WindowModel::is_valid)
+            && self.window.as_ref().map_or(true, WindowModel::is_valid)
             && (0.0..=1.0).contains(&self.rho)
             && self.action_llr_cap.is_finite()
             && self.action_llr_cap > 0.0
@@ -530,7 +530,10 @@ mod tests {
 
     #[test]
     fn window_model_scores_long_windows_and_only_from_consecutive_populations() {
-        let config = small();
+        let config = Config {
+            window_model: true,
+            ..small()
+        };
         let me: Vec<Vec<Row>> = (0..3).map(|w| person(4, 200, 20 + w)).collect();
         let others: Vec<Vec<Row>> = [0, 1, 2, 3, 6, 7]
             .iter()
