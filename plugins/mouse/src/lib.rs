@@ -43,8 +43,9 @@
 //! Profiles and populations are versioned, checksummed JSON in a magic-tagged envelope
 //! ([`blob`]).
 //! A profile holds trees (thresholds on movement statistics) and calibration numbers; a
-//! population holds other people's action feature vectors (never raw positions or times),
-//! each person's most recent `population_actions_per_user` actions in order.
+//! population holds other people's action feature vectors (never raw positions or times):
+//! an even sample of `population_actions_per_user` of each person's actions, or with the
+//! window model their most recent ones in order.
 //! Measured numbers are in `docs/results.md` (Balabit); every default was chosen on
 //! Balabit's training files only (`habitus eval balabit --validation`).
 
@@ -199,7 +200,11 @@ impl Plugin for Mouse {
             .iter()
             .map(|u| u.iter().flat_map(|w| self.actions(w).0).collect())
             .collect();
-        let p = model::build_population(&rows, self.config.population_actions_per_user)?;
+        let p = model::build_population(
+            &rows,
+            self.config.population_actions_per_user,
+            self.config.window_model,
+        )?;
         blob::encode(blob::POPULATION_MAGIC, &p)
     }
 
@@ -253,7 +258,11 @@ impl Plugin for Mouse {
             }
             all.push(rows);
         }
-        let p = model::build_population(&all, self.config.population_actions_per_user)?;
+        let p = model::build_population(
+            &all,
+            self.config.population_actions_per_user,
+            self.config.window_model,
+        )?;
         blob::encode(blob::POPULATION_MAGIC, &p)
     }
 

@@ -38,8 +38,9 @@ use habitus_plugin::PluginError;
 pub struct Population {
     pub users: Vec<Vec<Vec<f32>>>,
     /// Each person's rows are consecutive actions (their most recent ones), so runs of
-    /// them can train the window model. Populations built before the window model kept
-    /// an even sample instead (`false`): profiles enrolled with them get no window model.
+    /// them can train the window model. Otherwise (`false`; also every population built
+    /// before the window model existed) they are an even sample, and profiles enrolled
+    /// with it get no window model.
     #[serde(default)]
     pub consecutive: bool,
 }
@@ -140,15 +141,25 @@ fn rounded(row: &[f64]) -> Row {
     row.iter().map(|&v| v as f32 as f64).collect()
 }
 
-/// A population from each person's actions (oldest first): their most recent `cap`
-/// actions, consecutive (see [`Population::consecutive`]).
-pub fn build_population(users: &[Vec<Row>], cap: usize) -> Result<Population, PluginError> {
+/// A population from each person's actions (oldest first), at most `cap` of each:
+/// with `consecutive`, their most recent `cap` actions in order (what the window model
+/// needs, see [`Population::consecutive`]); otherwise an even sample of all of them
+/// (the action model's choice: more varied negatives).
+pub fn build_population(
+    users: &[Vec<Row>],
+    cap: usize,
+    consecutive: bool,
+) -> Result<Population, PluginError> {
     let users: Vec<Vec<Vec<f32>>> = users
         .iter()
         .filter(|u| u.len() >= MIN_POPULATION_ACTIONS)
         .map(|u| {
-            u[u.len().saturating_sub(cap)..]
-                .iter()
+            let kept = if consecutive {
+                u[u.len().saturating_sub(cap)..].to_vec()
+            } else {
+                sample_even(u, cap)
+            };
+            kept.iter()
                 .map(|r| r.iter().map(|&v| v as f32).collect())
                 .collect()
         })
@@ -158,10 +169,7 @@ pub fn build_population(users: &[Vec<Row>], cap: usize) -> Result<Population, Pl
             "a mouse population needs at least one person with {MIN_POPULATION_ACTIONS} actions"
         )));
     }
-    Ok(Population {
-        users,
-        consecutive: true,
-    })
+    Ok(Population { users, consecutive })
 }
 
 impl Population {
@@ -273,17 +281,23 @@ impl Profile {
             .collect();
         let k = config.calibration_folds;
         let gen_folds = folds(&windows, k);
-        // The window model runs over consecutive actions; its folds split the same
-        // people the same way as the action model's (round-robin by person).
+        // The window model runs over consecutive actions; its folds split the people
+        // the same way as the action model's.
         let window = if config.window_model && population.consecutive {
             WindowModel::train(&gen_folds, &folds(&negatives, k), config)
         } else {
             None
         };
-        let negatives: Vec<Vec<Row>> = negatives
-            .iter()
-            .map(|u| sample_even(u, config.negative_actions_per_user))
-            .collect();
+        // A consecutive population keeps more of each person than the action model
+        // needs; an even-sampled one (the default) is used as it is, as before.
+        let negatives: Vec<Vec<Row>> = if population.consecutive {
+            negatives
+                .into_iter()
+                .map(|u| sample_even(&u, config.negative_actions_per_user))
+                .collect()
+        } else {
+            negatives
+        };
         let imp_folds = folds(&negatives, k);
         // Held-out booster scores of genuine and impostor actions.
         let mut g: Vec<f64> = Vec::new();
@@ -504,8 +518,12 @@ mod tests {
             .iter()
             .map(|&p| person(p, 300, 100 + p as u64))
             .collect();
-        let pop = build_population(&others, 250).unwrap();
+        let pop = build_population(&others, 250, false).unwrap();
         assert!(pop.users.iter().all(|u| u.len() == 250));
+        assert!(!pop.consecutive);
+        // An even sample: the first and a middle action of the person's 300.
+        assert_eq!(pop.users[0][0][0], others[0][0][0] as f32);
+        assert_eq!(pop.users[0][125][0], others[0][150][0] as f32);
         let profile = Profile::train(&me, Some(&pop), &config).unwrap();
         profile.validate().unwrap();
         assert!((0.0..=1.0).contains(&profile.rho));
@@ -539,7 +557,7 @@ mod tests {
             .iter()
             .map(|&p| person(p, 300, 200 + p as u64))
             .collect();
-        let pop = build_population(&others, 250).unwrap();
+        let pop = build_population(&others, 250, true).unwrap();
         assert!(pop.consecutive);
         // The most recent actions are kept, in order.
         assert_eq!(pop.users[0][0][0], others[0][50][0] as f32);
@@ -555,10 +573,14 @@ mod tests {
         let without = Profile::train(&me, Some(&pop), &off).unwrap();
         assert!(without.window.is_none());
         assert_eq!(without.model, with.model);
-        let old = Population {
-            consecutive: false,
-            ..pop.clone()
-        };
+        let old = build_population(&others, 250, false).unwrap();
+        // Enrolment in many short windows (as a live daemon collects it) still gives
+        // long training runs: a fold's windows are joined.
+        let short: Vec<Vec<Row>> = me.concat().chunks(10).map(<[Row]>::to_vec).collect();
+        assert!(Profile::train(&short, Some(&pop), &config)
+            .unwrap()
+            .window
+            .is_some());
         assert!(Profile::train(&me, Some(&old), &config)
             .unwrap()
             .window
@@ -599,7 +621,7 @@ mod tests {
     fn too_little_data_is_a_clear_error() {
         let e = Profile::train(&[person(1, 10, 1)], None, &small()).unwrap_err();
         assert_eq!(e.kind, habitus_plugin::ErrorKind::NOT_ENOUGH_DATA);
-        let e = build_population(&[person(1, 10, 1), vec![]], 50).unwrap_err();
+        let e = build_population(&[person(1, 10, 1), vec![]], 50, false).unwrap_err();
         assert_eq!(e.kind, habitus_plugin::ErrorKind::NOT_ENOUGH_DATA);
     }
 

@@ -8,14 +8,18 @@
 //! the median over the run ([`WINDOW_FEATURES`] = 3 × 53 numbers), and a second per-user
 //! boosted tree ensemble learns the user's runs against other people's.
 //!
-//! Training runs are cut from **consecutive** actions only, for both classes: a run
+//! Training runs are cut from **consecutive** actions, for both classes alike: a run
 //! sampled from scattered actions varies more than a run from one sitting, and a model
 //! trained on such impostor runs would learn "varies a lot" rather than "someone else".
 //! That is why a population must say its rows are consecutive
 //! ([`crate::model::Population::consecutive`]) before a window model is trained from it.
-//! Runs of `window_train_sizes` actions (8, 16 and 32) start every `window_stride`
-//! actions; a population member contributes at most `window_runs_per_user` runs, taken
-//! evenly.
+//! A population member's rows are their windows one after the other, so the user's
+//! enrolment windows are likewise joined (per calibration fold) before runs are cut:
+//! runs of both classes may span a window boundary, and short enrolment windows still
+//! give long runs. Runs of `window_train_sizes` actions (8, 16 and 32) start every
+//! `window_stride` actions; a population member contributes at most
+//! `window_runs_per_user` runs (per calibration block when there are fewer members than
+//! folds), the user at most [`MAX_USER_RUNS`], taken evenly before any is summarised.
 //!
 //! The raw output is calibrated into an LLR like the action model's: cross-validation
 //! with the population split by person, a logistic fit on held-out runs, clipped to
@@ -91,17 +95,21 @@ pub fn summary<'a>(rows: impl Iterator<Item = &'a [f64]> + Clone) -> Vec<f64> {
 }
 
 /// Training runs of one list of consecutive actions: every `stride` actions, one run of
-/// each size that fits.
-pub fn runs_of(rows: &[Row], sizes: &[usize], stride: usize) -> Vec<Vec<f64>> {
-    let mut out = Vec::new();
+/// each size that fits; at most `cap` of them, taken evenly (chosen before any is
+/// summarised, so the cap also bounds the work).
+pub fn runs_of(rows: &[Row], sizes: &[usize], stride: usize, cap: usize) -> Vec<Vec<f64>> {
+    let mut spans = Vec::new();
     for &size in sizes {
         let mut start = 0;
         while size > 0 && start + size <= rows.len() {
-            out.push(summary(rows[start..start + size].iter().map(Vec::as_slice)));
+            spans.push(start..start + size);
             start += stride.max(1);
         }
     }
-    out
+    even(spans, cap)
+        .into_iter()
+        .map(|span| summary(rows[span].iter().map(Vec::as_slice)))
+        .collect()
 }
 
 /// An even sample of at most `cap` items, order kept.
@@ -148,15 +156,19 @@ impl WindowModel {
     ) -> Option<WindowModel> {
         let sizes = &config.window_train_sizes;
         let stride = config.window_stride;
-        let runs = |fold: &Vec<Vec<Row>>, cap: usize| -> Vec<Vec<f64>> {
-            fold.iter()
-                .flat_map(|list| even(runs_of(list, sizes, stride), cap))
-                .collect()
-        };
-        let gen: Vec<Vec<Vec<f64>>> = gen_folds.iter().map(|f| runs(f, usize::MAX)).collect();
+        let k = gen_folds.len().max(1);
+        // The user's windows of one fold joined, like a population member's rows.
+        let gen: Vec<Vec<Vec<f64>>> = gen_folds
+            .iter()
+            .map(|f| runs_of(&f.concat(), sizes, stride, MAX_USER_RUNS / k))
+            .collect();
         let imp: Vec<Vec<Vec<f64>>> = imp_folds
             .iter()
-            .map(|f| runs(f, config.window_runs_per_user))
+            .map(|f| {
+                f.iter()
+                    .flat_map(|person| runs_of(person, sizes, stride, config.window_runs_per_user))
+                    .collect()
+            })
             .collect();
         let k = gen.len();
         // Few runs make a poor and poorly calibrated model: the action model alone is
@@ -219,9 +231,11 @@ impl WindowModel {
     }
 }
 
-/// Fewest training runs of either class for a window model (about 270 consecutive
-/// actions with the default sizes and stride).
+/// Fewest training runs of either class for a window model (about 280 consecutive
+/// actions in one list with the default sizes and stride).
 pub const MIN_RUNS: usize = 100;
+/// Most training runs taken from the user's enrolment (all folds together).
+pub const MAX_USER_RUNS: usize = 20_000;
 
 #[cfg(test)]
 mod tests {
@@ -250,12 +264,23 @@ mod tests {
     #[test]
     fn runs_cover_each_size_at_each_stride() {
         let rows: Vec<Row> = (0..40).map(|i| vec![i as f64; FEATURES]).collect();
-        let runs = runs_of(&rows, &[8, 16, 32], 8);
+        let runs = runs_of(&rows, &[8, 16, 32], 8, usize::MAX);
         // Size 8: starts 0..=32 (5), size 16: 0..=24 (4), size 32: 0 and 8 (2).
         assert_eq!(runs.len(), 11);
         assert_eq!(runs[0][0], 3.5);
         assert_eq!(runs[4][0], 35.5);
-        assert!(runs_of(&rows[..7], &[8], 1).is_empty());
+        assert!(runs_of(&rows[..7], &[8], 1, usize::MAX).is_empty());
+        // A cap keeps an even choice of the same runs: 0, 2, 5, 8 of the 11.
+        let capped = runs_of(&rows, &[8, 16, 32], 8, 4);
+        assert_eq!(
+            capped,
+            vec![
+                runs[0].clone(),
+                runs[2].clone(),
+                runs[5].clone(),
+                runs[8].clone()
+            ]
+        );
         assert_eq!(even((0..10).collect(), 4), vec![0, 2, 5, 7]);
         assert_eq!(even((0..3).collect(), 4), vec![0, 1, 2]);
     }
