@@ -64,8 +64,8 @@ pub struct Config {
     /// Train and use the window model (`window`): a window of at least
     /// `window_min_actions` actions is then scored as a whole, from the mean, spread and
     /// median of its actions' features, instead of by the action model's aggregate.
-    /// Off by default: it won on Balabit's training files (validation AUC 0.9767 against
-    /// 0.9616 for whole pseudo-sessions) but not on the test sessions (0.9428 against
+    /// Off by default: it won on Balabit's training files (validation AUC 0.9765 against
+    /// 0.9616 for whole pseudo-sessions) but not on the test sessions (0.9438 against
     /// 0.9506); see docs/results.md before switching it on. Measured with
     /// `population_actions_per_user = 8000`; it needs a population built with it on.
     pub window_model: bool,

@@ -30,11 +30,11 @@
 //! third-last training session held out and cut into runs of 16 actions) a Python
 //! prototype measured pooled AUC 0.9925 / 0.9154 / 0.9903 for the window model against
 //! 0.9815 / 0.8646 / 0.9794 for the mean of the action scores, and `habitus eval balabit
-//! --validation` agreed (whole pseudo-sessions: AUC 0.9767 against 0.9616).
+//! --validation` agreed (whole pseudo-sessions: AUC 0.9765 against 0.9616).
 //!
 //! **Off by default** (`window_model = false`): on Balabit's labelled test sessions the
-//! calibrated window model scored a pooled session AUC of 0.9428 against 0.9506 for the
-//! action model (better only on runs of 20 actions: 0.9785 against 0.9645). The
+//! calibrated window model scored a pooled session AUC of 0.9438 against 0.9506 for the
+//! action model (better only on runs of 20 actions: 0.9771 against 0.9645). The
 //! prototype traced the loss to the per-user calibration: the same window model's raw
 //! outputs pooled to 0.955 and its calibrated ones to 0.943, because each user's
 //! held-out *training* runs set offsets (−0.3 to +2.2) that do not hold for their test
