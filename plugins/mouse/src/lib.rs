@@ -17,16 +17,16 @@
 //!    learn the user's actions against other people's (the *population*, built with `build_population`),
 //!    calibrated to a per-action log-likelihood ratio by cross-validation in which the
 //!    held-out impostors are people the fold's model never saw.
-//! 4. **Window score**: the mean action LLR times
-//!    an effective number of independent actions `n / (1 + ρ(n − 1))`, ρ = `window_rho`
-//!    (0.2; actions of one sitting are correlated, summing them as if independent would
-//!    be over-confident). Quality is `min(1, actions / quality_actions)`; a window
-//!    without actions scores LLR 0 with quality 0 (no opinion). With `window_model = true`
-//!    (off by default: it did not carry over from Balabit's training files to its test
-//!    sessions) a window of at least `window_min_actions` actions is instead scored as a
-//!    whole by the *window model* ([`window`]): the mean, spread and median of its
-//!    actions' features, a second per-user tree ensemble trained on runs of consecutive
-//!    actions, calibrated the same way.
+//! 4. **Window score**: the mean action LLR times an effective number of independent
+//!    actions `n / (1 + ρ(n − 1))`, ρ = `window_rho` (0.2; actions of one sitting are
+//!    correlated, summing them as if independent would be over-confident). Quality is
+//!    `min(1, actions / quality_actions)`; a window without actions scores LLR 0 with
+//!    quality 0 (no opinion). With `window_model = true` (off by default: it did not
+//!    carry over from Balabit's training files to its test sessions) a window of at
+//!    least `window_min_actions` actions is instead scored as a whole by the *window
+//!    model* ([`window`]): the mean, spread and median of its actions' features, a
+//!    second per-user tree ensemble trained on runs of consecutive actions, calibrated
+//!    the same way.
 //!
 //! Without a population a one-class fallback is used (uncalibrated; see [`model`]).
 //!

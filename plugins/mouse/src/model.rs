@@ -2,8 +2,9 @@
 //!
 //! **With a population** (other people's actions, see [`Population`]): a two-class
 //! gradient-boosted tree ensemble (crate `habitus-boost`) learns the user's actions
-//! against the population's (at most `negative_actions_per_user` of each person's, an
-//! even sample), classes weighted equally. Its raw output is then calibrated into a
+//! against the population's (from a consecutive population, an even sample of at most
+//! `negative_actions_per_user` of each person's), classes weighted equally. Its raw
+//! output is then calibrated into a
 //! log-likelihood ratio on data it did not train on: `calibration_folds`-fold cross-
 //! validation, the user's enrolment windows split into folds and the population split
 //! *by person*, so the held-out impostor scores come from people the fold's model never
@@ -11,8 +12,8 @@
 //! `llr = offset + slope · score`. Each action's LLR is clipped to ±`action_llr_cap`.
 //!
 //! **A window** of at least `window_min_actions` actions is scored by the window model
-//! when the profile has one ([`crate::window`]; config `window_model`, off by default). Otherwise a window of `n` actions
-//! scores `llr = mean(action llr) · n_eff(n)` with
+//! when the profile has one ([`crate::window`]; config `window_model`, off by default).
+//! Otherwise a window of `n` actions scores `llr = mean(action llr) · n_eff(n)` with
 //! `n_eff = n / (1 + ρ (n − 1))`: actions of one sitting are not independent evidence
 //! (ρ = 0 would add them up as naive Bayes does, ρ = 1 would count the whole window as
 //! one action). ρ is one constant for every user (config `window_rho`, 0.2: the value

@@ -146,7 +146,8 @@ pub fn train_booster(genuine: &[&Vec<f64>], impostor: &[&Vec<f64>], config: &Con
 impl WindowModel {
     /// Trains and calibrates the window model. `gen_folds` are the user's enrolment
     /// windows per calibration fold, `imp_folds` the population members per fold (so a
-    /// fold's held-out impostors are people its model never saw). `None` when there are
+    /// fold's held-out impostors are people its model never saw, when there are at
+    /// least as many members as folds). `None` when there are
     /// too few runs of either class, or when the model ranks the user below other
     /// people (then the action model alone is the better judge).
     pub fn train(
@@ -156,11 +157,11 @@ impl WindowModel {
     ) -> Option<WindowModel> {
         let sizes = &config.window_train_sizes;
         let stride = config.window_stride;
-        let k = gen_folds.len().max(1);
+        let per_fold = MAX_USER_RUNS / gen_folds.len().max(1);
         // The user's windows of one fold joined, like a population member's rows.
         let gen: Vec<Vec<Vec<f64>>> = gen_folds
             .iter()
-            .map(|f| runs_of(&f.concat(), sizes, stride, MAX_USER_RUNS / k))
+            .map(|f| runs_of(&f.concat(), sizes, stride, per_fold))
             .collect();
         let imp: Vec<Vec<Vec<f64>>> = imp_folds
             .iter()
