@@ -232,14 +232,21 @@ fn folds(groups: &[Vec<Row>], k: usize) -> Vec<Vec<Vec<Row>>> {
     out
 }
 
-fn train_booster(genuine: &[&Row], impostor: &[&Row], config: &Config) -> Booster {
+/// Boosted trees separating `genuine` rows from `impostor` rows of `features` values
+/// (actions here, run summaries in [`crate::window`]).
+pub(crate) fn train_booster(
+    genuine: &[&Row],
+    impostor: &[&Row],
+    features: usize,
+    config: &Config,
+) -> Booster {
     let rows: Vec<&[f64]> = genuine
         .iter()
         .chain(impostor.iter())
         .map(|r| r.as_slice())
         .collect();
     let labels: Vec<bool> = (0..rows.len()).map(|i| i < genuine.len()).collect();
-    boost::train(&rows, &labels, FEATURES, &config.boost_params())
+    boost::train(&rows, &labels, features, &config.boost_params())
 }
 
 /// Window LLR from action LLRs (already capped).
@@ -315,7 +322,7 @@ impl Profile {
             if train_gen.is_empty() || train_imp.is_empty() {
                 continue;
             }
-            let b = train_booster(&train_gen, &train_imp, config);
+            let b = train_booster(&train_gen, &train_imp, FEATURES, config);
             g.extend(gen_folds[f].iter().flatten().map(|r| b.predict(r)));
             i.extend(imp_folds[f].iter().flatten().map(|r| b.predict(r)));
         }
@@ -332,7 +339,7 @@ impl Profile {
         let cap = config.action_llr_cap;
         let all_gen: Vec<&Row> = windows.iter().flatten().collect();
         let all_imp: Vec<&Row> = negatives.iter().flatten().collect();
-        let booster = train_booster(&all_gen, &all_imp, config);
+        let booster = train_booster(&all_gen, &all_imp, FEATURES, config);
         Ok(Profile {
             model: ActionModel::Boosted {
                 booster,

@@ -44,8 +44,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::features::FEATURES;
-use crate::model::Row;
-use habitus_boost::{self as boost, Booster, CompiledBooster};
+use crate::model::{sample_even, train_booster, Row};
+use habitus_boost::{Booster, CompiledBooster};
 use habitus_plugin::stats::median;
 
 /// Per action feature: mean, standard deviation and median over the window.
@@ -106,41 +106,10 @@ pub fn runs_of(rows: &[Row], sizes: &[usize], stride: usize, cap: usize) -> Vec<
             start += stride.max(1);
         }
     }
-    even(spans, cap)
+    sample_even(&spans, cap)
         .into_iter()
         .map(|span| summary(rows[span].iter().map(Vec::as_slice)))
         .collect()
-}
-
-/// An even sample of at most `cap` items, order kept.
-fn even<T>(items: Vec<T>, cap: usize) -> Vec<T> {
-    if items.len() <= cap {
-        return items;
-    }
-    let n = items.len();
-    let mut keep = (0..cap).map(|k| k * n / cap).peekable();
-    items
-        .into_iter()
-        .enumerate()
-        .filter_map(|(i, x)| {
-            if keep.peek() == Some(&i) {
-                keep.next();
-                Some(x)
-            } else {
-                None
-            }
-        })
-        .collect()
-}
-
-pub fn train_booster(genuine: &[&Vec<f64>], impostor: &[&Vec<f64>], config: &Config) -> Booster {
-    let rows: Vec<&[f64]> = genuine
-        .iter()
-        .chain(impostor.iter())
-        .map(|r| r.as_slice())
-        .collect();
-    let labels: Vec<bool> = (0..rows.len()).map(|i| i < genuine.len()).collect();
-    boost::train(&rows, &labels, WINDOW_FEATURES, &config.boost_params())
 }
 
 impl WindowModel {
@@ -187,7 +156,7 @@ impl WindowModel {
             if train_gen.is_empty() || train_imp.is_empty() {
                 continue;
             }
-            let b = train_booster(&train_gen, &train_imp, config);
+            let b = train_booster(&train_gen, &train_imp, WINDOW_FEATURES, config);
             g.extend(gen[f].iter().map(|r| b.predict(r)));
             i.extend(imp[f].iter().map(|r| b.predict(r)));
         }
@@ -198,7 +167,7 @@ impl WindowModel {
         let all_gen: Vec<&Vec<f64>> = gen.iter().flatten().collect();
         let all_imp: Vec<&Vec<f64>> = imp.iter().flatten().collect();
         Some(WindowModel {
-            booster: train_booster(&all_gen, &all_imp, config),
+            booster: train_booster(&all_gen, &all_imp, WINDOW_FEATURES, config),
             offset,
             slope,
             llr_cap: config.window_llr_cap,
@@ -282,7 +251,10 @@ mod tests {
                 runs[8].clone()
             ]
         );
-        assert_eq!(even((0..10).collect(), 4), vec![0, 2, 5, 7]);
-        assert_eq!(even((0..3).collect(), 4), vec![0, 1, 2]);
+        assert_eq!(
+            sample_even(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 4),
+            vec![0, 2, 5, 7]
+        );
+        assert_eq!(sample_even(&[0, 1, 2], 4), vec![0, 1, 2]);
     }
 }
