@@ -116,9 +116,9 @@ impl WindowModel {
     /// Trains and calibrates the window model. `gen_folds` are the user's enrolment
     /// windows per calibration fold, `imp_folds` the population members per fold (so a
     /// fold's held-out impostors are people its model never saw, when there are at
-    /// least as many members as folds). `None` when there are
-    /// too few runs of either class, or when the model ranks the user below other
-    /// people (then the action model alone is the better judge).
+    /// least as many members as folds); only the folds both lists have are used.
+    /// `None` when there are too few runs of either class, or when the model ranks the
+    /// user below other people (then the action model alone is the better judge).
     pub fn train(
         gen_folds: &[Vec<Vec<Row>>],
         imp_folds: &[Vec<Vec<Row>>],
@@ -140,7 +140,7 @@ impl WindowModel {
                     .collect()
             })
             .collect();
-        let k = gen.len();
+        let k = gen.len().min(imp.len());
         // Few runs make a poor and poorly calibrated model: the action model alone is
         // then the better judge.
         let enough = |v: &[Vec<Vec<f64>>]| v.iter().map(Vec::len).sum::<usize>() >= MIN_RUNS;
