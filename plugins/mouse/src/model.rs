@@ -581,18 +581,23 @@ mod tests {
         let without = Profile::train(&me, Some(&pop), &off).unwrap();
         assert!(without.window.is_none());
         assert_eq!(without.model, with.model);
-        let old = build_population(&others, 250, false).unwrap();
-        // Enrolment in many short windows (as a live daemon collects it) still gives
-        // long training runs: a fold's windows are joined.
-        let short: Vec<Vec<Row>> = me.concat().chunks(10).map(<[Row]>::to_vec).collect();
-        assert!(Profile::train(&short, Some(&pop), &config)
-            .unwrap()
-            .window
-            .is_some());
-        assert!(Profile::train(&me, Some(&old), &config)
+        let sampled = build_population(&others, 250, false).unwrap();
+        assert!(Profile::train(&me, Some(&sampled), &config)
             .unwrap()
             .window
             .is_none());
+        // A population stored before the field existed reads as even-sampled.
+        let mut json = serde_json::to_value(&pop).unwrap();
+        json.as_object_mut().unwrap().remove("consecutive");
+        let stored: Population = serde_json::from_value(json).unwrap();
+        assert!(!stored.consecutive && stored.users == pop.users);
+        // Enrolment in many short windows (as a live daemon collects it) still gives
+        // long training runs: a fold's windows are joined.
+        let short_windows: Vec<Vec<Row>> = me.concat().chunks(10).map(<[Row]>::to_vec).collect();
+        assert!(Profile::train(&short_windows, Some(&pop), &config)
+            .unwrap()
+            .window
+            .is_some());
         let short = person(4, window.min_actions - 1, 7);
         let long = person(4, 40, 8);
         let score = |p: &Profile, rows: &[Row]| p.window_llr(rows.iter().map(|r| r.as_slice()));
