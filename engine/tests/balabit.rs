@@ -206,6 +206,14 @@ fn synthetic_set_runs_end_to_end_and_counts_bad_input() {
     let library = mouse_library();
     let config = "rounds = 20\nmin_leaf = 5\ncalibration_folds = 2\n";
     let report = balabit::run(&library, &data, config, true, 2, &Quiet).unwrap();
+    // The settings evaluated are named beside the figures.
+    assert!(
+        report.notes.contains(
+            &"mouse plugin configuration: rounds = 20; min_leaf = 5; calibration_folds = 2".into()
+        ),
+        "{:?}",
+        report.notes
+    );
     assert_eq!(report.sessions_without_actions, 1);
     assert_eq!(report.rows.len(), 2 * balabit::ACTION_COUNTS.len());
     for r in &report.rows {

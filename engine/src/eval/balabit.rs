@@ -839,8 +839,24 @@ pub fn run(
             ),
             "runs of k actions: non-overlapping consecutive actions of a session, each scored on its own and carrying the session's label; sessions shorter than k contribute no run".into(),
             "features exclude absolute coordinates and screen extent (environment, not behaviour)".into(),
+            config_note(config),
         ],
     })
+}
+
+/// Which plugin settings the figures are for (a variant must be named beside its
+/// numbers).
+fn config_note(config: &str) -> String {
+    let settings: Vec<&str> = config
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
+    if settings.is_empty() {
+        "mouse plugin configuration: its defaults".into()
+    } else {
+        format!("mouse plugin configuration: {}", settings.join("; "))
+    }
 }
 
 /// The training-only validation protocol (see the module docs): used to choose the
@@ -929,7 +945,10 @@ pub fn run_validation(
         rows: rows_of(&pooled),
         sessions_without_actions: without,
         actions_per_session_median: median(actions),
-        notes: vec!["for choosing hyper-parameters: no test session is read".into()],
+        notes: vec![
+            "for choosing hyper-parameters: no test session is read".into(),
+            config_note(config),
+        ],
     })
 }
 
