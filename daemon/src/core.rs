@@ -5,7 +5,7 @@
 //! collected for enrolment while the user is still learning, and the bindings announced
 //! by `session optional pam_habitus.so`. Profiles live in the encrypted [`ProfileStore`].
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -116,8 +116,9 @@ pub struct Core {
     /// Enrolment windows of users whose session closed before enough were collected:
     /// the count continues at their next session (memory only).
     stash: BTreeMap<String, Vec<Learner>>,
-    /// Users erased with `forget`: never learned from again until an explicit enrol.
-    forgotten: BTreeSet<String>,
+    /// Whether a user was erased with `forget` (never learned from again until an
+    /// explicit enrol): the store's mark, which survives restarts, cached per user.
+    forgotten: BTreeMap<String, bool>,
     bindings: Vec<Binding>,
     clock: Instant,
     pub counters: Counters,
@@ -152,7 +153,7 @@ impl Core {
             hasher,
             users: BTreeMap::new(),
             stash: BTreeMap::new(),
-            forgotten: BTreeSet::new(),
+            forgotten: BTreeMap::new(),
             bindings: Vec::new(),
             clock: Instant::now(),
             counters: Counters::default(),
@@ -531,10 +532,10 @@ impl Core {
     fn feed(&mut self, user: &str, events: &[Event], source: Source) -> Result<(), Refusal> {
         let now = self.now_us();
         self.live(user, true)?;
-        let plugins = &self.plugins;
         // Only trusted sources teach the profile, and never for a user who asked to be
         // forgotten.
-        let may_learn = source == Source::Trusted && !self.forgotten.contains(user);
+        let may_learn = source == Source::Trusted && !self.is_forgotten(user);
+        let plugins = &self.plugins;
         let Some(live) = self.users.get_mut(user) else {
             return Ok(());
         };
@@ -820,9 +821,35 @@ impl Core {
                 live.learners[i] = Learner::default();
             }
         }
-        self.forgotten.remove(user);
+        if let Err(e) = self.store.clear_forgotten(user) {
+            // The profile is saved; only the mark stays (so live input still does not
+            // teach): say so rather than fail the enrolment.
+            log::warn(&format!(
+                "enrolled {user}, but clearing the forgotten mark failed: {e}"
+            ));
+        } else {
+            self.forgotten.insert(user.to_string(), false);
+        }
         log::info(&format!("enrolled {user}: {}", summary.join(", ")));
         Ok(done(format!("enrolled {user}: {}", summary.join(", "))))
+    }
+
+    /// Whether `user` asked to be forgotten (store mark, cached). A store that cannot
+    /// answer counts as "forgotten": learning is what a failure must not allow.
+    fn is_forgotten(&mut self, user: &str) -> bool {
+        if let Some(&f) = self.forgotten.get(user) {
+            return f;
+        }
+        match self.store.is_forgotten(user) {
+            Ok(f) => {
+                self.forgotten.insert(user.to_string(), f);
+                f
+            }
+            Err(e) => {
+                log::warn(&format!("reading the forgotten mark of {user}: {e}"));
+                true
+            }
+        }
     }
 
     fn forget(&mut self, user: &str) -> Handled {
@@ -832,7 +859,7 @@ impl Core {
             .map_err(|e| Refusal::internal("erasing a user", e))?;
         let live = self.users.remove(user).is_some();
         self.stash.remove(user);
-        self.forgotten.insert(user.to_string());
+        self.forgotten.insert(user.to_string(), true);
         log::info(&format!("forgot {user}"));
         Ok(done(format!(
             "erased {user}: {rows} stored record(s){}",

@@ -286,7 +286,10 @@ async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts
             Ok(n) => n,
             Err(e) => {
                 // The stream cannot be resynchronised after a bad length: answer, close.
-                let _ = send(&mut stream, &error_reply(&e)).await;
+                // Bounded like every other write: a client that never reads must not
+                // hold this task (and its connection slot) forever.
+                let _ =
+                    tokio::time::timeout(WRITE_TIMEOUT, send(&mut stream, &error_reply(&e))).await;
                 return;
             }
         };

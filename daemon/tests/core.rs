@@ -584,6 +584,23 @@ fn forgotten_users_are_not_learned_again_until_enrolled() {
         (TrustState::Unenrolled, 0),
         "{a:?}"
     );
+    // The mark is in the store: a restarted daemon does not learn her again either.
+    let mut config = Config::default();
+    config.plugins.get_mut("keystroke").unwrap().enrol_windows = 2;
+    drop(core);
+    let mut core = core_with(dir.path(), config);
+    ingest(
+        &mut core,
+        &root(),
+        "alice",
+        &synthetic_typist(300, 90.0, 180.0, 4),
+    );
+    let a = assess(&mut core, "alice");
+    assert_eq!(
+        (a.state, a.modalities[0].enrol_windows),
+        (TrustState::Unenrolled, 0),
+        "after a restart: {a:?}"
+    );
     ok(
         &mut core,
         &root(),
@@ -593,6 +610,11 @@ fn forgotten_users_are_not_learned_again_until_enrolled() {
         },
     );
     assert!(assess(&mut core, "alice").modalities[0].enrolled);
+    // The explicit enrolment ended the stored mark (kept as a keyed tag, not her name).
+    drop(core);
+    let secrets = Secrets::load_or_create(&dir.path().join("secrets.key")).unwrap();
+    let store = ProfileStore::open(&dir.path().join("profiles.sqlite"), &secrets).unwrap();
+    assert!(!store.is_forgotten("alice").unwrap());
 }
 
 #[test]

@@ -564,6 +564,10 @@ fn store_forget_erases_only_that_user() {
         store.export("bob").expect("export")["adaptations_per_day"],
         json!([{"plugin": "keystroke", "day": 0, "count": 1}])
     );
+    // Marked forgotten (so no restart learns them again), by a keyed tag: the name is
+    // checked absent from the file below.
+    assert!(store.is_forgotten(victim).expect("mark"));
+    assert!(!store.is_forgotten("bob").expect("mark"));
     assert_eq!(store.forget(victim).expect("forget again"), 0);
     store.check().expect("check after forget");
     // secure_delete + WAL truncation: the name is gone from the bytes on disk too.
@@ -571,6 +575,8 @@ fn store_forget_erases_only_that_user() {
         !contains(&raw_bytes(&path), victim.as_bytes()),
         "forgotten user still readable in the database file or WAL"
     );
+    store.clear_forgotten(victim).expect("clear");
+    assert!(!store.is_forgotten(victim).expect("mark"));
 }
 
 #[test]

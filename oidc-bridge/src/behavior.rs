@@ -38,6 +38,10 @@ pub const MAX_TX_EVENTS: usize = 4096;
 /// Live sessions scored at once (memory bound); the least recently used is dropped first.
 pub const MAX_LIVE_SESSIONS: usize = 10_000;
 /// Collector times are `performance.now()` milliseconds: at most a day after page load.
+/// Longest page id of a live batch (the collector sends 32 hex digits).
+const MAX_PAGE_ID: usize = 64;
+/// Pages whose sequence a live session remembers (tabs and relying parties open at once).
+const MAX_PAGES_PER_SESSION: usize = 16;
 const MAX_T_MS: f64 = 86_400_000.0;
 /// Pointer coordinates (CSS pixels) beyond this are refused.
 const MAX_COORD: f32 = 100_000.0;
@@ -90,8 +94,13 @@ pub struct Batch {
     /// SSO session named by the request's session cookie (relying-party pages after login).
     #[serde(default)]
     pub tx: Option<String>,
-    /// 0, 1, 2, … per transaction (or live session): a batch is accepted once, in order.
+    /// 0, 1, 2, … per transaction (or per page of a live session): a batch is accepted
+    /// once, in order.
     pub seq: u64,
+    /// Live batches: a random id of the page's collector (every page load numbers its
+    /// batches from 0 again). Absent: one page per session, as collectors before it sent.
+    #[serde(default)]
+    pub page: Option<String>,
     pub events: Vec<WireEvent>,
 }
 
@@ -245,7 +254,9 @@ pub enum LiveError {
 /// The running engine session of one live SSO session (memory only).
 struct Live {
     session: Session,
-    next_seq: u64,
+    /// Per page (collector instance): its id and the next sequence number expected,
+    /// least recently heard from first.
+    pages: Vec<(String, u64)>,
     last_t_us: u64,
     touched: i64,
 }
@@ -339,6 +350,12 @@ impl BehaviorEngine {
     ) -> Result<(usize, Option<BehaviorClaim>), LiveError> {
         // Validate before touching any state: a refused batch changes nothing.
         let events = convert(&batch.events, 0, &self.hasher).map_err(LiveError::Invalid)?;
+        let page = batch.page.as_deref().unwrap_or("");
+        if page.len() > MAX_PAGE_ID {
+            return Err(LiveError::Invalid(format!(
+                "page id longer than {MAX_PAGE_ID} bytes"
+            )));
+        }
         let mut live = lock(&self.live);
         if !live.contains_key(sid) {
             if batch.seq != 0 {
@@ -382,17 +399,25 @@ impl BehaviorEngine {
                 sid.to_string(),
                 Live {
                     session,
-                    next_seq: 0,
+                    pages: Vec::new(),
                     last_t_us: 0,
                     touched: now_unix,
                 },
             );
         }
         let l = live.get_mut(sid).ok_or(LiveError::Busy)?;
-        if batch.seq != l.next_seq {
-            return Err(LiveError::OutOfSequence(l.next_seq));
+        // Every page load (and every relying party's page) runs its own collector, which
+        // numbers its batches from 0: a 0 starts a new page of the same session. Within a
+        // page, batches must follow each other (a lost one would join windows across a gap).
+        let expected = l.pages.iter().find(|p| p.0 == page).map_or(0, |p| p.1);
+        if batch.seq != expected {
+            return Err(LiveError::OutOfSequence(expected));
         }
-        l.next_seq += 1;
+        l.pages.retain(|p| p.0 != page);
+        if l.pages.len() >= MAX_PAGES_PER_SESSION {
+            l.pages.remove(0); // the page heard from least recently
+        }
+        l.pages.push((page.to_string(), batch.seq + 1));
         l.touched = now_unix;
         let n = events.len();
         // Each page has its own clock (performance.now()): batches are laid end to end
@@ -457,24 +482,37 @@ impl BehaviorEngine {
         ))
     }
 
-    /// Scores one login's events for `user` (already password-verified), learns from them
-    /// while the user is enrolling, adapts within the daily bound when trusted.
-    pub fn assess_login(&self, user: &str, events: &[Event], now_unix: i64) -> BehaviorClaim {
+    /// Scores one login's events for `user` (already password-verified). Nothing is
+    /// learned or adapted here: what the login would teach comes back as a
+    /// [`LoginLearning`], applied by [`BehaviorEngine::commit_login`] only once the login
+    /// has completed. A login abandoned at the step-up, or refused, teaches nothing (else
+    /// someone who knows only the password could enrol a user's profile with their own
+    /// rhythm through logins that never pass the second factor, and then pass as them).
+    pub fn assess_login(
+        &self,
+        user: &str,
+        events: &[Event],
+        now_unix: i64,
+    ) -> (BehaviorClaim, LoginLearning) {
         let mut claim = BehaviorClaim {
             trust: None,
             state: "unenrolled".into(),
             modalities: Vec::new(),
             evaluated_at: now_unix,
         };
-        let mut store = match self.store.lock() {
-            Ok(s) => s,
-            Err(p) => p.into_inner(),
+        let mut learning = LoginLearning {
+            user: user.to_string(),
+            enrol: Vec::new(),
+            adapt: Vec::new(),
         };
-        let profiles = match store.profiles(user) {
-            Ok(p) => p,
-            Err(e) => {
-                eprintln!("habitus-oidc: error: reading profiles of {user}: {e}");
-                return claim;
+        let profiles = {
+            let store = lock(&self.store);
+            match store.profiles(user) {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("habitus-oidc: error: reading profiles of {user}: {e}");
+                    return (claim, learning);
+                }
             }
         };
         let entry = password_entry(events);
@@ -506,30 +544,99 @@ impl BehaviorEngine {
             eprintln!("habitus-oidc: scoring {user}: {err}");
         }
 
-        // Learning: plugins without a profile collect this login's windows.
-        let mut learners = match self.learners.lock() {
-            Ok(l) => l,
-            Err(p) => p.into_inner(),
-        };
+        // What plugins without a profile would collect from this login.
+        let mut collecting = false;
+        {
+            let learners = lock(&self.learners);
+            let mine = learners.get(user);
+            for (i, p) in self.plugins.iter().enumerate() {
+                if session.profile(i).is_some() {
+                    continue;
+                }
+                let events: Vec<Event> = match p.window {
+                    WindowKind::Login => entry.clone().unwrap_or_default(),
+                    WindowKind::Events => {
+                        let consumes =
+                            |e: &&Event| p.instance.descriptor().event_kinds.contains(&e.kind);
+                        feed.iter().filter(consumes).copied().collect()
+                    }
+                };
+                let pending = mine
+                    .and_then(|m| m.get(i))
+                    .is_some_and(|l| !l.windows.is_empty() || !l.partial.is_empty());
+                collecting |= pending || !events.is_empty();
+                if !events.is_empty() {
+                    learning.enrol.push((i, events));
+                }
+            }
+        }
+
+        claim.state = match a.state {
+            State::Unenrolled if collecting => "learning",
+            State::Unenrolled => "unenrolled",
+            State::Learning => "learning",
+            State::Trusted => "trusted",
+            State::Uncertain => "uncertain",
+            State::Drift => "drift",
+        }
+        .to_string();
+        if a.windows_scored > 0 {
+            claim.trust = Some((a.trust * 10.0).round() / 10.0);
+            claim.modalities = a
+                .modalities
+                .iter()
+                .filter(|m| m.last_score.is_some())
+                .map(|m| m.plugin.clone())
+                .collect();
+        }
+
+        // Adapt only from a trusted login (applied at commit, within the daily bound).
+        if a.state == State::Trusted && self.adapt_max_per_day > 0 {
+            for c in session.take_adaptation_candidates() {
+                let (Some(plugin), Some(profile)) =
+                    (session.plugin(c.slot), session.profile(c.slot))
+                else {
+                    continue;
+                };
+                match plugin.adapt(profile, &c.window, c.score) {
+                    Ok(updated) if updated != profile => {
+                        learning.adapt.push((plugin.name().to_string(), updated));
+                    }
+                    Ok(_) => {}
+                    Err(e) => eprintln!("habitus-oidc: adapting {user}: {e}"),
+                }
+            }
+        }
+        (claim, learning)
+    }
+
+    /// Applies what a completed login teaches: enrolment windows of plugins still
+    /// learning (a profile is built once a plugin has `enrol_windows` of them), and the
+    /// adaptations of a trusted login, within the store's daily bound.
+    pub fn commit_login(&self, learning: LoginLearning, now_unix: i64) {
+        let user = learning.user.as_str();
+        // Store first, then learners: never the other way round.
+        let mut store = lock(&self.store);
+        let mut learners = lock(&self.learners);
         let mine = learners
             .entry(user.to_string())
             .or_insert_with(|| self.plugins.iter().map(|_| Learner::default()).collect());
-        let mut learning = false;
-        for (i, p) in self.plugins.iter().enumerate() {
-            if session.profile(i).is_some() {
+        for (i, events) in learning.enrol {
+            let (Some(p), Some(learner)) = (self.plugins.get(i), mine.get_mut(i)) else {
+                continue;
+            };
+            // Another login may have completed the enrolment meanwhile.
+            if store
+                .profiles(user)
+                .is_ok_and(|ps| ps.iter().any(|s| s.plugin == p.name))
+            {
                 continue;
             }
-            let learner = &mut mine[i];
-            let consumes = |e: &Event| p.instance.descriptor().event_kinds.contains(&e.kind);
             match p.window {
-                WindowKind::Login => {
-                    if let Some(entry) = &entry {
-                        learner.windows.push(RVec::from(entry.clone()));
-                    }
-                }
+                WindowKind::Login => learner.windows.push(RVec::from(events)),
                 WindowKind::Events => {
-                    for e in feed.iter().filter(|e| consumes(e)) {
-                        learner.partial.push(*e);
+                    for e in events {
+                        learner.partial.push(e);
                         if learner.partial.len() >= p.window_events {
                             learner
                                 .windows
@@ -537,9 +644,6 @@ impl BehaviorEngine {
                         }
                     }
                 }
-            }
-            if !learner.windows.is_empty() {
-                learning = true;
             }
             if learner.windows.len() as u32 >= p.enrol_windows {
                 let population = store.population(&p.name).ok().flatten().unwrap_or_default();
@@ -564,57 +668,35 @@ impl BehaviorEngine {
             }
         }
         drop(learners);
-
-        claim.state = match a.state {
-            State::Unenrolled if learning => "learning",
-            State::Unenrolled => "unenrolled",
-            State::Learning => "learning",
-            State::Trusted => "trusted",
-            State::Uncertain => "uncertain",
-            State::Drift => "drift",
-        }
-        .to_string();
-        if a.windows_scored > 0 {
-            claim.trust = Some((a.trust * 10.0).round() / 10.0);
-            claim.modalities = a
-                .modalities
-                .iter()
-                .filter(|m| m.last_score.is_some())
-                .map(|m| m.plugin.clone())
-                .collect();
-        }
-
-        // Adapt only from a trusted login, within the store's daily bound.
-        if a.state == State::Trusted && self.adapt_max_per_day > 0 {
-            for c in session.take_adaptation_candidates() {
-                let (Some(plugin), Some(profile)) =
-                    (session.plugin(c.slot), session.profile(c.slot))
-                else {
-                    continue;
-                };
-                match plugin.adapt(profile, &c.window, c.score) {
-                    Ok(updated) if updated != profile => {
-                        match store.adapt_profile(
-                            user,
-                            plugin.name(),
-                            &updated,
-                            now_unix,
-                            self.adapt_max_per_day,
-                        ) {
-                            Ok(
-                                AdaptOutcome::Applied
-                                | AdaptOutcome::DailyLimitReached
-                                | AdaptOutcome::NotEnrolled,
-                            ) => {}
-                            Err(e) => eprintln!("habitus-oidc: error: adapting {user}: {e}"),
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(e) => eprintln!("habitus-oidc: adapting {user}: {e}"),
-                }
+        for (plugin, updated) in learning.adapt {
+            match store.adapt_profile(user, &plugin, &updated, now_unix, self.adapt_max_per_day) {
+                Ok(
+                    AdaptOutcome::Applied
+                    | AdaptOutcome::DailyLimitReached
+                    | AdaptOutcome::NotEnrolled,
+                ) => {}
+                Err(e) => eprintln!("habitus-oidc: error: adapting {user}: {e}"),
             }
         }
-        claim
+    }
+}
+
+/// What one login would teach a user's profiles, held until the login completes (see
+/// [`BehaviorEngine::assess_login`]). Timing events only, like everything the
+/// transaction holds.
+#[derive(Clone, Debug)]
+pub struct LoginLearning {
+    user: String,
+    /// Per plugin still learning (by index): the events this login gives it.
+    enrol: Vec<(usize, Vec<Event>)>,
+    /// Per enrolled plugin: its profile adapted to this (trusted) login.
+    adapt: Vec<(String, Vec<u8>)>,
+}
+
+impl LoginLearning {
+    /// Whether committing it would add enrolment material (the user is still learning).
+    pub fn enrols(&self) -> bool {
+        !self.enrol.is_empty()
     }
 }
 

@@ -184,6 +184,14 @@ pub struct BehaviorConfig {
     pub session: SessionConfig,
     /// Template updates applied per user, plugin and UTC day at most.
     pub adapt_max_per_day: u32,
+    /// Users with a TOTP secret are asked for it at every login until their profile is
+    /// built, and only logins that pass it are learned from (default `true`). Without
+    /// it, someone who knows only the password could enrol the profile with their own
+    /// rhythm (through logins to relying parties that ask for no level) and then pass
+    /// as the user where `loa:2` is required, without ever giving the code. Users
+    /// without TOTP enrol from any completed login either way: for them the password
+    /// is the only proof there is.
+    pub enrol_with_second_factor: bool,
 }
 
 impl Default for BehaviorConfig {
@@ -203,6 +211,7 @@ impl Default for BehaviorConfig {
             plugins,
             session: SessionConfig::default(),
             adapt_max_per_day: 4,
+            enrol_with_second_factor: true,
         }
     }
 }

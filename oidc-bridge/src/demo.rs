@@ -194,6 +194,11 @@ secret = "{secret}"
 redirect_uris = ["http://127.0.0.1:{port}/demo/callback"]
 post_logout_redirect_uris = ["http://127.0.0.1:{port}/demo"]
 id_token_signed_response_alg = "EdDSA"
+
+# A demo on one's own machine: the first logins enrol without the TOTP code. A real
+# deployment keeps the default (true): see docs/oidc.md, "Scoring and enrolment".
+[behavior]
+enrol_with_second_factor = false
 "#,
         dir = dir.display().to_string(),
     )

@@ -94,12 +94,15 @@ pub const COLLECTOR_JS: &str = r#"(function () {
   var field = document.getElementById(me.getAttribute("data-field") || "password");
   var form = document.getElementById(me.getAttribute("data-form") || "login");
   var seq = 0, buf = [], open = {}, lastMove = 0, lastKey = -1e9, chain = Promise.resolve();
+  // Live batches carry a random id of this page: each page load numbers from 0 again.
+  var rnd = new Uint8Array(16); crypto.getRandomValues(rnd);
+  var page = Array.prototype.map.call(rnd, function (b) { return (b + 256).toString(16).slice(1); }).join("");
   function now() { return Math.round(performance.now() * 10) / 10; }
   function push(e) { buf.push(e); if (buf.length >= 200) { flush(); } }
   function flush() {
     if (!buf.length) { return chain; }
     var batch = { seq: seq++, events: buf };
-    if (tx) { batch.tx = tx; }
+    if (tx) { batch.tx = tx; } else { batch.page = page; }
     var body = JSON.stringify(batch);
     buf = [];
     var headers = { "Content-Type": "application/json" };

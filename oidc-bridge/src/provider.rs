@@ -26,7 +26,7 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::behavior::{self, Batch, BehaviorClaim, BehaviorEngine, MAX_TX_EVENTS};
+use crate::behavior::{self, Batch, BehaviorClaim, BehaviorEngine, LoginLearning, MAX_TX_EVENTS};
 use crate::config::{Alg, ClientConfig, Config, PrimaryMethod};
 use crate::keys::{core_alg, KeySet};
 use crate::pages;
@@ -45,6 +45,13 @@ const MAX_FORM_BODY: usize = 16 * 1024;
 /// Login transactions held at once (oldest expire first; a flood cannot grow memory).
 const MAX_TRANSACTIONS: usize = 10_000;
 const MAX_PASSWORD_ATTEMPTS: u32 = 5;
+/// Wrong TOTP codes accepted per user within [`TOTP_FAILURE_WINDOW_S`], across all login
+/// transactions (a new transaction is one unauthenticated request away, so the
+/// per-transaction limit alone would leave a guesser who knows the password about
+/// 3 chances in 10⁶ every five tries). Beyond it, codes are not even checked until the
+/// window has passed: RFC 4226 §7.3 / RFC 6238 §5.2 throttling.
+const MAX_TOTP_FAILURES: u32 = 10;
+const TOTP_FAILURE_WINDOW_S: i64 = 900;
 
 pub fn acr(loa: u8) -> String {
     format!("{ACR_PREFIX}{loa}")
@@ -107,10 +114,13 @@ pub struct AuthRequest {
 #[derive(Clone, Debug)]
 enum Stage {
     Password,
-    /// Password verified; behaviour did not reach the requested level; TOTP asked.
+    /// Password verified; behaviour did not reach the requested level (or the user is
+    /// still enrolling, see [`Provider::login_password`]); TOTP asked.
     Totp {
         user: String,
         behavior: BehaviorClaim,
+        /// What the login teaches the profiles once it completes.
+        learning: Option<LoginLearning>,
     },
 }
 
@@ -146,6 +156,8 @@ pub struct Provider {
     txs: Mutex<HashMap<String, LoginTx>>,
     codes: Mutex<HashMap<String, CodeGrant>>,
     totp_used: Mutex<HashMap<String, u64>>,
+    /// Per user: start of the current throttling window and wrong codes in it.
+    totp_failures: Mutex<HashMap<String, (i64, u32)>>,
     /// The TLS client of `https://` signal deliveries, or why there is none.
     pub(crate) signals_tls: Result<crate::signals::TlsClient, String>,
     /// Signs collect tokens (see [`Provider::collect_token`]); random per start, so a
@@ -229,6 +241,7 @@ impl Provider {
             txs: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
             totp_used: Mutex::new(HashMap::new()),
+            totp_failures: Mutex::new(HashMap::new()),
         }
     }
 
@@ -709,6 +722,8 @@ impl Provider {
             // Behaviour of a failed attempt is discarded, and the collector starts over.
             if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
                 tx.last_t_us = 0;
+                // The re-rendered page runs a new collector, which numbers from 0.
+                tx.next_seq = 0;
             }
             return LoginOutcome::Page(pages::login_page(
                 tx_id,
@@ -716,25 +731,37 @@ impl Provider {
             ));
         };
         let has_totp = self.users.users.get(user).is_some_and(|u| u.totp.is_some());
-        let behavior = match &self.behavior {
-            Some(engine) => engine.assess_login(user, &events, now),
-            None => BehaviorClaim {
-                trust: None,
-                state: "unenrolled".into(),
-                modalities: Vec::new(),
-                evaluated_at: now,
-            },
+        let (behavior, learning) = match &self.behavior {
+            Some(engine) => {
+                let (claim, learning) = engine.assess_login(user, &events, now);
+                (claim, Some(learning))
+            }
+            None => (
+                BehaviorClaim {
+                    trust: None,
+                    state: "unenrolled".into(),
+                    modalities: Vec::new(),
+                    evaluated_at: now,
+                },
+                None,
+            ),
         };
         drop(events);
         let loa = behavior.loa();
-        if loa >= req.required_loa {
-            return self.finish_login(tx_id, user, behavior, false);
+        // A user who has a second factor enrols only from logins that passed it: the
+        // password alone does not prove whose rhythm is being learned.
+        let enrolling = learning.as_ref().is_some_and(|l| l.enrols());
+        let prove_enrolment =
+            has_totp && enrolling && self.config.behavior.enrol_with_second_factor;
+        if loa >= req.required_loa && !prove_enrolment {
+            return self.finish_login(tx_id, user, behavior, false, learning);
         }
         if has_totp {
             if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
                 tx.stage = Stage::Totp {
                     user: user.to_string(),
                     behavior,
+                    learning,
                 };
                 tx.attempts = 0;
             }
@@ -752,7 +779,7 @@ impl Provider {
             ));
         }
         // acr_values are voluntary: sign in at the level reached.
-        self.finish_login(tx_id, user, behavior, false)
+        self.finish_login(tx_id, user, behavior, false, learning)
     }
 
     /// The password check: the users file's argon2id hash, or the PAM stack. A PAM
@@ -780,7 +807,7 @@ impl Provider {
     /// POST /login/totp.
     pub fn login_totp(&self, tx_id: &str, code: &str) -> LoginOutcome {
         let now = now_unix();
-        let (user, behavior, req) = {
+        let (user, behavior, learning) = {
             let mut txs = lock(&self.txs);
             let Some(tx) = txs.get_mut(tx_id).filter(|t| t.expires > now) else {
                 return LoginOutcome::ErrorPage(pages::error_page(
@@ -788,7 +815,12 @@ impl Provider {
                     "this login page has expired",
                 ));
             };
-            let Stage::Totp { user, behavior } = tx.stage.clone() else {
+            let Stage::Totp {
+                user,
+                behavior,
+                learning,
+            } = tx.stage.clone()
+            else {
                 return LoginOutcome::ErrorPage(pages::error_page(
                     "invalid_request",
                     "no code was asked",
@@ -804,9 +836,21 @@ impl Provider {
                     &oauth("access_denied", "too many failed attempts"),
                 ));
             }
-            (user, behavior, tx.request.clone())
+            (user, behavior, learning)
         };
-        let _ = req;
+        let throttled = {
+            let mut failures = lock(&self.totp_failures);
+            failures.retain(|_, (start, _)| now - *start < TOTP_FAILURE_WINDOW_S);
+            failures
+                .get(&user)
+                .is_some_and(|(_, n)| *n >= MAX_TOTP_FAILURES)
+        };
+        if throttled {
+            return LoginOutcome::Page(pages::totp_page(
+                tx_id,
+                Some("Too many wrong codes for this account; wait 15 minutes and try again."),
+            ));
+        }
         let secret = self.users.users.get(&user).and_then(|u| u.totp.clone());
         let step = secret.and_then(|s| crate::totp::verify(&s, code, now as u64));
         let fresh = step.filter(|step| {
@@ -820,12 +864,14 @@ impl Provider {
             }
         });
         if fresh.is_none() {
+            let mut failures = lock(&self.totp_failures);
+            failures.entry(user.clone()).or_insert((now, 0)).1 += 1;
             return LoginOutcome::Page(pages::totp_page(
                 tx_id,
                 Some("Wrong or already used code."),
             ));
         }
-        self.finish_login(tx_id, &user, behavior, true)
+        self.finish_login(tx_id, &user, behavior, true, learning)
     }
 
     fn finish_login(
@@ -834,6 +880,7 @@ impl Provider {
         user: &str,
         behavior: BehaviorClaim,
         otp: bool,
+        learning: Option<LoginLearning>,
     ) -> LoginOutcome {
         let now = now_unix();
         let Some(tx) = lock(&self.txs).remove(tx_id) else {
@@ -867,6 +914,10 @@ impl Provider {
                 "server_error",
                 "could not store the session",
             ));
+        }
+        // Only a completed login teaches the profiles (see `BehaviorEngine::assess_login`).
+        if let (Some(engine), Some(learning)) = (&self.behavior, learning) {
+            engine.commit_login(learning, now);
         }
         let location = self.issue_code(&tx.request, &session.sid, now);
         LoginOutcome::SignedIn { location, cookie }
@@ -961,6 +1012,11 @@ impl Provider {
                     let Some(g) = codes.get_mut(code.as_str()) else {
                         return Err(oauth("invalid_grant", "unknown or expired code"));
                     };
+                    // Another client presenting a leaked code is refused before the replay
+                    // rule, so it cannot end the rightful client's session with it.
+                    if g.client_id != client.id {
+                        return Err(oauth("invalid_grant", "code was issued to another client"));
+                    }
                     if g.used {
                         // RFC 6749 §4.1.2: a replayed code revokes what it produced.
                         let sid = g.sid.clone();
@@ -973,9 +1029,6 @@ impl Provider {
                     }
                     if g.expires <= now {
                         return Err(oauth("invalid_grant", "code expired"));
-                    }
-                    if g.client_id != client.id {
-                        return Err(oauth("invalid_grant", "code was issued to another client"));
                     }
                     g.used = true;
                     (
@@ -1344,9 +1397,12 @@ fn html(body: String) -> Response {
         HeaderValue::from_static("default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    // No referrer to other sites. `same-origin` rather than `no-referrer`: with the
+    // latter, browsers send `Origin: null` with our own form posts, and the login forms
+    // need their real origin (see `login_origin_refused`).
     h.insert(
         header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
+        HeaderValue::from_static("same-origin"),
     );
     r
 }
@@ -1429,7 +1485,37 @@ struct LoginForm {
     password: String,
 }
 
-async fn login(State(p): State<Shared>, Form(f): Form<LoginForm>) -> Response {
+/// Login forms are posted only from the issuer's own pages. A browser posting one from
+/// another site is login CSRF: that site would sign the victim's browser in as the
+/// attacker (the SSO cookie then answers every relying party with the attacker's
+/// account). Browsers send `Origin` with every form POST (our pages' referrer policy
+/// keeps it their real origin; another site can make it `null`, which is refused too)
+/// and, where supported, `Sec-Fetch-Site`. A request with neither is not a browser's.
+fn login_origin_refused(p: &Provider, headers: &HeaderMap) -> Option<Response> {
+    let own = url::Url::parse(&p.config.issuer)
+        .map(|u| u.origin().ascii_serialization())
+        .unwrap_or_default();
+    let origin_ok = headers
+        .get(header::ORIGIN)
+        .map_or(true, |o| o.to_str().is_ok_and(|o| o == own));
+    let site_ok = headers
+        .get("sec-fetch-site")
+        .map_or(true, |s| matches!(s.to_str(), Ok("same-origin" | "none")));
+    if origin_ok && site_ok {
+        return None;
+    }
+    let mut r = html(pages::error_page(
+        "invalid_request",
+        "this login form was posted from another site; start again from the application",
+    ));
+    *r.status_mut() = StatusCode::FORBIDDEN;
+    Some(r)
+}
+
+async fn login(State(p): State<Shared>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+    if let Some(refused) = login_origin_refused(&p, &headers) {
+        return refused;
+    }
     let p2 = p.clone();
     match tokio::task::spawn_blocking(move || p2.login_password(&f.tx, &f.username, &f.password))
         .await
@@ -1445,9 +1531,20 @@ struct TotpForm {
     code: String,
 }
 
-async fn login_totp(State(p): State<Shared>, Form(f): Form<TotpForm>) -> Response {
-    let o = p.login_totp(&f.tx, &f.code);
-    outcome(&p, o)
+async fn login_totp(
+    State(p): State<Shared>,
+    headers: HeaderMap,
+    Form(f): Form<TotpForm>,
+) -> Response {
+    if let Some(refused) = login_origin_refused(&p, &headers) {
+        return refused;
+    }
+    let p2 = p.clone();
+    // Blocking: a completed login may build a profile (enrolment) or adapt one.
+    match tokio::task::spawn_blocking(move || p2.login_totp(&f.tx, &f.code)).await {
+        Ok(o) => outcome(&p, o),
+        Err(_) => html(pages::error_page("server_error", "login failed")),
+    }
 }
 
 fn cors(p: &Provider, headers: &HeaderMap, r: &mut Response) -> bool {

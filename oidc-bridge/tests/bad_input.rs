@@ -325,12 +325,13 @@ fn collect_errors_store_nothing() {
         &batch(1, &serde_json::json!([{"type": "kd", "t": 1.0, "pos": 0}])),
     );
     assert_eq!(r.status, 400);
-    // After the login completes, the transaction is gone: its batches are refused.
+    // After the login completes, the transaction is gone: its batches are refused
+    // (bob: he has no TOTP, so his enrolment login completes without a code).
     let r = http(
         "POST",
         &format!("{issuer}/login"),
         &[FORM],
-        &form(&[("tx", &tx), ("username", "alice"), ("password", PASSWORD)]),
+        &form(&[("tx", &tx), ("username", "bob"), ("password", PASSWORD)]),
     );
     assert_eq!(r.status, 303);
     let r = collect(

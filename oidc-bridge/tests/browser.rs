@@ -405,7 +405,7 @@ fn chromium_login_sends_timing_only_and_acr_follows_the_typist() {
     let back = TcpListener::bind("127.0.0.1:0").unwrap();
     let back_port = back.local_addr().unwrap().port();
     let extra = format!(
-        "[[clients]]\nid = \"{CLIENT}\"\nsecret = \"{SECRET}\"\nredirect_uris = [\"http://127.0.0.1:{callback}/cb\"]\n"
+        "[[clients]]\nid = \"{CLIENT}\"\nsecret = \"{SECRET}\"\nredirect_uris = [\"http://127.0.0.1:{callback}/cb\"]\n{PASSWORD_ONLY_ENROLMENT}"
     );
     let provider = start_at_with_origins(&extra, back, issuer.clone(), &[rp_origin.as_str()]);
     let log_handle = recording_proxy(front, back_port);

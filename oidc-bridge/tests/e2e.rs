@@ -78,7 +78,7 @@ fn discovery_document_is_complete() {
 
 #[test]
 fn code_flow_enrolment_claims_userinfo_refresh_logout() {
-    let p = start("");
+    let p = start(PASSWORD_ONLY_ENROLMENT);
     let issuer = p.issuer.as_str();
 
     // First login: nothing enrolled yet, behaviour collected for enrolment.
@@ -314,7 +314,7 @@ fn code_flow_enrolment_claims_userinfo_refresh_logout() {
 
 #[test]
 fn step_up_with_totp_when_behaviour_cannot_reach_the_level() {
-    let p = start("");
+    let p = start(PASSWORD_ONLY_ENROLMENT);
     let issuer = p.issuer.as_str();
     enrol(issuer, "alice", 5);
     enrol(issuer, "bob", 5);
@@ -488,4 +488,235 @@ fn email_scope_releases_the_users_file_address() {
             "{c}"
         );
     }
+}
+
+/// alice's TOTP code for `offset_s` seconds from now (a step ahead is still accepted).
+fn totp_code(offset_s: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let key = habitus_oidc::totp::decode_base32(TOTP).expect("b32");
+    format!("{:06}", habitus_oidc::totp::totp_at(&key, now + offset_s))
+}
+
+fn post_totp(issuer: &str, tx: &str, code: &str) -> Reply {
+    http(
+        "POST",
+        &format!("{issuer}/login/totp"),
+        &[FORM],
+        &form(&[("tx", tx), ("code", code)]),
+    )
+}
+
+fn behaviour_of(issuer: &str, r: &Reply, pk: &Pkce) -> serde_json::Value {
+    assert_eq!(r.status, 303, "{}", r.text());
+    let q = r.location_query();
+    claims_of(
+        exchange(issuer, "rp", &q["code"], pk).json()["id_token"]
+            .as_str()
+            .expect("id_token"),
+    )
+}
+
+/// Two enrolment logins, so a test can pass the code at each within one 30 s step.
+const TWO_LOGIN_ENROLMENT: &str =
+    "\n[behavior.plugins.keystroke]\nconfig = 'mode = \"fixed\"'\nwindow = \"login\"\nenrol_windows = 2\n";
+
+#[test]
+fn only_completed_logins_teach_and_totp_users_enrol_with_the_code() {
+    let p = start(TWO_LOGIN_ENROLMENT);
+    let issuer = p.issuer.as_str();
+    let essential = r#"{"id_token":{"acr":{"essential":true,"value":"urn:habitus:loa:2"}}}"#;
+    let attacker = |login: u64| typist(12, 150.0, 330.0, 77, login);
+    let genuine = |login: u64| typist(12, 95.0, 190.0, 1, login);
+
+    // Someone with alice's password but not her code, asking for loa:2 and abandoning
+    // every login at the code prompt: nothing is learned from those logins, so a later
+    // one with the same rhythm still meets the prompt (before, the abandoned logins built
+    // alice's profile from the attacker's typing, and the sixth passed as `trusted`).
+    for login in 0..4 {
+        let pk = pkce();
+        let r = browser_login(
+            issuer,
+            "rp",
+            "alice",
+            &[("claims", essential)],
+            attacker(login),
+            &pk,
+            "n",
+        );
+        assert_eq!(r.status, 200, "login {login}: {}", r.text());
+        assert!(r.text().contains("/login/totp"), "login {login}");
+    }
+
+    // alice enrols: while she is learning, every login asks for her code, even when the
+    // relying party asked for no level; logins that pass it are learned from.
+    for (login, offset) in [(0u64, 0u64), (1, 30)] {
+        let pk = pkce();
+        let r = browser_login(issuer, "rp", "alice", &[], genuine(login), &pk, "n");
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("/login/totp"), "enrolment login {login}");
+        let done = post_totp(issuer, &tx_of(&r), &totp_code(offset));
+        let c = behaviour_of(issuer, &done, &pk);
+        assert_eq!(c["acr"], "urn:habitus:loa:2", "the code was passed");
+        assert_eq!(c["urn:habitus:behavior"]["state"], "learning", "{c}");
+    }
+
+    // Enrolled from her own two logins: her next login is scored and needs no code.
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "alice", &[], genuine(2), &pk, "n");
+    let c = behaviour_of(issuer, &r, &pk);
+    let state = c["urn:habitus:behavior"]["state"].clone();
+    assert!(
+        state == "trusted" || state == "uncertain",
+        "scored against the profile: {c}"
+    );
+    // ...and the attacker's rhythm did not become hers.
+    let pk = pkce();
+    let r = browser_login(
+        issuer,
+        "rp",
+        "alice",
+        &[("claims", essential)],
+        attacker(9),
+        &pk,
+        "n",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("/login/totp"));
+}
+
+#[test]
+fn a_login_form_posted_from_another_site_is_refused() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let tx = open_login(issuer, &auth_params("rp", "openid", "n", &pk));
+    let login = |origin: &str| {
+        http(
+            "POST",
+            &format!("{issuer}/login"),
+            &[FORM, ("Origin", origin)],
+            &form(&[("tx", &tx), ("username", "bob"), ("password", PASSWORD)]),
+        )
+    };
+    // Login CSRF: another site's page signing the browser in as the attacker.
+    for origin in ["https://evil.example", "null"] {
+        let r = login(origin);
+        assert_eq!(r.status, 403, "{origin}: {}", r.text());
+        assert!(r.header("set-cookie").is_none(), "no session cookie");
+    }
+    let r = http(
+        "POST",
+        &format!("{issuer}/login"),
+        &[FORM, ("Sec-Fetch-Site", "cross-site")],
+        &form(&[("tx", &tx), ("username", "bob"), ("password", PASSWORD)]),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = http(
+        "POST",
+        &format!("{issuer}/login/totp"),
+        &[FORM, ("Origin", "https://evil.example")],
+        &form(&[("tx", &tx), ("code", "123456")]),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    // The refused posts changed nothing: the same transaction signs in from the issuer's
+    // own page.
+    let r = login(issuer);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(r.header("set-cookie").is_some());
+}
+
+#[test]
+fn after_a_wrong_password_the_new_page_collects_from_seq_0() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let tx = open_login(issuer, &auth_params("rp", "openid", "n", &pk));
+    let batch = |seq: u64, login: u64| {
+        collect(
+            issuer,
+            &serde_json::json!({"tx": tx, "seq": seq, "events": typist(12, 95.0, 190.0, 1, login)}),
+        )
+    };
+    assert_eq!(batch(0, 0).status, 204);
+    let wrong = post_login(issuer, &tx, "bob", "not the password");
+    assert!(wrong.text().contains("Wrong user name or password"));
+    // The re-rendered page runs a new collector, which numbers from 0 again.
+    let r = batch(0, 1);
+    assert_eq!(r.status, 204, "{}", r.text());
+    assert_eq!(batch(0, 1).status, 409, "a repeated seq is still refused");
+}
+
+#[test]
+fn wrong_totp_codes_are_throttled_per_user_across_logins() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let asks_code = || {
+        let pk = pkce();
+        let r = browser_login(
+            issuer,
+            "rp",
+            "alice",
+            &[("acr_values", "urn:habitus:loa:2")],
+            Vec::new(),
+            &pk,
+            "n",
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        tx_of(&r)
+    };
+    // Ten wrong codes over two logins (each login allows five tries).
+    for _ in 0..2 {
+        let tx = asks_code();
+        for _ in 0..5 {
+            let r = post_totp(issuer, &tx, "000000");
+            assert!(r.text().contains("Wrong"), "{}", r.text());
+        }
+    }
+    // A fresh login does not reset the count: even the right code is not checked now.
+    let tx = asks_code();
+    let r = post_totp(issuer, &tx, &totp_code(0));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Too many wrong codes"), "{}", r.text());
+    // Other users are not affected.
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "bob", &[], Vec::new(), &pk, "n");
+    assert_eq!(r.status, 303, "{}", r.text());
+}
+
+#[test]
+fn another_client_presenting_a_used_code_cannot_revoke_the_session() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "bob", &[], Vec::new(), &pk, "n");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let code = r.location_query()["code"].clone();
+    let t = exchange(issuer, "rp", &code, &pk);
+    assert_eq!(t.status, 200, "{}", t.text());
+    let access = t.json()["access_token"].as_str().expect("at").to_string();
+    // rp-ed got hold of the (already redeemed) code: refused as another client's code,
+    // not treated as a replay by the rightful client (which would revoke its tokens).
+    let stolen = exchange(issuer, "rp-ed", &code, &pk);
+    assert_eq!(stolen.status, 400);
+    assert_eq!(stolen.json()["error"], "invalid_grant");
+    let ui = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("Bearer {access}"))],
+        b"",
+    );
+    assert_eq!(ui.status, 200, "the session lives on: {}", ui.text());
+    // The rightful client replaying it still revokes (RFC 6749 §4.1.2).
+    let replay = exchange(issuer, "rp", &code, &pk);
+    assert_eq!(replay.status, 400);
+    let ui = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("Bearer {access}"))],
+        b"",
+    );
+    assert_eq!(ui.status, 401, "{}", ui.text());
 }

@@ -262,7 +262,7 @@ id = "rp-down"
 secret = "{SECRET}"
 redirect_uris = ["http://127.0.0.1:9/cb"]
 backchannel_logout_uri = "http://127.0.0.1:{down}/bcl"
-"#
+{PASSWORD_ONLY_ENROLMENT}"#
     )
 }
 
@@ -1047,7 +1047,7 @@ backchannel_logout_uri = "http://127.0.0.1:{down}/bcl"
 
 #[test]
 fn collect_token_feeds_the_live_session_from_an_allowed_origin() {
-    let p = start("");
+    let p = start(PASSWORD_ONLY_ENROLMENT);
     let issuer = p.issuer.as_str();
     enrol(issuer, "alice", 5);
     let pk = pkce();
@@ -1114,6 +1114,34 @@ fn collect_token_feeds_the_live_session_from_an_allowed_origin() {
     // the next one is accepted.
     assert_eq!(live(0, &token).status, 409);
     assert_eq!(live(1, &token).status, 204);
+
+    // Every page (load, tab, relying party) runs its own collector numbering from 0: with
+    // a page id, each page has its own sequence, and a repeat within a page is refused.
+    let paged = |seq: u64, page: &str, login: u64| {
+        let body = json!({"seq": seq, "page": page,
+                          "events": typist(12, 95.0, 190.0, 1, 600 + login)});
+        http(
+            "POST",
+            &format!("{issuer}/collect"),
+            &[
+                origin,
+                ("Content-Type", "application/json"),
+                ("Authorization", format!("Bearer {token}").as_str()),
+            ],
+            body.to_string().as_bytes(),
+        )
+    };
+    assert_eq!(paged(0, "page-a", 0).status, 204);
+    assert_eq!(
+        paged(0, "page-b", 1).status,
+        204,
+        "a second page starts at 0"
+    );
+    assert_eq!(paged(0, "page-a", 2).status, 409, "a repeat within page a");
+    assert_eq!(paged(1, "page-a", 3).status, 204);
+    assert_eq!(paged(1, "page-b", 4).status, 204);
+    let r = paged(0, &"p".repeat(65), 5);
+    assert_eq!(r.status, 400, "an overlong page id: {}", r.text());
 
     // Other bearers are not collect tokens: a tampered one, the access token.
     let mut tampered = token.clone();

@@ -25,7 +25,7 @@ fn authlib_code_flow_with_pkce() {
         eprintln!("skipping: {msg}");
         return;
     }
-    let p = start("");
+    let p = start(PASSWORD_ONLY_ENROLMENT);
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/authlib_client.py");
     for client in ["rp", "rp-ed"] {
         let out = Command::new("python3")

@@ -40,6 +40,8 @@ use crypto::{population_aad, profile_aad, Sealer};
 pub struct ProfileStore {
     conn: Connection,
     sealer: Sealer,
+    /// Keys the tags of forgotten users ([`ProfileStore::is_forgotten`]).
+    tag_key: [u8; 16],
     path: PathBuf,
 }
 
@@ -118,7 +120,7 @@ const PROFILE_COLUMNS: &str =
 
 impl ProfileStore {
     /// The schema version this build creates and understands.
-    pub const SCHEMA_VERSION: u32 = 1;
+    pub const SCHEMA_VERSION: u32 = 2;
     /// Largest blob accepted (16 MiB); profiles are statistics, far smaller than this.
     pub const MAX_BLOB_LEN: usize = 16 << 20;
 
@@ -132,6 +134,7 @@ impl ProfileStore {
         Ok(ProfileStore {
             conn,
             sealer,
+            tag_key: secrets.key_id_secret,
             path: path.to_path_buf(),
         })
     }
@@ -266,14 +269,37 @@ impl ProfileStore {
         Ok(users.collect::<Result<_, _>>()?)
     }
 
+    /// The tag recording that `user` was forgotten: a keyed hash (SipHash-2-4, 128 bits,
+    /// keyed with the secrets file's key-id secret, domain-separated from key ids), so the
+    /// file keeps no name after [`ProfileStore::forget`].
+    fn forgotten_tag(&self, user: &str) -> Vec<u8> {
+        use std::hash::Hasher as _;
+        let mut h = siphasher::sip128::SipHasher24::new_with_key(&self.tag_key);
+        h.write(b"habitus forgotten user\0");
+        h.write(user.as_bytes());
+        siphasher::sip128::Hasher128::finish128(&h)
+            .as_bytes()
+            .to_vec()
+    }
+
     /// Erases everything about `user` (profiles and counters) in one transaction and
-    /// returns the number of rows removed.
+    /// returns the number of rows removed. In the same transaction the user is marked
+    /// forgotten (by tag, not name): learning from live input stays off for them, across
+    /// restarts, until [`ProfileStore::clear_forgotten`] (an explicit enrolment).
     pub fn forget(&mut self, user: &str) -> Result<usize, StoreError> {
+        let tag = self.forgotten_tag(user);
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let counters = tx.execute("DELETE FROM adaptations_per_day WHERE user = ?1", [user])?;
         let profiles = tx.execute("DELETE FROM profiles WHERE user = ?1", [user])?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        tx.execute(
+            "INSERT OR REPLACE INTO forgotten (user_tag, at) VALUES (?1, ?2)",
+            rusqlite::params![tag, now],
+        )?;
         tx.commit()?;
         // Move the deletion into the main file (where secure_delete zeroed the freed
         // content) and truncate the log, which still holds the old page images. The
@@ -283,6 +309,25 @@ impl ProfileStore {
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
         Ok(counters + profiles)
+    }
+
+    /// Whether `user` was forgotten and not enrolled explicitly since.
+    pub fn is_forgotten(&self, user: &str) -> Result<bool, StoreError> {
+        let tag = self.forgotten_tag(user);
+        let n: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM forgotten WHERE user_tag = ?1",
+            [&tag],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Ends the forgotten mark of `user` (an administrator enrolled them explicitly).
+    pub fn clear_forgotten(&mut self, user: &str) -> Result<(), StoreError> {
+        let tag = self.forgotten_tag(user);
+        self.conn
+            .execute("DELETE FROM forgotten WHERE user_tag = ?1", [&tag])?;
+        Ok(())
     }
 
     /// Everything stored about `user`, as JSON: `{"user", "profiles": [{"plugin", "revision",

@@ -53,6 +53,12 @@ const MIGRATIONS: &[&str] = &[
          nonce      BLOB NOT NULL,
          ciphertext BLOB NOT NULL
      ) STRICT;",
+    // 1 -> 2: users who asked to be forgotten, so no restart learns them again. A keyed
+    // hash of the name, never the name (forget erases the name from the file).
+    "CREATE TABLE forgotten (
+         user_tag  BLOB PRIMARY KEY NOT NULL,
+         at        INTEGER NOT NULL
+     ) STRICT;",
 ];
 
 const _: () = assert!(MIGRATIONS.len() == ProfileStore::SCHEMA_VERSION as usize);

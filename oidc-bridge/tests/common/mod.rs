@@ -17,6 +17,12 @@ pub const SECRET: &str = "rp-secret-0123456789";
 pub const PASSWORD: &str = "correct horse battery";
 pub const TOTP: &str = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
 
+/// Config lines letting alice (who has TOTP) enrol from password-only logins, for tests
+/// about something else: by default an enrolling TOTP user is asked for the code at every
+/// login, and a code is accepted once per 30 s step, so five quick enrolment logins
+/// could not pass it. `tests/e2e.rs` tests the default.
+pub const PASSWORD_ONLY_ENROLMENT: &str = "\n[behavior]\nenrol_with_second_factor = false\n";
+
 /// Builds the keystroke plugin (cargo builds no cdylibs for tests) and returns its directory.
 pub fn plugin_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
