@@ -585,9 +585,13 @@ impl Core {
         let name = self.plugins[i].name.clone();
         match self.build_profile(i, &windows) {
             Ok(blob) => {
-                self.store
-                    .put_profile(user, &name, &blob, n, unix_s())
-                    .map_err(|e| Refusal::internal("saving a profile", e))?;
+                if let Err(e) = self.store.put_profile(user, &name, &blob, n, unix_s()) {
+                    // Keep the collected windows: the next window retries the enrolment.
+                    if let Some(live) = self.users.get_mut(user) {
+                        live.learners[i].windows = windows;
+                    }
+                    return Err(Refusal::internal("saving a profile", e));
+                }
                 if let Some(live) = self.users.get_mut(user) {
                     live.session.set_profile(i, blob);
                     live.enrolled_windows[i] = n;
@@ -807,10 +811,15 @@ impl Core {
                 "not one full window for any plugin: record more behaviour".into(),
             ));
         }
-        for (_, name, blob, n) in &built {
-            self.store
-                .put_profile(user, name, blob, *n, unix_s())
-                .map_err(|e| Refusal::internal("saving a profile", e))?;
+        // All plugins' profiles in one transaction: none is replaced unless all are.
+        let rows: Vec<(&str, &[u8], u32)> = built
+            .iter()
+            .map(|(_, name, blob, n)| (name.as_str(), blob.as_slice(), *n))
+            .collect();
+        self.store
+            .put_profiles(user, &rows, unix_s())
+            .map_err(|e| Refusal::internal("saving a profile", e))?;
+        for (_, name, _, n) in &built {
             summary.push(format!("{name} from {n} windows"));
         }
         // The live session (if any) continues with the new templates.

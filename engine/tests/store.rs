@@ -680,6 +680,23 @@ fn store_rejects_invalid_names() {
     assert!(store.users().expect("users").is_empty());
 }
 
+#[test]
+fn store_put_profiles_stores_all_or_none() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = open(&db_path(&dir));
+    let bad: [(&str, &[u8], u32); 2] = [("keystroke", b"k1", 3), ("mouse\0", b"m1", 3)];
+    assert!(store.put_profiles("alice", &bad, 1).is_err());
+    assert!(
+        store.profiles("alice").expect("read").is_empty(),
+        "the valid first profile must not be stored alone"
+    );
+    let good: [(&str, &[u8], u32); 2] = [("keystroke", b"k1", 3), ("mouse", b"m1", 4)];
+    store.put_profiles("alice", &good, 1).expect("put");
+    let stored = store.profiles("alice").expect("read");
+    assert_eq!(stored.len(), 2);
+    assert!(stored.iter().all(|p| p.revision == 1));
+}
+
 const CHILD_ENV: &str = "HABITUS_STORE_DURABILITY_CHILD";
 const CHILD_READY: &str = "HABITUS-DURABILITY-CHILD-READY";
 const DURABILITY_TEST: &str = "store_survives_sigkill_during_adaptation";

@@ -154,29 +154,54 @@ impl ProfileStore {
         windows: u32,
         now_unix: i64,
     ) -> Result<(), StoreError> {
+        self.put_profiles(user, &[(plugin, blob, windows)], now_unix)
+    }
+
+    /// [`ProfileStore::put_profile`] for several plugins of one user, in one transaction:
+    /// all are stored or none (an enrolment never leaves one plugin's new template beside
+    /// another's old one).
+    pub fn put_profiles(
+        &mut self,
+        user: &str,
+        profiles: &[(&str, &[u8], u32)],
+        now_unix: i64,
+    ) -> Result<(), StoreError> {
         check_name("user", user)?;
-        check_name("plugin", plugin)?;
-        check_blob(blob)?;
-        let sealed = self.sealer.seal(&profile_aad(user, plugin), blob)?;
-        // One statement, so atomic; an upsert (not REPLACE) keeps the row and therefore
-        // its per-day counters, so re-enrolling does not reset the adaptation budget.
-        self.conn.execute(
-            "INSERT INTO profiles (user, plugin, nonce, ciphertext, windows, enrolled_at,
-                                   updated_at, revision, adaptations)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, 0)
-             ON CONFLICT (user, plugin) DO UPDATE SET
-                 nonce = excluded.nonce, ciphertext = excluded.ciphertext,
-                 windows = excluded.windows, enrolled_at = excluded.enrolled_at,
-                 updated_at = excluded.updated_at, revision = revision + 1, adaptations = 0",
-            params![
-                user,
+        let mut sealed = Vec::with_capacity(profiles.len());
+        for &(plugin, blob, windows) in profiles {
+            check_name("plugin", plugin)?;
+            check_blob(blob)?;
+            sealed.push((
                 plugin,
-                &sealed.nonce[..],
-                sealed.ciphertext,
+                self.sealer.seal(&profile_aad(user, plugin), blob)?,
                 windows,
-                now_unix
-            ],
-        )?;
+            ));
+        }
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        for (plugin, sealed, windows) in sealed {
+            // An upsert (not REPLACE) keeps the row and therefore its per-day counters, so
+            // re-enrolling does not reset the adaptation budget.
+            tx.execute(
+                "INSERT INTO profiles (user, plugin, nonce, ciphertext, windows, enrolled_at,
+                                       updated_at, revision, adaptations)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 1, 0)
+                 ON CONFLICT (user, plugin) DO UPDATE SET
+                     nonce = excluded.nonce, ciphertext = excluded.ciphertext,
+                     windows = excluded.windows, enrolled_at = excluded.enrolled_at,
+                     updated_at = excluded.updated_at, revision = revision + 1, adaptations = 0",
+                params![
+                    user,
+                    plugin,
+                    &sealed.nonce[..],
+                    sealed.ciphertext,
+                    windows,
+                    now_unix
+                ],
+            )?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
