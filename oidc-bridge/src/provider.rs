@@ -44,6 +44,8 @@ pub const MAX_COLLECT_BODY: usize = 64 * 1024;
 const MAX_FORM_BODY: usize = 16 * 1024;
 /// Login transactions held at once (oldest expire first; a flood cannot grow memory).
 const MAX_TRANSACTIONS: usize = 10_000;
+/// Authorization codes held at once (each lives `lifetimes.code_s`, 60 s by default).
+const MAX_CODES: usize = 10_000;
 const MAX_PASSWORD_ATTEMPTS: u32 = 5;
 /// Wrong TOTP codes accepted per user within [`TOTP_FAILURE_WINDOW_S`], across all login
 /// transactions (a new transaction is one unauthenticated request away, so the
@@ -493,6 +495,22 @@ impl Provider {
         let mut txs = lock(&self.txs);
         txs.retain(|_, t| t.expires > now);
         if txs.len() >= MAX_TRANSACTIONS {
+            // Opening a login page costs nothing, so a flood of them must not lock out the
+            // people already signing in: make room by dropping the oldest login nobody has
+            // typed into (no events, no attempt). Only when every slot holds a login in use
+            // is the new one turned away.
+            let idle = txs
+                .iter()
+                .filter(|(_, t)| {
+                    t.events.is_empty() && t.attempts == 0 && matches!(t.stage, Stage::Password)
+                })
+                .min_by_key(|(_, t)| t.expires)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = idle {
+                txs.remove(&k);
+            }
+        }
+        if txs.len() >= MAX_TRANSACTIONS {
             return LoginOutcome::ErrorPage(pages::error_page(
                 "temporarily_unavailable",
                 "too many logins in progress; try again shortly",
@@ -517,6 +535,18 @@ impl Provider {
         let code = random_token();
         let mut codes = lock(&self.codes);
         codes.retain(|_, c| c.expires > now);
+        // Bounded: a signed-in browser can ask for codes in a loop (each /authorize with the
+        // SSO cookie issues one). The oldest unredeemed code goes first; its client then
+        // gets `invalid_grant` and starts again.
+        if codes.len() >= MAX_CODES {
+            let oldest = codes
+                .iter()
+                .min_by_key(|(_, c)| c.expires)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                codes.remove(&k);
+            }
+        }
         codes.insert(
             code.clone(),
             CodeGrant {

@@ -377,3 +377,34 @@ fn wrong_password_and_unknown_user() {
     );
     assert_eq!(r.status, 400);
 }
+
+#[test]
+fn a_flood_of_login_pages_does_not_lock_out_people_signing_in() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let params = auth_params("rp", "openid", "n", &pk);
+    // bob opens the login page and starts typing.
+    let tx = open_login(issuer, &params);
+    let r = collect(
+        issuer,
+        &serde_json::json!({"tx": tx, "seq": 0, "events": typist(12, 95.0, 190.0, 1, 0)}),
+    );
+    assert_eq!(r.status, 204, "{}", r.text());
+    // Someone opens login pages in a loop, well past the table's 10,000 slots.
+    let q: std::collections::HashMap<String, String> = params
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    for i in 0..10_500 {
+        let o = p.provider.authorize(&q, None);
+        assert!(
+            matches!(o, habitus_oidc::provider::LoginOutcome::Page(_)),
+            "login page {i} was refused"
+        );
+    }
+    // A new visitor still gets a login page, and bob's login (in use) survived.
+    assert_eq!(authorize(issuer, &params, None).status, 200);
+    let r = post_login(issuer, &tx, "bob", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.text());
+}
