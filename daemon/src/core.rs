@@ -95,6 +95,9 @@ enum Source {
 /// Timestamps above 2^53 µs (285 years) are refused: they cannot be real, and staying
 /// below keeps every offset computation far from overflow.
 const MAX_T_US: u64 = 1 << 53;
+/// Events a non-root caller may send in one `Ingest` (`habitus ingest` sends 20 at a
+/// time; a few seconds of pointer motion is a few hundred).
+const MAX_SELF_REPORTED_EVENTS: usize = 2000;
 
 /// Counters for `status` and logs.
 #[derive(Clone, Copy, Debug, Default)]
@@ -267,6 +270,17 @@ impl Core {
                 } else {
                     Source::SelfReported
                 };
+                if source == Source::SelfReported && events.len() > MAX_SELF_REPORTED_EVENTS {
+                    // The core is shared by every user's verdicts: one user's huge batch
+                    // must not hold it past pam_habitus's deadline for the others.
+                    return Err(Refusal(
+                        ErrorKind::BadRequest,
+                        format!(
+                            "{} events in one ingest: at most {MAX_SELF_REPORTED_EVENTS} per request; send smaller batches",
+                            events.len()
+                        ),
+                    ));
+                }
                 self.ingest(&user, &events, source)
             }
             RequestBody::Status { user } => self.status(user.as_deref()),

@@ -87,6 +87,35 @@ fn open(user: &str, service: &str, rhost: Option<&str>) -> RequestBody {
 }
 
 #[test]
+fn a_users_own_batches_are_bounded_and_roots_are_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut core = core_with(dir.path(), Config::default());
+    let typing = synthetic_typist(1100, 90.0, 180.0, 1);
+    assert!(typing.len() > 2000);
+    let (kind, message) = refused(
+        &mut core,
+        &alice_peer(),
+        RequestBody::Ingest {
+            user: "alice".into(),
+            events: typing.clone(),
+        },
+    );
+    assert_eq!(kind, ErrorKind::BadRequest);
+    assert!(message.contains("at most 2000"), "{message}");
+    // Nothing of the refused batch was taken; the same events in smaller batches are.
+    let (kind, _) = refused(
+        &mut core,
+        &root(),
+        RequestBody::Assess {
+            user: "alice".into(),
+        },
+    );
+    assert_eq!(kind, ErrorKind::UnknownUser);
+    ingest(&mut core, &alice_peer(), "alice", &typing[..2000]);
+    ingest(&mut core, &root(), "bob", &typing);
+}
+
+#[test]
 fn a_user_is_confined_to_their_own_session() {
     let dir = tempfile::tempdir().unwrap();
     let mut core = core_with(dir.path(), Config::default());
