@@ -37,11 +37,11 @@ pub const MAX_BATCH_EVENTS: usize = 512;
 pub const MAX_TX_EVENTS: usize = 4096;
 /// Live sessions scored at once (memory bound); the least recently used is dropped first.
 pub const MAX_LIVE_SESSIONS: usize = 10_000;
-/// Collector times are `performance.now()` milliseconds: at most a day after page load.
 /// Longest page id of a live batch (the collector sends 32 hex digits).
 const MAX_PAGE_ID: usize = 64;
 /// Pages whose sequence a live session remembers (tabs and relying parties open at once).
 const MAX_PAGES_PER_SESSION: usize = 16;
+/// Collector times are `performance.now()` milliseconds: at most a day after page load.
 const MAX_T_MS: f64 = 86_400_000.0;
 /// Pointer coordinates (CSS pixels) beyond this are refused.
 const MAX_COORD: f32 = 100_000.0;
