@@ -72,6 +72,29 @@ pub fn error_page(code: &str, description: &str) -> String {
     )
 }
 
+/// RP-Initiated Logout without a valid `id_token_hint`: the user confirms (a POST form
+/// carrying the request's parameters), so another site cannot sign them out with a link.
+pub fn end_session_confirm_page(params: &[(&str, &str)]) -> String {
+    let hidden: String = params
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "<input type=\"hidden\" name=\"{}\" value=\"{}\">",
+                escape(k),
+                escape(v)
+            )
+        })
+        .collect();
+    page(
+        "Sign out?",
+        &format!(
+            "<h1>Sign out?</h1><p>An application asked to end your single sign-on session.</p>\
+<form method=\"post\" action=\"/end_session\">{hidden}<input type=\"hidden\" name=\"confirm\" value=\"yes\">\
+<button type=\"submit\">Sign out</button></form>"
+        ),
+    )
+}
+
 pub fn signed_out_page() -> String {
     page(
         "Signed out",

@@ -203,6 +203,19 @@ pub struct TokenResponse {
     pub habitus_collect_token: Option<String>,
 }
 
+/// What `/end_session` answers.
+pub enum EndSessionOutcome {
+    /// Signed out: redirect to `target` (a registered post-logout URI) or show `page`.
+    SignedOut {
+        target: Option<String>,
+        page: String,
+    },
+    /// No valid `id_token_hint`: the user is asked to confirm (nothing was ended).
+    Confirm(String),
+    /// A malformed request (nothing was ended).
+    Refused(String),
+}
+
 /// Where a finished login goes.
 pub enum LoginOutcome {
     Redirect(String),
@@ -1325,11 +1338,44 @@ impl Provider {
         &self,
         p: &HashMap<String, String>,
         cookie: Option<&str>,
-    ) -> (Option<String>, String) {
+        confirmed: bool,
+    ) -> EndSessionOutcome {
         let now = now_unix();
         let hint = p
             .get("id_token_hint")
             .and_then(|t| self.verify_own_id_token(t));
+        if p.contains_key("id_token_hint") && hint.is_none() {
+            return EndSessionOutcome::Refused(pages::error_page(
+                "invalid_request",
+                "id_token_hint is not an ID token of this provider",
+            ));
+        }
+        let audience: Vec<String> = match hint.as_ref().and_then(|c| c.get("aud")) {
+            Some(serde_json::Value::String(s)) => vec![s.clone()],
+            Some(serde_json::Value::Array(a)) => a
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect(),
+            _ => Vec::new(),
+        };
+        // RP-Initiated Logout §2: with both, the client must be the hint's audience.
+        if let (Some(c), Some(_)) = (p.get("client_id"), &hint) {
+            if !audience.contains(c) {
+                return EndSessionOutcome::Refused(pages::error_page(
+                    "invalid_request",
+                    "client_id is not the audience of the id_token_hint",
+                ));
+            }
+        }
+        // Without a hint, nothing shows the request comes from a relying party of this
+        // session: a bare link on any site would sign the user out. Ask first.
+        if hint.is_none() && !confirmed {
+            let keep: Vec<(&str, &str)> = ["client_id", "post_logout_redirect_uri", "state"]
+                .iter()
+                .filter_map(|k| p.get(*k).map(|v| (*k, v.as_str())))
+                .collect();
+            return EndSessionOutcome::Confirm(pages::end_session_confirm_page(&keep));
+        }
         let mut sid = hint
             .as_ref()
             .and_then(|c| c.get("sid")?.as_str().map(str::to_string));
@@ -1345,13 +1391,10 @@ impl Provider {
         if let Some(sid) = &sid {
             self.revoke_session(sid, Revocation::Logout);
         }
-        let client_id = p.get("client_id").cloned().or_else(|| {
-            hint.as_ref().and_then(|c| match c.get("aud")? {
-                serde_json::Value::String(s) => Some(s.clone()),
-                serde_json::Value::Array(a) => a.first()?.as_str().map(str::to_string),
-                _ => None,
-            })
-        });
+        let client_id = p
+            .get("client_id")
+            .cloned()
+            .or_else(|| audience.first().cloned());
         let target = p.get("post_logout_redirect_uri").and_then(|uri| {
             let client = self.config.client(client_id.as_deref()?)?;
             client
@@ -1366,7 +1409,10 @@ impl Provider {
                     Some(u.to_string())
                 })?
         });
-        (target, pages::signed_out_page())
+        EndSessionOutcome::SignedOut {
+            target,
+            page: pages::signed_out_page(),
+        }
     }
 
     /// Claims of an ID token we signed (expiry not checked: hints may be expired).
@@ -1805,8 +1851,17 @@ fn end_session_response(
     p: &Provider,
     q: &HashMap<String, String>,
     headers: &HeaderMap,
+    confirmed: bool,
 ) -> Response {
-    let (target, page) = p.end_session(q, cookie_value(headers).as_deref());
+    let (target, page) = match p.end_session(q, cookie_value(headers).as_deref(), confirmed) {
+        EndSessionOutcome::SignedOut { target, page } => (target, page),
+        EndSessionOutcome::Confirm(page) => return html(page),
+        EndSessionOutcome::Refused(page) => {
+            let mut r = html(page);
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            return r;
+        }
+    };
     let mut r = match target {
         Some(to) => no_store(Redirect::to(&to).into_response()),
         None => html(page),
@@ -1825,12 +1880,17 @@ async fn end_session_get(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    end_session_response(&p, &q, &headers)
+    end_session_response(&p, &q, &headers, false)
 }
 
 async fn end_session_post(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     match parse_form(&headers, &body) {
-        Ok(q) => end_session_response(&p, &q, &headers),
+        Ok(q) => {
+            // The confirmation form is ours: a post from another site confirms nothing.
+            let confirmed = q.get("confirm").is_some_and(|c| c == "yes")
+                && login_origin_refused(&p, &headers).is_none();
+            end_session_response(&p, &q, &headers, confirmed)
+        }
         Err(e) => html(pages::error_page(e.code, &e.description)),
     }
 }

@@ -720,3 +720,71 @@ fn another_client_presenting_a_used_code_cannot_revoke_the_session() {
     );
     assert_eq!(ui.status, 401, "{}", ui.text());
 }
+
+#[test]
+fn end_session_without_a_hint_asks_first_and_a_mismatched_client_is_refused() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "bob", &[], Vec::new(), &pk, "n");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let cookie = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("session cookie")
+        .to_string();
+    let tokens = exchange(issuer, "rp", &r.location_query()["code"], &pk).json();
+    let id_token = tokens["id_token"].as_str().expect("id_token").to_string();
+    let access = tokens["access_token"].as_str().expect("at").to_string();
+    let alive = || {
+        http(
+            "GET",
+            &format!("{issuer}/userinfo"),
+            &[("Authorization", &format!("Bearer {access}"))],
+            b"",
+        )
+        .status
+            == 200
+    };
+    let end = |method: &str, query: &str, headers: &[(&str, &str)], body: &[u8]| {
+        let mut hs = vec![("Cookie", cookie.as_str())];
+        hs.extend_from_slice(headers);
+        http(method, &format!("{issuer}/end_session{query}"), &hs, body)
+    };
+
+    // A bare link (cookie only) shows a confirmation and ends nothing.
+    let r = end("GET", "", &[], b"");
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("Sign out?"), "{}", r.text());
+    assert!(alive(), "a link alone must not end the session");
+    // A confirmation posted from another site confirms nothing either.
+    let r = end(
+        "POST",
+        "",
+        &[FORM, ("Origin", "https://evil.example")],
+        &form(&[("confirm", "yes")]),
+    );
+    assert!(r.text().contains("Sign out?"), "{}", r.text());
+    assert!(alive());
+    // A hint for another client than the one named, or a forged hint: refused.
+    let r = end(
+        "GET",
+        &format!("?id_token_hint={id_token}&client_id=rp-ed"),
+        &[],
+        b"",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+    let r = end("GET", "?id_token_hint=not.a.token", &[], b"");
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert!(alive());
+    // The user's own confirmation ends it.
+    let r = end(
+        "POST",
+        "",
+        &[FORM, ("Origin", issuer)],
+        &form(&[("confirm", "yes")]),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("Signed out"), "{}", r.text());
+    assert!(!alive(), "the confirmed sign-out ended the session");
+}
