@@ -621,15 +621,16 @@ impl BehaviorEngine {
         let mine = learners
             .entry(user.to_string())
             .or_insert_with(|| self.plugins.iter().map(|_| Learner::default()).collect());
+        // Another login may have completed an enrolment meanwhile.
+        let enrolled: Vec<String> = store
+            .profiles(user)
+            .map(|ps| ps.into_iter().map(|s| s.plugin).collect())
+            .unwrap_or_default();
         for (i, events) in learning.enrol {
             let (Some(p), Some(learner)) = (self.plugins.get(i), mine.get_mut(i)) else {
                 continue;
             };
-            // Another login may have completed the enrolment meanwhile.
-            if store
-                .profiles(user)
-                .is_ok_and(|ps| ps.iter().any(|s| s.plugin == p.name))
-            {
+            if enrolled.contains(&p.name) {
                 continue;
             }
             match p.window {

@@ -1475,7 +1475,7 @@ fn html(body: String) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     // No referrer to other sites. `same-origin` rather than `no-referrer`: with the
     // latter, browsers send `Origin: null` with our own form posts, and the login forms
-    // need their real origin (see `login_origin_refused`).
+    // need their real origin (see `cross_site_form_refused`).
     h.insert(
         header::REFERRER_POLICY,
         HeaderValue::from_static("same-origin"),
@@ -1561,13 +1561,13 @@ struct LoginForm {
     password: String,
 }
 
-/// Login forms are posted only from the issuer's own pages. A browser posting one from
-/// another site is login CSRF: that site would sign the victim's browser in as the
-/// attacker (the SSO cookie then answers every relying party with the attacker's
+/// Our forms (login, code, sign-out confirmation) are posted only from the issuer's own
+/// pages. A browser posting a login form from another site is login CSRF: that site
+/// would sign the victim's browser in as the attacker (the SSO cookie then answers every relying party with the attacker's
 /// account). Browsers send `Origin` with every form POST (our pages' referrer policy
 /// keeps it their real origin; another site can make it `null`, which is refused too)
 /// and, where supported, `Sec-Fetch-Site`. A request with neither is not a browser's.
-fn login_origin_refused(p: &Provider, headers: &HeaderMap) -> Option<Response> {
+fn cross_site_form_refused(p: &Provider, headers: &HeaderMap) -> Option<Response> {
     let own = url::Url::parse(&p.config.issuer)
         .map(|u| u.origin().ascii_serialization())
         .unwrap_or_default();
@@ -1589,7 +1589,7 @@ fn login_origin_refused(p: &Provider, headers: &HeaderMap) -> Option<Response> {
 }
 
 async fn login(State(p): State<Shared>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
-    if let Some(refused) = login_origin_refused(&p, &headers) {
+    if let Some(refused) = cross_site_form_refused(&p, &headers) {
         return refused;
     }
     let p2 = p.clone();
@@ -1612,7 +1612,7 @@ async fn login_totp(
     headers: HeaderMap,
     Form(f): Form<TotpForm>,
 ) -> Response {
-    if let Some(refused) = login_origin_refused(&p, &headers) {
+    if let Some(refused) = cross_site_form_refused(&p, &headers) {
         return refused;
     }
     let p2 = p.clone();
@@ -1888,7 +1888,7 @@ async fn end_session_post(State(p): State<Shared>, headers: HeaderMap, body: Byt
         Ok(q) => {
             // The confirmation form is ours: a post from another site confirms nothing.
             let confirmed = q.get("confirm").is_some_and(|c| c == "yes")
-                && login_origin_refused(&p, &headers).is_none();
+                && cross_site_form_refused(&p, &headers).is_none();
             end_session_response(&p, &q, &headers, confirmed)
         }
         Err(e) => html(pages::error_page(e.code, &e.description)),

@@ -333,25 +333,10 @@ fn step_up_with_totp_when_behaviour_cannot_reach_the_level() {
     assert_eq!(r.status, 200, "step-up page expected: {}", r.text());
     assert!(r.text().contains("/login/totp"));
     let tx = tx_of(&r);
-    let wrong = http(
-        "POST",
-        &format!("{issuer}/login/totp"),
-        &[FORM],
-        &form(&[("tx", &tx), ("code", "000000")]),
-    );
+    let wrong = post_totp(issuer, &tx, "000000");
     assert!(wrong.text().contains("Wrong"), "{}", wrong.text());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let key = habitus_oidc::totp::decode_base32(TOTP).expect("b32");
-    let code = format!("{:06}", habitus_oidc::totp::totp_at(&key, now));
-    let ok = http(
-        "POST",
-        &format!("{issuer}/login/totp"),
-        &[FORM],
-        &form(&[("tx", &tx), ("code", &code)]),
-    );
+    let code = totp_code(0);
+    let ok = post_totp(issuer, &tx, &code);
     assert_eq!(ok.status, 303, "{}", ok.text());
     let q = ok.location_query();
     let c = claims_of(
@@ -377,12 +362,7 @@ fn step_up_with_totp_when_behaviour_cannot_reach_the_level() {
         "n",
     );
     let tx = tx_of(&r);
-    let reuse = http(
-        "POST",
-        &format!("{issuer}/login/totp"),
-        &[FORM],
-        &form(&[("tx", &tx), ("code", &code)]),
-    );
+    let reuse = post_totp(issuer, &tx, &code);
     assert_eq!(reuse.status, 200);
     assert!(reuse.text().contains("already used"));
 
@@ -488,25 +468,6 @@ fn email_scope_releases_the_users_file_address() {
             "{c}"
         );
     }
-}
-
-/// alice's TOTP code for `offset_s` seconds from now (a step ahead is still accepted).
-fn totp_code(offset_s: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let key = habitus_oidc::totp::decode_base32(TOTP).expect("b32");
-    format!("{:06}", habitus_oidc::totp::totp_at(&key, now + offset_s))
-}
-
-fn post_totp(issuer: &str, tx: &str, code: &str) -> Reply {
-    http(
-        "POST",
-        &format!("{issuer}/login/totp"),
-        &[FORM],
-        &form(&[("tx", tx), ("code", code)]),
-    )
 }
 
 fn behaviour_of(issuer: &str, r: &Reply, pk: &Pkce) -> serde_json::Value {
@@ -697,27 +658,25 @@ fn another_client_presenting_a_used_code_cannot_revoke_the_session() {
     let t = exchange(issuer, "rp", &code, &pk);
     assert_eq!(t.status, 200, "{}", t.text());
     let access = t.json()["access_token"].as_str().expect("at").to_string();
+    let userinfo = || {
+        http(
+            "GET",
+            &format!("{issuer}/userinfo"),
+            &[("Authorization", &format!("Bearer {access}"))],
+            b"",
+        )
+    };
     // rp-ed got hold of the (already redeemed) code: refused as another client's code,
     // not treated as a replay by the rightful client (which would revoke its tokens).
     let stolen = exchange(issuer, "rp-ed", &code, &pk);
     assert_eq!(stolen.status, 400);
     assert_eq!(stolen.json()["error"], "invalid_grant");
-    let ui = http(
-        "GET",
-        &format!("{issuer}/userinfo"),
-        &[("Authorization", &format!("Bearer {access}"))],
-        b"",
-    );
+    let ui = userinfo();
     assert_eq!(ui.status, 200, "the session lives on: {}", ui.text());
     // The rightful client replaying it still revokes (RFC 6749 §4.1.2).
     let replay = exchange(issuer, "rp", &code, &pk);
     assert_eq!(replay.status, 400);
-    let ui = http(
-        "GET",
-        &format!("{issuer}/userinfo"),
-        &[("Authorization", &format!("Bearer {access}"))],
-        b"",
-    );
+    let ui = userinfo();
     assert_eq!(ui.status, 401, "{}", ui.text());
 }
 

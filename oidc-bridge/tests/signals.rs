@@ -650,18 +650,8 @@ fn stepped_up_session(issuer: &str) -> (String, String, String) {
     );
     assert_eq!(r.status, 200, "TOTP page expected: {}", r.text());
     let tx = tx_of(&r);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("time")
-        .as_secs();
-    let key = habitus_oidc::totp::decode_base32(TOTP).expect("b32");
-    let code = format!("{:06}", habitus_oidc::totp::totp_at(&key, now));
-    let ok = http(
-        "POST",
-        &format!("{issuer}/login/totp"),
-        &[FORM],
-        &form(&[("tx", &tx), ("code", &code)]),
-    );
+    let code = totp_code(0);
+    let ok = post_totp(issuer, &tx, &code);
     assert_eq!(ok.status, 303, "{}", ok.text());
     let cookie = cookie_of(&ok);
     let t = exchange(issuer, "rp-bc", &ok.location_query()["code"], &pk).json();

@@ -111,18 +111,7 @@ fn resource_server_asks_for_step_up_and_accepts_the_stronger_token() {
         "n",
     );
     assert!(r.text().contains("/login/totp"), "{}", r.text());
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let key = habitus_oidc::totp::decode_base32(TOTP).unwrap();
-    let code = format!("{:06}", habitus_oidc::totp::totp_at(&key, now));
-    let r = http(
-        "POST",
-        &format!("{issuer}/login/totp"),
-        &[FORM],
-        &form(&[("tx", &tx_of(&r)), ("code", &code)]),
-    );
+    let r = post_totp(issuer, &tx_of(&r), &totp_code(0));
     let strong = access_token_after(&r, issuer, &pk);
     assert_eq!(claims_of(&strong)["acr"], "urn:habitus:loa:2");
     let ok = get(&format!("{api}/strong"), Some(&strong));

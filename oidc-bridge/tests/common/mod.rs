@@ -439,6 +439,26 @@ pub fn claims_of(jwt: &str) -> serde_json::Value {
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).expect("b64")).expect("json")
 }
 
+/// alice's TOTP code for `offset_s` seconds from now (a step ahead is still accepted).
+pub fn totp_code(offset_s: u64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("time")
+        .as_secs();
+    let key = habitus_oidc::totp::decode_base32(TOTP).expect("b32");
+    format!("{:06}", habitus_oidc::totp::totp_at(&key, now + offset_s))
+}
+
+/// Submits the code form of transaction `tx`.
+pub fn post_totp(issuer: &str, tx: &str, code: &str) -> Reply {
+    http(
+        "POST",
+        &format!("{issuer}/login/totp"),
+        &[FORM],
+        &form(&[("tx", tx), ("code", code)]),
+    )
+}
+
 /// Enrols `user` with `logins` genuine logins (typist seed 1).
 pub fn enrol(issuer: &str, user: &str, logins: u64) {
     for i in 0..logins {
