@@ -226,6 +226,21 @@ fn dead_port() -> u16 {
     l.local_addr().expect("addr").port()
 }
 
+/// Binds a port [`dead_port`] gave out earlier. Meanwhile a parallel test's outgoing
+/// connection may hold it as its (ephemeral) source port for a moment: retry briefly.
+fn bind_again(port: u16) -> std::net::TcpListener {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match std::net::TcpListener::bind(("127.0.0.1", port)) {
+            Ok(l) => return l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => panic!("bind 127.0.0.1:{port}: {e}"),
+        }
+    }
+}
+
 fn config(rport: u16, down: u16) -> String {
     config_revoking(rport, down, true)
 }
@@ -1014,7 +1029,7 @@ backchannel_logout_uri = "http://127.0.0.1:{down}/bcl"
     assert_eq!(first.provider.pending_deliveries().expect("outbox"), 1);
 
     // The receiver comes up; a second run on the same state directory sends the token.
-    let (_, log) = receiver_on(std::net::TcpListener::bind(("127.0.0.1", down)).expect("bind"));
+    let (_, log) = receiver_on(bind_again(down));
     let config = habitus_oidc::Config::parse(&config_text(&issuer, first._dir.path(), &extra))
         .expect("config");
     let second = Arc::new(habitus_oidc::build(config).expect("second run"));
