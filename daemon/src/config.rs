@@ -164,7 +164,14 @@ impl Default for InputConfig {
                 "su-l",
                 "runuser",
                 "runuser-l",
+                // OpenDoas, run0 (systemd 256+), pkexec.
+                "doas",
+                "systemd-run0",
+                "polkit-1",
+                // Debian cron, cronie, at.
                 "cron",
+                "crond",
+                "atd",
                 "systemd-user",
             ]
             .iter()
@@ -218,21 +225,7 @@ impl Config {
                 config.version
             )));
         }
-        config.session.trust.validate().map_err(&invalid)?;
-        config.session.fusion.validate().map_err(&invalid)?;
-        let min = config.session.trusted_min_llr;
-        if !min.is_finite() || min < 0.0 {
-            return Err(invalid(format!(
-                "session.trusted_min_llr = {min}: must be a finite number >= 0 (trust alone must not make a session trusted)"
-            )));
-        }
-        for (name, n) in &config.session.window_events {
-            if *n == 0 {
-                return Err(invalid(format!(
-                    "session.window_events.{name} must be at least 1"
-                )));
-            }
-        }
+        config.session.validate().map_err(&invalid)?;
         if config.plugins.is_empty() {
             return Err(invalid("no [plugins.*] table: nothing to measure".into()));
         }
@@ -298,6 +291,13 @@ mod tests {
         let text = include_str!("../habitusd.toml");
         let c = Config::parse(text, "habitusd.toml").unwrap();
         assert_eq!(c.socket, PathBuf::from("/run/habitus/habitusd.sock"));
+        // The example shows the defaults of what it sets.
+        let d = Config::default();
+        assert_eq!(c.session.idle_reset_s, d.session.idle_reset_s);
+        assert_eq!(
+            c.input.ignore_session_services,
+            d.input.ignore_session_services
+        );
     }
 
     #[test]
@@ -311,6 +311,10 @@ mod tests {
             ("[session]\nadapt_min_llr = -1.0", "adapt_min_llr"),
             ("[session]\ntrusted_min_llr = -1.0", "trusted_min_llr"),
             ("[session]\ntrusted_min_llr = nan", "trusted_min_llr"),
+            ("[session]\nidle_reset_s = 0.0", "idle_reset_s"),
+            ("[session]\nidle_reset_s = -5.0", "idle_reset_s"),
+            ("[session]\nidle_reset_s = inf", "idle_reset_s"),
+            ("[session]\nidle_reset_s = nan", "idle_reset_s"),
             (
                 "[session.window_events]\nkeystroke = 0",
                 "window_events.keystroke",

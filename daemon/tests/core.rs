@@ -324,6 +324,48 @@ fn live_typing_enrols_then_genuine_is_trusted_and_an_impostor_drifts() {
     assert!(a.modalities[0].last_llr.is_some_and(|l| l < 0.0), "{a:?}");
 }
 
+/// `session.idle_reset_s` reaches the live sessions: typing that resumes after a longer
+/// pause (a locked screen, someone else sitting down) is not vouched for by what was
+/// typed before it. The pause here is in the collector's own clock, which the core keeps
+/// while it runs on (pauses within a batch stream count like real ones).
+#[test]
+fn typing_after_a_pause_is_not_vouched_for_by_the_typing_before_it() {
+    for idle_reset_s in [Some(2.0), None] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
+        config.session.idle_reset_s = idle_reset_s;
+        let mut core = core_with(dir.path(), config);
+        ingest(
+            &mut core,
+            &root(),
+            "alice",
+            &synthetic_typist(400, 90.0, 180.0, 1),
+        );
+        let typing = synthetic_typist(1000, 90.0, 180.0, 2);
+        ingest(&mut core, &root(), "alice", &typing);
+        assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
+
+        // A few keys (less than a window) 3 s after the last ones.
+        let resume = typing.last().unwrap().t_us + 3_000_000;
+        let mut more = synthetic_typist(10, 90.0, 180.0, 3);
+        let first = more[0].t_us;
+        for e in &mut more {
+            e.t_us = e.t_us - first + resume;
+        }
+        ingest(&mut core, &root(), "alice", &more);
+        let a = assess(&mut core, "alice");
+        match idle_reset_s {
+            Some(_) => {
+                assert_eq!(a.state, TrustState::Uncertain, "{a:?}");
+                assert_eq!(a.fused_llr, 0.0);
+                assert!(a.trust >= 95.0, "trust is kept: {a:?}");
+            }
+            None => assert_eq!(a.state, TrustState::Trusted, "{a:?}"),
+        }
+    }
+}
+
 #[test]
 fn adaptation_is_bounded_per_day() {
     let dir = tempfile::tempdir().unwrap();

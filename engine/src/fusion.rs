@@ -107,6 +107,14 @@ impl Fusion {
         }
     }
 
+    /// Forgets every score (the input paused: see `SessionConfig::idle_reset_s`).
+    pub fn clear(&mut self) {
+        self.recent.clear();
+        for m in &mut self.per_modality {
+            *m = ModalityEvidence::default();
+        }
+    }
+
     pub fn fused_llr(&self) -> f64 {
         self.per_modality.iter().map(|m| m.llr).sum()
     }

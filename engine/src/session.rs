@@ -51,6 +51,9 @@ pub struct Assessment {
     pub events_rejected: u64,
     /// Windows whose scoring failed (plugin error or invalid score): never fused.
     pub windows_failed: u64,
+    /// Pauses of at least `idle_reset_s` after which the evidence gathered before them
+    /// was forgotten.
+    pub idle_resets: u64,
 }
 
 /// How a session is set up.
@@ -75,6 +78,42 @@ pub struct SessionConfig {
     /// still leave it "trusted"; with it, trusted means "the recent behaviour is
     /// positively the user's", which is what skipping a step-up factor needs.
     pub trusted_min_llr: f64,
+    /// After this many seconds without any input event, the evidence gathered before the
+    /// pause stops vouching: the person at the keyboard now may not be the one who left
+    /// (a locked screen, an unattended desk). The fusion window and any partly filled
+    /// windows are cleared at the first event after the pause, and an assessment asked
+    /// for during the pause is never `Trusted` (the newcomer's keys may not have arrived
+    /// yet). Trust itself is kept, so a drift is not forgiven by waiting. `None` never
+    /// forgets (the fusion window alone ages evidence). Default 60.
+    pub idle_reset_s: Option<f64>,
+}
+
+impl SessionConfig {
+    /// Checks the values a configuration file may set (the trust and fusion parts
+    /// included). The message names the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        self.trust.validate()?;
+        self.fusion.validate()?;
+        let min = self.trusted_min_llr;
+        if !min.is_finite() || min < 0.0 {
+            return Err(format!(
+                "session.trusted_min_llr = {min}: must be a finite number >= 0 (trust alone must not make a session trusted)"
+            ));
+        }
+        if let Some(idle) = self.idle_reset_s {
+            if !(idle.is_finite() && idle > 0.0) {
+                return Err(format!(
+                    "session.idle_reset_s = {idle}: must be a positive number of seconds (leave it out to never forget)"
+                ));
+            }
+        }
+        for (name, n) in &self.window_events {
+            if *n == 0 {
+                return Err(format!("session.window_events.{name} must be at least 1"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for SessionConfig {
@@ -87,6 +126,7 @@ impl Default for SessionConfig {
             // ln 99: the recent behaviour is at least 99 times likelier the user's than
             // someone else's (fixed from the odds, not fitted; see docs/results.md).
             trusted_min_llr: 4.6,
+            idle_reset_s: Some(60.0),
         }
     }
 }
@@ -142,6 +182,10 @@ pub struct Session {
     last_error: Option<HostError>,
     adapt_min_llr: Option<f64>,
     trusted_min_llr: f64,
+    /// [`SessionConfig::idle_reset_s`] in microseconds.
+    idle_reset_us: Option<u64>,
+    /// Pauses after which earlier evidence was forgotten.
+    idle_resets: u64,
     candidates: Vec<AdaptationCandidate>,
 }
 
@@ -188,6 +232,8 @@ impl Session {
             last_error: None,
             adapt_min_llr: config.adapt_min_llr,
             trusted_min_llr: config.trusted_min_llr,
+            idle_reset_us: config.idle_reset_s.map(|s| (s * 1e6) as u64),
+            idle_resets: 0,
             candidates: Vec::new(),
         }
     }
@@ -230,6 +276,9 @@ impl Session {
             self.events_rejected += 1;
             return;
         }
+        if self.paused_at(event.t_us) {
+            self.forget_before_pause();
+        }
         self.last_t_us = event.t_us;
         self.events_seen += 1;
         let kind: EventKind = event.kind;
@@ -243,6 +292,29 @@ impl Session {
             if slot.window.len() >= slot.window_events {
                 self.score_slot(i);
             }
+        }
+    }
+
+    /// Whether the input has paused for at least `idle_reset_s` by time `t_us`.
+    fn paused_at(&self, t_us: u64) -> bool {
+        match self.idle_reset_us {
+            Some(idle) => self.events_seen > 0 && t_us.saturating_sub(self.last_t_us) >= idle,
+            None => false,
+        }
+    }
+
+    /// Drops what was gathered before a pause: the fused evidence and the partly
+    /// filled windows (their events may be someone else's than the next ones). Trust,
+    /// the last scores and the counters stay.
+    fn forget_before_pause(&mut self) {
+        let had_evidence =
+            self.fusion.fused_llr() != 0.0 || self.slots.iter().any(|s| !s.window.is_empty());
+        self.fusion.clear();
+        for slot in &mut self.slots {
+            slot.window.clear();
+        }
+        if had_evidence {
+            self.idle_resets += 1;
         }
     }
 
@@ -309,6 +381,9 @@ impl Session {
     /// The assessment at time `now_us` (expires old evidence first).
     pub fn assess(&mut self, now_us: u64) -> Assessment {
         self.fusion.expire(now_us);
+        if self.paused_at(now_us) {
+            self.forget_before_pause();
+        }
         let enrolled = self.slots.iter().any(|s| s.profile.is_some());
         let trust = self.trust.trust();
         let fused = self.fusion.fused_llr();
@@ -344,6 +419,7 @@ impl Session {
             windows_scored: self.windows_scored,
             events_rejected: self.events_rejected,
             windows_failed: self.windows_failed,
+            idle_resets: self.idle_resets,
         }
     }
 }

@@ -145,3 +145,68 @@ fn a_replaced_profile_is_what_the_next_windows_are_scored_against() {
         direct_slower.to_bits()
     );
 }
+
+/// The person who sits down after a pause (a locked screen, an unattended desk) is not
+/// vouched for by what the one who left typed: after `idle_reset_s` without input the
+/// fused evidence is gone, whether or not the newcomer's keys have arrived yet.
+#[test]
+fn evidence_from_before_a_pause_does_not_vouch_for_whoever_comes_back() {
+    let profile = enrolled_profile();
+    let mut s = session_for(Some(profile.clone()));
+    let stream = typing(400, 90.0, 180.0, 1234, 50_000_000);
+    for e in &stream {
+        s.push(*e);
+    }
+    let end = stream.last().unwrap().t_us;
+    let a = s.assess(end + 59_000_000);
+    assert_eq!(a.state, State::Trusted, "59 s later: {a:?}");
+    assert_eq!(a.idle_resets, 0);
+
+    // Asked 60 s after the last input, before anything new arrived: not trusted, and
+    // the drift-free trust value is kept (waiting must not forgive, nor punish).
+    let a = s.assess(end + 60_000_000);
+    assert_eq!(a.state, State::Uncertain, "{a:?}");
+    assert_eq!(a.fused_llr, 0.0);
+    assert!(a.trust >= 95.0, "{a:?}");
+    assert_eq!(a.idle_resets, 1);
+
+    // The newcomer types a few keys (less than a window): still nothing vouches.
+    let back = end + 90_000_000;
+    for e in typing(10, 90.0, 180.0, 77, back) {
+        s.push(e);
+    }
+    assert_eq!(s.assess(back + 2_000_000).state, State::Uncertain);
+
+    // The owner's own typing after the pause earns the trust back window by window.
+    for e in typing(300, 90.0, 180.0, 4321, back + 3_000_000) {
+        s.push(e);
+    }
+    let a = s.assess(back + 3_000_000 + 300 * 180_000);
+    assert_eq!(a.state, State::Trusted, "{a:?}");
+
+    // A pause that comes with the first event after it (the assessment was not asked
+    // during the pause) clears the same way: the old windows no longer count.
+    let mut s = session_for(Some(profile.clone()));
+    for e in &stream {
+        s.push(*e);
+    }
+    s.push(Event::key(EventKind::KEY_DOWN, end + 61_000_000, 100));
+    let a = s.assess(end + 61_000_000);
+    assert_eq!(
+        (a.state, a.fused_llr, a.idle_resets),
+        (State::Uncertain, 0.0, 1)
+    );
+
+    // Switched off, the fusion window alone ages the evidence.
+    let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let plugin = Arc::new(lib.instantiate("mode = \"free\"").unwrap());
+    let never = SessionConfig {
+        idle_reset_s: None,
+        ..SessionConfig::default()
+    };
+    let mut s = Session::new(&never, vec![(plugin, Some(profile))]);
+    for e in &stream {
+        s.push(*e);
+    }
+    assert_eq!(s.assess(end + 200_000_000).state, State::Trusted);
+}

@@ -529,13 +529,10 @@ impl Config {
                 ));
             }
         }
-        let s = &self.behavior.session;
-        s.trust.validate()?;
-        s.fusion.validate()?;
-        if !(s.trusted_min_llr.is_finite() && s.trusted_min_llr >= 0.0) {
-            return Err("behavior.session.trusted_min_llr must be a finite number >= 0".into());
-        }
-        Ok(())
+        self.behavior
+            .session
+            .validate()
+            .map_err(|e| format!("[behavior.session]: {e}"))
     }
 
     /// `p` relative to the state directory unless absolute.
@@ -618,6 +615,10 @@ redirect_uris = ["http://127.0.0.1:9000/cb"]
             (
                 MINIMAL.replace("[[clients]]", "[signals]\ntimeout_ms = 0\n[[clients]]"),
                 "timeout_ms",
+            ),
+            (
+                format!("{MINIMAL}\n[behavior.session]\nidle_reset_s = 0.0"),
+                "[behavior.session]: session.idle_reset_s",
             ),
             (
                 MINIMAL.replace("[[clients]]", "[signals]\nretries = 9\n[[clients]]"),
