@@ -148,7 +148,8 @@ pub struct InputConfig {
     /// local devices (fast user switching changes it without any PAM call). When the
     /// file does not exist, the most recent local PAM session owns them.
     pub logind_seat: PathBuf,
-    /// systemd-logind's session records (`REMOTE=1` marks SSH sessions).
+    /// systemd-logind's session records (`REMOTE=1` marks SSH sessions): no verdict for
+    /// a process in a remote session, nor about a user who has one open.
     pub logind_sessions: PathBuf,
 }
 

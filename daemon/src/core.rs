@@ -19,7 +19,7 @@ use habitus_protocol::{
 };
 
 use crate::config::{Config, DriftAction};
-use crate::peer::{remote_session, user_name, Peer};
+use crate::peer::{open_remote_session, remote_session, user_name, Peer};
 
 /// A loaded modality plugin and how habitusd uses it.
 pub struct ModalityPlugin {
@@ -244,9 +244,11 @@ impl Core {
         }
         match request {
             RequestBody::Assess { user } => {
+                let sessions = &self.config.input.logind_sessions;
                 if let Some(reason) = peer
                     .pid
-                    .and_then(|pid| remote_session(pid, &self.config.input.logind_sessions))
+                    .and_then(|pid| remote_session(pid, sessions))
+                    .or_else(|| open_remote_session(&user, sessions))
                 {
                     return Err(Refusal(
                         ErrorKind::PermissionDenied,

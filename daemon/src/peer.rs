@@ -75,6 +75,37 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
         .then(|| format!("process {pid} is in remote logind session {session}"))
 }
 
+/// Why `user` may be at another machine right now, if they may: a systemd-logind
+/// session of theirs marked `REMOTE=1` is open (or still closing) in `sessions_dir`.
+///
+/// The per-process check ([`remote_session`]) cannot follow every way out of an SSH
+/// session: `env -u SSH_CONNECTION … systemd-run --user sudo …` runs sudo under the
+/// user's systemd manager, in no session scope and with a clean environment, and a
+/// tmux server started at the desk runs what a remote client types in the local
+/// session's scope. Neither logind nor the kernel records which session such a process
+/// was started from, so while the user has any remote session open, a verdict about
+/// their local typing is not given at all (the strong factor is asked for, also at the
+/// desk). A sessions directory that cannot be read means logind is not running: only
+/// the per-process check applies then.
+pub fn open_remote_session(user: &str, sessions_dir: &std::path::Path) -> Option<String> {
+    let entries = std::fs::read_dir(sessions_dir).ok()?;
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .collect();
+    names.sort();
+    names.into_iter().find_map(|session| {
+        let info = std::fs::read_to_string(sessions_dir.join(&session)).ok()?;
+        let field = |key: &str| {
+            info.lines()
+                .find_map(|l| l.trim().strip_prefix(key).map(str::to_string))
+        };
+        (field("REMOTE=").as_deref() == Some("1") && field("USER=").as_deref() == Some(user))
+            .then(|| format!("{user} has remote logind session {session} open"))
+    })
+}
+
 /// The passwd name of `uid` (`getpwuid_r`, thread-safe).
 pub fn user_name(uid: u32) -> Option<String> {
     let mut buf = vec![0 as libc::c_char; 4096];
@@ -121,6 +152,42 @@ mod tests {
         let _ = local.kill();
         let _ = local.wait();
         assert_eq!(reason, None);
+    }
+
+    #[test]
+    fn an_open_remote_session_of_the_user_is_found_and_others_are_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let sessions = dir.path();
+        let write = |name: &str, text: &str| std::fs::write(sessions.join(name), text).unwrap();
+        // Local sessions of alice, a remote one of bob, a stray temporary file.
+        write(
+            "2",
+            "UID=1000\nUSER=alice\nACTIVE=1\nSTATE=active\nREMOTE=0\nTYPE=wayland\n",
+        );
+        write(
+            "7",
+            "UID=1001\nUSER=bob\nSTATE=online\nREMOTE=1\nREMOTE_HOST=203.0.113.9\n",
+        );
+        write(".#7abc", "UID=1000\nUSER=alice\nREMOTE=1\n");
+        assert_eq!(super::open_remote_session("alice", sessions), None);
+        assert!(
+            super::open_remote_session("bob", sessions).is_some_and(|r| r.contains("session 7"))
+        );
+        // Prefixes and case do not match: the name is compared whole.
+        assert_eq!(super::open_remote_session("bo", sessions), None);
+        assert_eq!(super::open_remote_session("Bob", sessions), None);
+        // alice logs in over SSH; a session that is closing may still run her processes.
+        write(
+            "12",
+            "UID=1000\nUSER=alice\nSTATE=closing\nREMOTE=1\nSERVICE=sshd\n",
+        );
+        assert!(super::open_remote_session("alice", sessions)
+            .is_some_and(|r| r.contains("alice") && r.contains("12")));
+        // No logind (no directory): nothing to say.
+        assert_eq!(
+            super::open_remote_session("alice", &sessions.join("absent")),
+            None
+        );
     }
 
     #[test]

@@ -366,6 +366,47 @@ fn typing_after_a_pause_is_not_vouched_for_by_the_typing_before_it() {
     }
 }
 
+/// While the user has a remote logind session open, no verdict about their local typing
+/// is given, whoever asks: a process started from the SSH session can leave its scope
+/// and environment behind (`systemd-run --user`, a tmux server started at the desk).
+#[test]
+fn no_verdict_while_the_user_has_a_remote_session_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let sessions = dir.path().join("sessions");
+    std::fs::create_dir(&sessions).unwrap();
+    let mut config = Config::default();
+    config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
+    config.input.logind_sessions = sessions.clone();
+    let mut core = core_with(dir.path(), config);
+    ingest(
+        &mut core,
+        &root(),
+        "alice",
+        &synthetic_typist(1400, 90.0, 180.0, 1),
+    );
+    std::fs::write(sessions.join("3"), "UID=1000\nUSER=alice\nREMOTE=0\n").unwrap();
+    assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
+
+    std::fs::write(
+        sessions.join("9"),
+        "UID=1000\nUSER=alice\nREMOTE=1\nREMOTE_HOST=203.0.113.9\nSERVICE=sshd\n",
+    )
+    .unwrap();
+    let (kind, message) = refused(
+        &mut core,
+        &root(),
+        RequestBody::Assess {
+            user: "alice".into(),
+        },
+    );
+    assert_eq!(kind, ErrorKind::PermissionDenied);
+    assert!(message.contains("remote logind session 9"), "{message}");
+
+    // The SSH session ends: verdicts resume.
+    std::fs::remove_file(sessions.join("9")).unwrap();
+    assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
+}
+
 #[test]
 fn adaptation_is_bounded_per_day() {
     let dir = tempfile::tempdir().unwrap();
