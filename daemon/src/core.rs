@@ -251,7 +251,7 @@ impl Core {
                     .or_else(|| open_remote_session(&user, sessions))
                 {
                     return Err(Refusal(
-                        ErrorKind::PermissionDenied,
+                        ErrorKind::RemoteSession,
                         format!("assessment refused: {reason}; local behaviour says nothing about a remote session"),
                     ));
                 }

@@ -399,7 +399,7 @@ fn no_verdict_while_the_user_has_a_remote_session_open() {
             user: "alice".into(),
         },
     );
-    assert_eq!(kind, ErrorKind::PermissionDenied);
+    assert_eq!(kind, ErrorKind::RemoteSession);
     assert!(message.contains("remote logind session 9"), "{message}");
 
     // The SSH session ends: verdicts resume.

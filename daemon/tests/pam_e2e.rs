@@ -138,6 +138,11 @@ fn every_fault_ends_at_the_strong_factor() {
         )
         .unwrap();
     assert!(!ssh.success && ssh.prompted(), "ssh: {}", ssh.output);
+    assert!(
+        ssh.output.contains("Habitus: remote session"),
+        "ssh: {}",
+        ssh.output
+    );
     let local = h.authenticate("alice", "").unwrap();
     assert!(
         local.success && !local.prompted(),

@@ -31,7 +31,8 @@ pub enum IgnoreReason {
     BadOptions(String),
     /// `services=` does not list this service.
     ServiceNotCovered(String),
-    /// The login comes from another host (`PAM_RHOST` is set).
+    /// The login comes from another host (`PAM_RHOST` is set), or habitusd found the
+    /// caller or the user in a remote session (its reason).
     RemoteSession(String),
     /// A non-root program authenticates someone other than the user running it
     /// (`su bob` run by alice): the keyboard's verdict is about bob's session, not about
@@ -150,7 +151,7 @@ impl IgnoreReason {
         match self {
             BadOptions(e) => format!("bad module options: {e}"),
             ServiceNotCovered(s) => format!("service {s:?} not in services="),
-            RemoteSession(host) => format!("remote session from {host:?}"),
+            RemoteSession(why) => format!("remote session: {why}"),
             CallerIsAnotherUser { caller_uid, user } => {
                 format!("caller uid {caller_uid} is not {user:?}")
             }
@@ -207,6 +208,10 @@ fn judge(
     }
     let reply = match &response.body {
         ResponseBody::Assessment(reply) => reply,
+        ResponseBody::Error {
+            kind: ErrorKind::RemoteSession,
+            message,
+        } => return Err(IgnoreReason::RemoteSession(printable(message))),
         ResponseBody::Error { kind, message } => {
             return Err(IgnoreReason::DaemonError {
                 kind: *kind,
@@ -284,8 +289,9 @@ pub fn context_guard(
         )));
     }
     match rhost {
-        Some(host) if !host.is_empty() => Err(IgnoreReason::RemoteSession(printable(
-            &String::from_utf8_lossy(host),
+        Some(host) if !host.is_empty() => Err(IgnoreReason::RemoteSession(format!(
+            "from {}",
+            printable(&String::from_utf8_lossy(host))
         ))),
         _ => Ok(()),
     }
@@ -559,6 +565,24 @@ mod tests {
             reason.user_message(),
             Some("Habitus: no behaviour profile for you yet; please use your second factor.")
         );
+        // habitusd withholds the verdict for a remote session: told as such, and a
+        // routine outcome, not a fault for the administrator.
+        let remote = Response::error(
+            ErrorKind::RemoteSession,
+            "assessment refused: alice has remote logind session 9 open",
+        );
+        let reason = ignored(decide(&remote, &options, "alice", NOW));
+        assert_eq!(
+            reason,
+            IgnoreReason::RemoteSession(
+                "assessment refused: alice has remote logind session 9 open".into()
+            )
+        );
+        assert_eq!(
+            reason.user_message(),
+            Some("Habitus: remote session; please use your second factor.")
+        );
+        assert!(!reason.is_fault());
         let done = Response::new(ResponseBody::Done {
             message: "ok".into(),
         });
@@ -605,7 +629,10 @@ mod tests {
         // An empty PAM_RHOST is what some local programs set: still local.
         assert_eq!(context_guard(&all, b"sudo", Some(b"")), Ok(()));
         let reason = context_guard(&all, b"sshd", Some(b"203.0.113.7")).unwrap_err();
-        assert_eq!(reason, IgnoreReason::RemoteSession("203.0.113.7".into()));
+        assert_eq!(
+            reason,
+            IgnoreReason::RemoteSession("from 203.0.113.7".into())
+        );
         assert!(!reason.is_fault());
         let sudo_only = Options {
             services: Some(vec!["sudo".into()]),

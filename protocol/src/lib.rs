@@ -273,6 +273,9 @@ pub enum ErrorKind {
     PermissionDenied,
     /// No such user is known to habitusd.
     UnknownUser,
+    /// No verdict: the asking process is in a remote session, or the user asked about
+    /// has one open. Behaviour at the local devices says nothing about who is there.
+    RemoteSession,
     /// Something failed inside habitusd (store, plugin); details are in its log.
     Internal,
 }
