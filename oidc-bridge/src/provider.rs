@@ -38,6 +38,8 @@ use crate::users::UsersFile;
 pub const BEHAVIOR_CLAIM: &str = "urn:habitus:behavior";
 pub const ACR_PREFIX: &str = "urn:habitus:loa:";
 const SESSION_COOKIE: &str = "habitus_oidc_session";
+/// Binds a login to the browser that opened its page (see [`Provider::authorize`]).
+const BROWSER_COOKIE: &str = "habitus_oidc_browser";
 /// `/collect` request bodies larger than this are refused (512 events fit well below).
 pub const MAX_COLLECT_BODY: usize = 64 * 1024;
 /// Form bodies (authorize, login, token, userinfo, end-session).
@@ -128,6 +130,8 @@ enum Stage {
 
 struct LoginTx {
     request: AuthRequest,
+    /// The browser that opened the login page (its `habitus_oidc_browser` cookie).
+    browser: String,
     expires: i64,
     events: Vec<Event>,
     next_seq: u64,
@@ -222,6 +226,8 @@ pub enum LoginOutcome {
     Page(String),
     /// An error page (400): the request cannot continue and must not be redirected.
     ErrorPage(String),
+    /// An error page (403): the request is not allowed from where it came.
+    Refused(String),
     /// Redirect with a new session cookie.
     SignedIn {
         location: String,
@@ -474,8 +480,18 @@ impl Provider {
         u.to_string()
     }
 
-    /// GET/POST /authorize: returns what the browser should get.
-    pub fn authorize(&self, p: &HashMap<String, String>, cookie: Option<&str>) -> LoginOutcome {
+    /// GET/POST /authorize: returns what the browser should get. `browser` is the
+    /// browser's `habitus_oidc_browser` cookie (a new random one when it has none): a
+    /// login page shown here can be answered only by a form post carrying the same
+    /// cookie. So a login transaction opened by an attacker in their own browser cannot
+    /// be completed from the victim's (login CSRF), whatever the browser says about
+    /// where a post comes from.
+    pub fn authorize(
+        &self,
+        p: &HashMap<String, String>,
+        cookie: Option<&str>,
+        browser: &str,
+    ) -> LoginOutcome {
         let req = match self.validate_authorize(p) {
             Ok(r) => r,
             Err((None, e)) => {
@@ -533,6 +549,7 @@ impl Provider {
             tx.clone(),
             LoginTx {
                 request: req,
+                browser: browser.to_string(),
                 expires: now + self.config.lifetimes.login_s as i64,
                 events: Vec::new(),
                 next_seq: 0,
@@ -733,7 +750,13 @@ impl Provider {
     // ---------------------------------------------------------------- login
 
     /// POST /login (password). Blocking (argon2, plugins): call from a blocking thread.
-    pub fn login_password(&self, tx_id: &str, user: &str, password: &str) -> LoginOutcome {
+    pub fn login_password(
+        &self,
+        tx_id: &str,
+        browser: Option<&str>,
+        user: &str,
+        password: &str,
+    ) -> LoginOutcome {
         let now = now_unix();
         let (events, req) = {
             let mut txs = lock(&self.txs);
@@ -743,6 +766,9 @@ impl Provider {
                     "this login page has expired; go back to the application and start again",
                 ));
             };
+            if let Some(refused) = other_browser(tx, browser) {
+                return refused;
+            }
             if !matches!(tx.stage, Stage::Password) {
                 return LoginOutcome::ErrorPage(pages::error_page(
                     "invalid_request",
@@ -848,7 +874,7 @@ impl Provider {
     }
 
     /// POST /login/totp.
-    pub fn login_totp(&self, tx_id: &str, code: &str) -> LoginOutcome {
+    pub fn login_totp(&self, tx_id: &str, browser: Option<&str>, code: &str) -> LoginOutcome {
         let now = now_unix();
         let (user, behavior, learning) = {
             let mut txs = lock(&self.txs);
@@ -858,6 +884,9 @@ impl Provider {
                     "this login page has expired",
                 ));
             };
+            if let Some(refused) = other_browser(tx, browser) {
+                return refused;
+            }
             let Stage::Totp {
                 user,
                 behavior,
@@ -1484,16 +1513,39 @@ fn html(body: String) -> Response {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
+    named_cookie(headers, SESSION_COOKIE)
+}
+
+fn named_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let prefix = format!("{name}=");
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| {
-            c.trim()
-                .strip_prefix(&format!("{SESSION_COOKIE}="))
-                .map(str::to_string)
-        })
+        .find_map(|c| c.trim().strip_prefix(&prefix).map(str::to_string))
+}
+
+/// A login form posted by another browser than the one that opened the login page
+/// (no cookie, or another one): refused, and the login itself is left as it was, so a
+/// forged post cannot cancel or use up the real user's attempts.
+fn other_browser(tx: &LoginTx, browser: Option<&str>) -> Option<LoginOutcome> {
+    let same = browser.is_some_and(|b| crate::store::ct_eq(b.as_bytes(), tx.browser.as_bytes()));
+    (!same).then(|| {
+        LoginOutcome::Refused(pages::error_page(
+            "invalid_request",
+            "this login was started in another browser, or this browser did not keep its cookie; start again from the application",
+        ))
+    })
+}
+
+/// The browser cookie, if the request has a well-formed one.
+fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+    named_cookie(headers, BROWSER_COOKIE).filter(|v| {
+        (20..=64).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
 }
 
 fn outcome(p: &Provider, o: LoginOutcome) -> Response {
@@ -1502,6 +1554,11 @@ fn outcome(p: &Provider, o: LoginOutcome) -> Response {
         LoginOutcome::ErrorPage(body) => {
             let mut r = html(body);
             *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
+        LoginOutcome::Refused(body) => {
+            let mut r = html(body);
+            *r.status_mut() = StatusCode::FORBIDDEN;
             r
         }
         LoginOutcome::Redirect(to) => no_store(Redirect::to(&to).into_response()),
@@ -1541,8 +1598,7 @@ async fn authorize_get(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let o = p.authorize(&q, cookie_value(&headers).as_deref());
-    outcome(&p, o)
+    authorize_reply(&p, &headers, &q)
 }
 
 async fn authorize_post(
@@ -1550,8 +1606,30 @@ async fn authorize_post(
     headers: HeaderMap,
     Form(q): Form<HashMap<String, String>>,
 ) -> Response {
-    let o = p.authorize(&q, cookie_value(&headers).as_deref());
-    outcome(&p, o)
+    authorize_reply(&p, &headers, &q)
+}
+
+/// `/authorize`, and with a login page the browser cookie its form must come back with
+/// (the browser's own if it has one, so logins in several tabs all stay valid).
+fn authorize_reply(p: &Provider, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
+    let browser = browser_cookie(headers).unwrap_or_else(random_token);
+    let o = p.authorize(q, cookie_value(headers).as_deref(), &browser);
+    let login_page = matches!(o, LoginOutcome::Page(_));
+    let mut r = outcome(p, o);
+    if login_page {
+        let secure = if p.config.issuer.starts_with("https://") {
+            "; Secure"
+        } else {
+            ""
+        };
+        if let Ok(v) = HeaderValue::from_str(&format!(
+            "{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            p.config.lifetimes.login_s
+        )) {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
 }
 
 #[derive(Deserialize)]
@@ -1593,8 +1671,11 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, Form(f): Form<LoginF
         return refused;
     }
     let p2 = p.clone();
-    match tokio::task::spawn_blocking(move || p2.login_password(&f.tx, &f.username, &f.password))
-        .await
+    let browser = browser_cookie(&headers);
+    match tokio::task::spawn_blocking(move || {
+        p2.login_password(&f.tx, browser.as_deref(), &f.username, &f.password)
+    })
+    .await
     {
         Ok(o) => outcome(&p, o),
         Err(_) => html(pages::error_page("server_error", "login failed")),
@@ -1617,7 +1698,10 @@ async fn login_totp(
     }
     let p2 = p.clone();
     // Blocking: a completed login may build a profile (enrolment) or adapt one.
-    match tokio::task::spawn_blocking(move || p2.login_totp(&f.tx, &f.code)).await {
+    let browser = browser_cookie(&headers);
+    match tokio::task::spawn_blocking(move || p2.login_totp(&f.tx, browser.as_deref(), &f.code))
+        .await
+    {
         Ok(o) => outcome(&p, o),
         Err(_) => html(pages::error_page("server_error", "login failed")),
     }

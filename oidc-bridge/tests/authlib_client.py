@@ -25,7 +25,9 @@ verifier = generate_token(48)
 nonce = generate_token(16)
 url, state = client.create_authorization_url(meta["authorization_endpoint"], nonce=nonce,
                                              code_verifier=verifier)
-page = requests.get(url, allow_redirects=False, timeout=10)
+# The browser: keeps the cookies the issuer sets (the login page binds its login to it).
+browser = requests.Session()
+page = browser.get(url, allow_redirects=False, timeout=10)
 assert page.status_code == 200, page.text
 tx = re.search(r'name="tx" value="([^"]+)"', page.text).group(1)
 events = []
@@ -34,10 +36,10 @@ for pos in range(10):
     events.append({"type": "kd", "t": t, "pos": pos})
     events.append({"type": "ku", "t": t + 90.0, "pos": pos})
     t += 180.0
-r = requests.post(issuer + "/collect", data=json.dumps({"tx": tx, "seq": 0, "events": events}),
+r = browser.post(issuer + "/collect", data=json.dumps({"tx": tx, "seq": 0, "events": events}),
                   headers={"Content-Type": "application/json"}, timeout=10)
 assert r.status_code == 204, r.text
-r = requests.post(issuer + "/login", data={"tx": tx, "username": user, "password": password},
+r = browser.post(issuer + "/login", data={"tx": tx, "username": user, "password": password},
                   allow_redirects=False, timeout=10)
 assert r.status_code == 303, r.text
 callback = r.headers["Location"]

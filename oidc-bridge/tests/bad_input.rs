@@ -397,7 +397,9 @@ fn a_flood_of_login_pages_does_not_lock_out_people_signing_in() {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
     for i in 0..10_500 {
-        let o = p.provider.authorize(&q, None);
+        let o = p
+            .provider
+            .authorize(&q, None, &habitus_oidc::provider::random_token());
         assert!(
             matches!(o, habitus_oidc::provider::LoginOutcome::Page(_)),
             "login page {i} was refused"

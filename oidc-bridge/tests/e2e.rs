@@ -582,11 +582,104 @@ fn a_login_form_posted_from_another_site_is_refused() {
         &form(&[("tx", &tx), ("code", "123456")]),
     );
     assert_eq!(r.status, 403, "{}", r.text());
+    // A post that passes every header check but comes from another browser than the one
+    // that opened the login page: the attacker opened this login in their own browser
+    // and makes the victim's browser post it (or the headers were forged). Refused, by
+    // the cookie the login page set: none at all, or another browser's.
+    let from = |cookie: Option<&str>, path: &str, fields: &[(&str, &str)]| {
+        let mut hs = vec![FORM, ("Origin", issuer)];
+        if let Some(c) = cookie {
+            hs.push(("Cookie", c));
+        }
+        http_exact("POST", &format!("{issuer}{path}"), &hs, &form(fields))
+    };
+    let other = "habitus_oidc_browser=another-browser-0123456789abcdef";
+    let password = [
+        ("tx", tx.as_str()),
+        ("username", "bob"),
+        ("password", PASSWORD),
+    ];
+    for cookie in [None, Some(other), Some("habitus_oidc_browser=x")] {
+        let r = from(cookie, "/login", &password);
+        assert_eq!(r.status, 403, "{cookie:?}: {}", r.text());
+        assert!(r.text().contains("another browser"), "{}", r.text());
+        assert!(r.header("set-cookie").is_none(), "no session cookie");
+        let r = from(cookie, "/login/totp", &[("tx", &tx), ("code", "123456")]);
+        assert_eq!(r.status, 403, "{cookie:?}: {}", r.text());
+    }
+    // More refused posts than a login has attempts: none was counted.
+    for _ in 0..6 {
+        assert_eq!(from(Some(other), "/login", &password).status, 403);
+    }
     // The refused posts changed nothing: the same transaction signs in from the issuer's
-    // own page.
+    // own page, in the browser that opened it.
     let r = login(issuer);
     assert_eq!(r.status, 303, "{}", r.text());
     assert!(r.header("set-cookie").is_some());
+}
+
+/// The login page binds its transaction to the browser: a browser without the cookie
+/// gets a new random one (HttpOnly, SameSite=Strict), one that has it keeps it (logins
+/// opened in several tabs all stay valid).
+#[test]
+fn the_login_page_binds_the_login_to_the_browser() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let params = auth_params("rp", "openid", "n", &pk);
+    let mut u = url::Url::parse(&format!("{issuer}/authorize")).expect("url");
+    u.query_pairs_mut().extend_pairs(&params);
+    let fresh = http_exact("GET", u.as_str(), &[], b"");
+    assert_eq!(fresh.status, 200);
+    let set = fresh
+        .header("set-cookie")
+        .expect("browser cookie")
+        .to_string();
+    assert!(set.starts_with("habitus_oidc_browser="), "{set}");
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    let value = set
+        .split(';')
+        .next()
+        .and_then(|c| c.strip_prefix("habitus_oidc_browser="))
+        .expect("value");
+    assert!(
+        value.len() >= 40 && !BROWSER_COOKIE.contains(value),
+        "{set}"
+    );
+    // The fresh browser's login completes with its cookie, not with another's.
+    let fresh_tx = tx_of(&fresh);
+    let fresh_cookie = format!("habitus_oidc_browser={value}");
+    let post = |cookie: &str| {
+        http_exact(
+            "POST",
+            &format!("{issuer}/login"),
+            &[FORM, ("Cookie", cookie)],
+            &form(&[
+                ("tx", &fresh_tx),
+                ("username", "bob"),
+                ("password", PASSWORD),
+            ]),
+        )
+    };
+    assert_eq!(post(BROWSER_COOKIE).status, 403);
+    // A browser that has a cookie keeps it: two tabs, both logins valid.
+    let tab1 = authorize(issuer, &params, None);
+    let tab2 = authorize(issuer, &params, None);
+    for tab in [&tab1, &tab2] {
+        let set = tab.header("set-cookie").expect("refreshed");
+        assert!(set.starts_with(&format!("{BROWSER_COOKIE};")), "{set}");
+    }
+    assert_eq!(
+        post_login(issuer, &tx_of(&tab1), "bob", PASSWORD).status,
+        303
+    );
+    assert_eq!(
+        post_login(issuer, &tx_of(&tab2), "bob", PASSWORD).status,
+        303
+    );
+    assert_eq!(post(&fresh_cookie).status, 303);
 }
 
 #[test]

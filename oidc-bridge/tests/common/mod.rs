@@ -170,7 +170,28 @@ impl Reply {
 }
 
 /// One HTTP/1.1 request (Connection: close), no redirects followed.
+/// The browser the tests play: once the issuer has set its login-binding cookie, a
+/// browser sends it with every request to the issuer, and so does [`http`] (a fixed
+/// value: the issuer accepts a browser's own cookie and binds its logins to it).
+pub const BROWSER_COOKIE: &str = "habitus_oidc_browser=test-browser-0123456789abcdef";
+
+/// One HTTP/1.1 request, from [`BROWSER_COOKIE`]'s browser (the cookie is added to any
+/// `Cookie` header given); [`http_exact`] sends only the headers given.
 pub fn http(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut cookie = BROWSER_COOKIE.to_string();
+    let mut hs: Vec<(&str, &str)> = Vec::new();
+    for &(k, v) in headers {
+        if k.eq_ignore_ascii_case("cookie") {
+            cookie = format!("{v}; {BROWSER_COOKIE}");
+        } else {
+            hs.push((k, v));
+        }
+    }
+    hs.push(("Cookie", &cookie));
+    http_exact(method, url, &hs, body)
+}
+
+pub fn http_exact(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let u = url::Url::parse(url).expect("url");
     let host = u.host_str().expect("host");
     let port = u.port_or_known_default().expect("port");
