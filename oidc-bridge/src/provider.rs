@@ -483,7 +483,9 @@ impl Provider {
     /// GET/POST /authorize: returns what the browser should get. `browser` is the
     /// browser's `habitus_oidc_browser` cookie (a new random one when it has none): a
     /// login page shown here can be answered only by a form post carrying the same
-    /// cookie. So a login transaction opened by an attacker in their own browser cannot
+    /// cookie. The cookie is `SameSite=Lax`: sent on the cross-site navigation from a
+    /// relying party to `/authorize` (so a second tab's login keeps the first one's
+    /// value), never with another site's form post. So a login transaction opened by an attacker in their own browser cannot
     /// be completed from the victim's (login CSRF), whatever the browser says about
     /// where a post comes from.
     pub fn authorize(
@@ -1513,17 +1515,18 @@ fn html(body: String) -> Response {
 }
 
 fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    named_cookie(headers, SESSION_COOKIE)
+    named_cookies(headers, SESSION_COOKIE).next()
 }
 
-fn named_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Every value of cookie `name`, in the order the request gives them.
+fn named_cookies<'a>(headers: &'a HeaderMap, name: &str) -> impl Iterator<Item = String> + 'a {
     let prefix = format!("{name}=");
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(&prefix).map(str::to_string))
+        .filter_map(move |c| c.trim().strip_prefix(prefix.as_str()).map(str::to_string))
 }
 
 /// A login form posted by another browser than the one that opened the login page
@@ -1539,9 +1542,10 @@ fn other_browser(tx: &LoginTx, browser: Option<&str>) -> Option<LoginOutcome> {
     })
 }
 
-/// The browser cookie, if the request has a well-formed one.
+/// The browser cookie: the first well-formed one (a malformed cookie of the same name,
+/// say one planted by a sibling domain, must not hide the real one).
 fn browser_cookie(headers: &HeaderMap) -> Option<String> {
-    named_cookie(headers, BROWSER_COOKIE).filter(|v| {
+    named_cookies(headers, BROWSER_COOKIE).find(|v| {
         (20..=64).contains(&v.len())
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -1623,7 +1627,7 @@ fn authorize_reply(p: &Provider, headers: &HeaderMap, q: &HashMap<String, String
             ""
         };
         if let Ok(v) = HeaderValue::from_str(&format!(
-            "{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
+            "{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
             p.config.lifetimes.login_s
         )) {
             r.headers_mut().append(header::SET_COOKIE, v);

@@ -619,8 +619,9 @@ fn a_login_form_posted_from_another_site_is_refused() {
 }
 
 /// The login page binds its transaction to the browser: a browser without the cookie
-/// gets a new random one (HttpOnly, SameSite=Strict), one that has it keeps it (logins
-/// opened in several tabs all stay valid).
+/// gets a new random one (HttpOnly, SameSite=Lax, so that it also comes with the
+/// cross-site navigation from a relying party), one that has it keeps it (logins opened
+/// in several tabs all stay valid).
 #[test]
 fn the_login_page_binds_the_login_to_the_browser() {
     let p = start("");
@@ -636,7 +637,7 @@ fn the_login_page_binds_the_login_to_the_browser() {
         .expect("browser cookie")
         .to_string();
     assert!(set.starts_with("habitus_oidc_browser="), "{set}");
-    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+    for attribute in ["HttpOnly", "SameSite=Lax", "Path=/"] {
         assert!(set.contains(attribute), "{set}");
     }
     let value = set
@@ -680,6 +681,22 @@ fn the_login_page_binds_the_login_to_the_browser() {
         303
     );
     assert_eq!(post(&fresh_cookie).status, 303);
+    // A malformed cookie of the same name before the real one (planted by a sibling
+    // domain, say) does not hide it.
+    let tx = tx_of(&authorize(issuer, &params, None));
+    let r = http_exact(
+        "POST",
+        &format!("{issuer}/login"),
+        &[
+            FORM,
+            (
+                "Cookie",
+                &format!("habitus_oidc_browser=x; {BROWSER_COOKIE}"),
+            ),
+        ],
+        &form(&[("tx", &tx), ("username", "bob"), ("password", PASSWORD)]),
+    );
+    assert_eq!(r.status, 303, "{}", r.text());
 }
 
 #[test]
