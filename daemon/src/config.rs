@@ -151,6 +151,10 @@ pub struct InputConfig {
     /// systemd-logind's session records (`REMOTE=1` marks SSH sessions): no verdict for
     /// a process in a remote session, nor about a user who has one open.
     pub logind_sessions: PathBuf,
+    /// Seconds a user stays "remote" after their last remote logind session was seen
+    /// (habitusd looks every 2 s): a job started from an SSH session can outlive it.
+    /// 0: only open sessions count.
+    pub remote_hold_s: u64,
 }
 
 impl Default for InputConfig {
@@ -180,6 +184,7 @@ impl Default for InputConfig {
             .collect(),
             logind_seat: PathBuf::from("/run/systemd/seats/seat0"),
             logind_sessions: PathBuf::from("/run/systemd/sessions"),
+            remote_hold_s: 3600,
         }
     }
 }
@@ -227,6 +232,12 @@ impl Config {
             )));
         }
         config.session.validate().map_err(&invalid)?;
+        if config.input.remote_hold_s > 7 * 86_400 {
+            return Err(invalid(format!(
+                "input.remote_hold_s = {}: at most 604800 (a week)",
+                config.input.remote_hold_s
+            )));
+        }
         if config.plugins.is_empty() {
             return Err(invalid("no [plugins.*] table: nothing to measure".into()));
         }
@@ -299,6 +310,7 @@ mod tests {
             c.input.ignore_session_services,
             d.input.ignore_session_services
         );
+        assert_eq!(c.input.remote_hold_s, d.input.remote_hold_s);
     }
 
     #[test]
@@ -316,6 +328,9 @@ mod tests {
             ("[session]\nidle_reset_s = -5.0", "idle_reset_s"),
             ("[session]\nidle_reset_s = inf", "idle_reset_s"),
             ("[session]\nidle_reset_s = nan", "idle_reset_s"),
+            ("[session]\nidle_reset_s = 0.5", "idle_reset_s"),
+            ("[input]\nremote_hold_s = 999999999", "remote_hold_s"),
+            ("[input]\nremote_hold_s = -1", "remote_hold_s"),
             (
                 "[session.window_events]\nkeystroke = 0",
                 "window_events.keystroke",

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use habitus_engine::{
     AdaptOutcome, HostError, KeyHasher, PluginInstance, ProfileStore, Session, State,
@@ -19,7 +19,7 @@ use habitus_protocol::{
 };
 
 use crate::config::{Config, DriftAction};
-use crate::peer::{open_remote_session, remote_session, user_name, Peer};
+use crate::peer::{open_remote_session, remote_session, remote_session_users, user_name, Peer};
 
 /// A loaded modality plugin and how habitusd uses it.
 pub struct ModalityPlugin {
@@ -72,7 +72,12 @@ struct LiveUser {
     /// When the last window was scored, by the daemon's clock. Evidence age is measured
     /// from arrival, not from the collector's timestamps: a replay sent faster than real
     /// time must not look fresh for longer than it is.
-    last_evidence: Option<Instant>,
+    last_evidence: Option<u64>,
+    /// When input for this user last arrived, by the daemon's clock: a pause of
+    /// `session.idle_reset_s` between arrivals (or before an `assess`) ends what earlier
+    /// evidence vouched for, whatever times the events carry (a collector's clock may
+    /// run ahead of ours).
+    last_input_us: Option<u64>,
     /// Enrolment windows behind each plugin's profile (0: not enrolled).
     enrolled_windows: Vec<u32>,
     last_state: State,
@@ -123,7 +128,10 @@ pub struct Core {
     /// explicit enrol): the store's mark, which survives restarts, cached per user.
     forgotten: BTreeMap<String, bool>,
     bindings: Vec<Binding>,
-    clock: Instant,
+    /// When each user was last seen with a remote logind session, by the daemon's clock
+    /// ([`Core::observe_remote_sessions`]).
+    remote_seen: BTreeMap<String, u64>,
+    clock: DaemonClock,
     pub counters: Counters,
 }
 
@@ -158,19 +166,65 @@ impl Core {
             stash: BTreeMap::new(),
             forgotten: BTreeMap::new(),
             bindings: Vec::new(),
-            clock: Instant::now(),
+            remote_seen: BTreeMap::new(),
+            clock: DaemonClock::start(),
             counters: Counters::default(),
         }
     }
 
-    /// The origin of the daemon's clock (device readers stamp events with it).
-    pub fn clock(&self) -> Instant {
+    /// The daemon's clock (device readers stamp events with it).
+    pub fn clock(&self) -> DaemonClock {
         self.clock
     }
 
-    /// The daemon's monotonic clock, in microseconds.
+    /// The daemon's clock, in microseconds.
     pub fn now_us(&self) -> u64 {
-        clock_us(self.clock)
+        self.clock.now_us()
+    }
+
+    /// Notes which users have a remote logind session now (habitusd calls it every few
+    /// seconds, and before every `assess`): a job started from an SSH session can outlive
+    /// it (`systemd-run --user --on-active=…`, `at`, cron), so a user stays "remote" for
+    /// `input.remote_hold_s` after their last remote session was seen.
+    pub fn observe_remote_sessions(&mut self) {
+        let users = remote_session_users(&self.config.input.logind_sessions);
+        self.note_remote_users(&users);
+    }
+
+    /// [`Core::observe_remote_sessions`] with the sessions already read (`(user,
+    /// session)` pairs, as [`remote_session_users`] gives them), so that the periodic
+    /// look does not read files while holding the core.
+    pub fn note_remote_users(&mut self, users: &[(String, String)]) {
+        let now = self.now_us();
+        for (user, _) in users {
+            self.remote_seen.insert(user.clone(), now);
+        }
+    }
+
+    /// Why no verdict about `user` may be given because of a remote session: one open
+    /// now, or one seen within `input.remote_hold_s`.
+    fn remote_user(&mut self, user: &str) -> Option<String> {
+        self.observe_remote_sessions();
+        if let Some(open) = open_remote_session(user, &self.config.input.logind_sessions) {
+            return Some(open);
+        }
+        let hold_us = self.config.input.remote_hold_s.saturating_mul(1_000_000);
+        let ago_us = self.now_us().saturating_sub(*self.remote_seen.get(user)?);
+        (ago_us < hold_us).then(|| {
+            format!(
+                "{user} had a remote logind session {} s ago (input.remote_hold_s = {})",
+                ago_us / 1_000_000,
+                self.config.input.remote_hold_s
+            )
+        })
+    }
+
+    /// Whether input for `live` has paused for `session.idle_reset_s` by `now`.
+    fn input_paused(idle_reset_s: Option<f64>, live: &LiveUser, now: u64) -> bool {
+        match (idle_reset_s, live.last_input_us) {
+            (Some(idle), Some(t)) => now.saturating_sub(t) >= (idle * 1e6) as u64,
+            _ => false,
+        }
     }
 
     /// Handles one request from `peer`. Never panics on input; every refusal is a reply.
@@ -244,12 +298,10 @@ impl Core {
         }
         match request {
             RequestBody::Assess { user } => {
-                let sessions = &self.config.input.logind_sessions;
-                if let Some(reason) = peer
+                let from_remote_process = peer
                     .pid
-                    .and_then(|pid| remote_session(pid, sessions))
-                    .or_else(|| open_remote_session(&user, sessions))
-                {
+                    .and_then(|pid| remote_session(pid, &self.config.input.logind_sessions));
+                if let Some(reason) = from_remote_process.or_else(|| self.remote_user(&user)) {
                     return Err(Refusal(
                         ErrorKind::RemoteSession,
                         format!("assessment refused: {reason}; local behaviour says nothing about a remote session"),
@@ -320,6 +372,7 @@ impl Core {
                     time_offset: None,
                     last_t_us: 0,
                     last_evidence: None,
+                    last_input_us: None,
                     learners: self.stash.remove(user).unwrap_or_else(|| {
                         self.plugins.iter().map(|_| Learner::default()).collect()
                     }),
@@ -334,6 +387,7 @@ impl Core {
 
     fn assess(&mut self, user: &str) -> Result<AssessmentReply, Refusal> {
         let now = self.now_us();
+        let idle_reset_s = self.config.session.idle_reset_s;
         let plugins: Vec<(String, u32)> = self
             .plugins
             .iter()
@@ -345,6 +399,11 @@ impl Core {
                 format!("no profile and no session for {user:?}"),
             ));
         };
+        // Asked during a pause in the input: whoever answers may not be who typed before
+        // (their own keys may not even have arrived yet).
+        if Self::input_paused(idle_reset_s, live, now) {
+            live.session.pause();
+        }
         let a = live.session.assess(now);
         let self_reported = live.self_reported;
         let collecting = live
@@ -387,7 +446,7 @@ impl Core {
             // The older of arrival age and event age: neither a fast replay nor a late
             // batch may look fresher than it is.
             evidence_age_ms: live.last_evidence.map(|t| {
-                let arrival = t.elapsed().as_millis() as u64;
+                let arrival = now.saturating_sub(t) / 1000;
                 arrival.max(a.evidence_age_us.unwrap_or(0) / 1000)
             }),
             evaluated_at_ms: unix_ms(),
@@ -558,6 +617,10 @@ impl Core {
         if source == Source::SelfReported {
             live.self_reported = true;
         }
+        if Self::input_paused(self.config.session.idle_reset_s, live, now) {
+            live.session.pause();
+        }
+        live.last_input_us = Some(now);
         let scored_before = live.session.assess(now).windows_scored;
         let mut ready = Vec::new();
         for e in events {
@@ -582,7 +645,7 @@ impl Core {
             }
         }
         if live.session.assess(now).windows_scored > scored_before {
-            live.last_evidence = Some(Instant::now());
+            live.last_evidence = Some(now);
         }
         for i in ready {
             self.enrol_from_learner(user, i)?;
@@ -644,7 +707,7 @@ impl Core {
         let candidates = live.session.take_adaptation_candidates();
         // Adapt only a session that is Trusted on trusted evidence: windows that score
         // well inside an Uncertain or drifting session may be an impostor's lucky ones.
-        let now = clock_us(self.clock);
+        let now = self.clock.now_us();
         if max_per_day == 0
             || live.self_reported
             || live.session.assess(now).state != State::Trusted
@@ -932,10 +995,43 @@ impl Core {
 /// the daemon started (up to ~12 days) still maps to positive times.
 const CLOCK_BASE_US: u64 = 1 << 40;
 
-/// Microseconds on the daemon's clock whose origin is `origin` (shared with the device
-/// readers so every source has one time base).
-pub fn clock_us(origin: Instant) -> u64 {
-    CLOCK_BASE_US + origin.elapsed().as_micros() as u64
+/// The daemon's clock, shared with the device readers so every source has one time
+/// base: microseconds of `CLOCK_BOOTTIME` since the daemon started, plus
+/// [`CLOCK_BASE_US`]. Boot time, not the monotonic clock behind `Instant`: that one
+/// stops while the machine is suspended, and a lid closed for hours must count as the
+/// pause it is (`session.idle_reset_s`, evidence age).
+#[derive(Clone, Copy, Debug)]
+pub struct DaemonClock {
+    origin_us: u64,
+}
+
+impl DaemonClock {
+    pub fn start() -> DaemonClock {
+        DaemonClock {
+            origin_us: boottime_us(),
+        }
+    }
+
+    pub fn now_us(&self) -> u64 {
+        CLOCK_BASE_US + boottime_us().saturating_sub(self.origin_us)
+    }
+}
+
+/// `CLOCK_BOOTTIME` in microseconds (`CLOCK_MONOTONIC` if the kernel lacks it, which
+/// Linux before 2.6.39 did).
+fn boottime_us() -> u64 {
+    let read = |id| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is valid, writable storage for one timespec.
+        let rc = unsafe { libc::clock_gettime(id, &mut ts) };
+        (rc == 0).then(|| ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000)
+    };
+    read(libc::CLOCK_BOOTTIME)
+        .or_else(|| read(libc::CLOCK_MONOTONIC))
+        .unwrap_or(0)
 }
 
 fn done(message: String) -> ResponseBody {

@@ -15,13 +15,13 @@ use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use habitus_engine::KeyHasher;
 use habitus_plugin::{Event, EventKind};
 use tokio::sync::mpsc::Sender;
 
-use crate::core::{clock_us, log};
+use crate::core::{log, DaemonClock};
 
 const EV_SYN: u16 = 0;
 const EV_KEY: u16 = 1;
@@ -239,7 +239,7 @@ impl Translator {
 fn read_device(
     path: PathBuf,
     hasher: KeyHasher,
-    clock: Instant,
+    clock: DaemonClock,
     out: Sender<Vec<Event>>,
     seen: Arc<Mutex<HashSet<PathBuf>>>,
 ) {
@@ -247,7 +247,7 @@ fn read_device(
     seen.lock().unwrap_or_else(|p| p.into_inner()).remove(&path);
 }
 
-fn read_until_gone(path: &Path, hasher: KeyHasher, clock: Instant, out: Sender<Vec<Event>>) {
+fn read_until_gone(path: &Path, hasher: KeyHasher, clock: DaemonClock, out: Sender<Vec<Event>>) {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) => {
@@ -270,7 +270,7 @@ fn read_until_gone(path: &Path, hasher: KeyHasher, clock: Instant, out: Sender<V
             }
         }
         let raw = RawEvent::parse(&record);
-        let t_us = times.map(raw.time_us, clock_us(clock));
+        let t_us = times.map(raw.time_us, clock.now_us());
         if let Some(events) = translator.push(raw, t_us) {
             if out.blocking_send(events).is_err() {
                 return; // the daemon is shutting down
@@ -297,7 +297,7 @@ fn event_nodes(dir: &Path) -> Vec<PathBuf> {
 
 /// Starts the scanner: every `event*` node in `dir` gets a reader thread, now and
 /// whenever one appears. `clock` must be the core's clock.
-pub fn spawn(dir: PathBuf, hasher: KeyHasher, clock: Instant, out: Sender<Vec<Event>>) {
+pub fn spawn(dir: PathBuf, hasher: KeyHasher, clock: DaemonClock, out: Sender<Vec<Event>>) {
     std::thread::spawn(move || {
         let seen: Arc<Mutex<HashSet<PathBuf>>> = Arc::default();
         if !dir.is_dir() {

@@ -75,8 +75,37 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
         .then(|| format!("process {pid} is in remote logind session {session}"))
 }
 
-/// Why `user` may be at another machine right now, if they may: a systemd-logind
-/// session of theirs marked `REMOTE=1` is open (or still closing) in `sessions_dir`.
+/// The users with a systemd-logind session marked `REMOTE=1` in `sessions_dir` (open,
+/// or still closing: its processes may still run), each with one such session's id;
+/// sorted by session id. A directory that cannot be read means logind is not running:
+/// nothing to report.
+pub fn remote_session_users(sessions_dir: &std::path::Path) -> Vec<(String, String)> {
+    let Ok(entries) = std::fs::read_dir(sessions_dir) else {
+        return Vec::new();
+    };
+    // logind's own names are alphanumeric; its temporary files (`.#…`) are skipped.
+    let mut names: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .filter_map(|session| {
+            let info = std::fs::read_to_string(sessions_dir.join(&session)).ok()?;
+            let field = |key: &str| {
+                info.lines()
+                    .find_map(|l| l.trim().strip_prefix(key).map(str::to_string))
+            };
+            let user = field("USER=").filter(|u| !u.is_empty())?;
+            (field("REMOTE=").as_deref() == Some("1")).then_some((user, session))
+        })
+        .collect()
+}
+
+/// Why `user` may be at another machine right now, if they may: a remote logind session
+/// of theirs is open (see [`remote_session_users`]).
 ///
 /// The per-process check ([`remote_session`]) cannot follow every way out of an SSH
 /// session: `env -u SSH_CONNECTION … systemd-run --user sudo …` runs sudo under the
@@ -85,25 +114,12 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
 /// session's scope. Neither logind nor the kernel records which session such a process
 /// was started from, so while the user has any remote session open, a verdict about
 /// their local typing is not given at all (the strong factor is asked for, also at the
-/// desk). A sessions directory that cannot be read means logind is not running: only
-/// the per-process check applies then.
+/// desk).
 pub fn open_remote_session(user: &str, sessions_dir: &std::path::Path) -> Option<String> {
-    let entries = std::fs::read_dir(sessions_dir).ok()?;
-    let mut names: Vec<String> = entries
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()))
-        .collect();
-    names.sort();
-    names.into_iter().find_map(|session| {
-        let info = std::fs::read_to_string(sessions_dir.join(&session)).ok()?;
-        let field = |key: &str| {
-            info.lines()
-                .find_map(|l| l.trim().strip_prefix(key).map(str::to_string))
-        };
-        (field("REMOTE=").as_deref() == Some("1") && field("USER=").as_deref() == Some(user))
-            .then(|| format!("{user} has remote logind session {session} open"))
-    })
+    remote_session_users(sessions_dir)
+        .into_iter()
+        .find(|(u, _)| u == user)
+        .map(|(_, session)| format!("{user} has remote logind session {session} open"))
 }
 
 /// The passwd name of `uid` (`getpwuid_r`, thread-safe).

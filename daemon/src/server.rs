@@ -196,6 +196,24 @@ async fn serve(config: Config) -> Result<()> {
             lock(&device_core).device_events(&events);
         }
     });
+    // Remote logind sessions are looked for every 2 s, so that one that ends before any
+    // `assess` still keeps its user "remote" for `input.remote_hold_s`.
+    let remote_core = core.clone();
+    let sessions_dir = config.input.logind_sessions.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(2));
+        loop {
+            every.tick().await;
+            let (core, dir) = (remote_core.clone(), sessions_dir.clone());
+            // Reads a directory of small files: off the async threads, and before taking
+            // the core.
+            let _ = tokio::task::spawn_blocking(move || {
+                let users = crate::peer::remote_session_users(&dir);
+                lock(&core).note_remote_users(&users);
+            })
+            .await;
+        }
+    });
     for source in config.replay.clone() {
         let core = core.clone();
         tokio::spawn(async move {

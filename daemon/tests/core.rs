@@ -366,17 +366,51 @@ fn typing_after_a_pause_is_not_vouched_for_by_the_typing_before_it() {
     }
 }
 
-/// While the user has a remote logind session open, no verdict about their local typing
-/// is given, whoever asks: a process started from the SSH session can leave its scope
-/// and environment behind (`systemd-run --user`, a tmux server started at the desk).
+/// A pause is measured on the daemon's own clock too: a collector whose clock runs ahead
+/// (a step forward, a replay sent faster than real time) must not stretch what earlier
+/// evidence vouches for, and an `assess` asked during a pause is not Trusted however
+/// recent the events' own times look.
 #[test]
-fn no_verdict_while_the_user_has_a_remote_session_open() {
+fn a_pause_on_the_daemons_clock_counts_whatever_times_the_events_carry() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
+    config.session.idle_reset_s = Some(1.0);
+    let mut core = core_with(dir.path(), config);
+    ingest(
+        &mut core,
+        &root(),
+        "alice",
+        &synthetic_typist(400, 90.0, 180.0, 1),
+    );
+    let mut typing = synthetic_typist(1000, 90.0, 180.0, 2);
+    // Halfway through, the collector's clock steps 30 minutes forward.
+    for e in &mut typing[1000..] {
+        e.t_us += 30 * 60 * 1_000_000;
+    }
+    ingest(&mut core, &root(), "alice", &typing);
+    assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
+    std::thread::sleep(std::time::Duration::from_millis(1_300));
+    let a = assess(&mut core, "alice");
+    assert_eq!(a.state, TrustState::Uncertain, "{a:?}");
+    assert_eq!(a.fused_llr, 0.0);
+}
+
+/// While the user has a remote logind session open, and for `input.remote_hold_s` after
+/// it was last seen, no verdict about their local typing is given, whoever asks: a
+/// process started from the SSH session can leave its scope and environment behind
+/// (`systemd-run --user`, a tmux server started at the desk) and outlive it (a timer,
+/// `at`, cron).
+#[test]
+fn no_verdict_while_the_user_has_or_just_had_a_remote_session() {
     let dir = tempfile::tempdir().unwrap();
     let sessions = dir.path().join("sessions");
     std::fs::create_dir(&sessions).unwrap();
     let mut config = Config::default();
     config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
     config.input.logind_sessions = sessions.clone();
+    config.input.remote_hold_s = 2;
+    config.session.idle_reset_s = None; // this test waits; pauses are not its subject
     let mut core = core_with(dir.path(), config);
     ingest(
         &mut core,
@@ -386,24 +420,43 @@ fn no_verdict_while_the_user_has_a_remote_session_open() {
     );
     std::fs::write(sessions.join("3"), "UID=1000\nUSER=alice\nREMOTE=0\n").unwrap();
     assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
+    let refusal = |core: &mut Core| {
+        let (kind, message) = refused(
+            core,
+            &root(),
+            RequestBody::Assess {
+                user: "alice".into(),
+            },
+        );
+        assert_eq!(kind, ErrorKind::RemoteSession, "{message}");
+        message
+    };
 
-    std::fs::write(
-        sessions.join("9"),
-        "UID=1000\nUSER=alice\nREMOTE=1\nREMOTE_HOST=203.0.113.9\nSERVICE=sshd\n",
-    )
-    .unwrap();
-    let (kind, message) = refused(
-        &mut core,
-        &root(),
-        RequestBody::Assess {
-            user: "alice".into(),
-        },
+    let ssh = "UID=1000\nUSER=alice\nREMOTE=1\nREMOTE_HOST=203.0.113.9\nSERVICE=sshd\n";
+    std::fs::write(sessions.join("9"), ssh).unwrap();
+    let message = refusal(&mut core);
+    assert!(
+        message.contains("remote logind session 9 open"),
+        "{message}"
     );
-    assert_eq!(kind, ErrorKind::RemoteSession);
-    assert!(message.contains("remote logind session 9"), "{message}");
 
-    // The SSH session ends: verdicts resume.
+    // The SSH session ends: still no verdict for remote_hold_s, then verdicts resume.
     std::fs::remove_file(sessions.join("9")).unwrap();
+    let message = refusal(&mut core);
+    assert!(message.contains("had a remote logind session"), "{message}");
+    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
+
+    // A session that comes and goes between two assessments is seen by the periodic
+    // look (habitusd makes it every 2 s).
+    std::fs::write(sessions.join("10"), ssh).unwrap();
+    core.observe_remote_sessions();
+    std::fs::remove_file(sessions.join("10")).unwrap();
+    let message = refusal(&mut core);
+    assert!(message.contains("had a remote logind session"), "{message}");
+    // Another user's remote session says nothing about alice.
+    std::thread::sleep(std::time::Duration::from_millis(2_200));
+    std::fs::write(sessions.join("11"), ssh.replace("alice", "bob")).unwrap();
     assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
 }
 

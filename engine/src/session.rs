@@ -101,9 +101,10 @@ impl SessionConfig {
             ));
         }
         if let Some(idle) = self.idle_reset_s {
-            if !(idle.is_finite() && idle > 0.0) {
+            // Below a second every pause between two keys would count: never Trusted.
+            if !(idle.is_finite() && idle >= 1.0) {
                 return Err(format!(
-                    "session.idle_reset_s = {idle}: must be a positive number of seconds (leave it out to never forget)"
+                    "session.idle_reset_s = {idle}: must be at least 1 second (leave it out to never forget)"
                 ));
             }
         }
@@ -277,7 +278,7 @@ impl Session {
             return;
         }
         if self.paused_at(event.t_us) {
-            self.forget_before_pause();
+            self.pause();
         }
         self.last_t_us = event.t_us;
         self.events_seen += 1;
@@ -305,8 +306,11 @@ impl Session {
 
     /// Drops what was gathered before a pause: the fused evidence and the partly
     /// filled windows (their events may be someone else's than the next ones). Trust,
-    /// the last scores and the counters stay.
-    fn forget_before_pause(&mut self) {
+    /// the last scores and the counters stay. The session calls it itself when the
+    /// events' own times show a pause of `idle_reset_s`; a host calls it when its clock
+    /// shows one that event times cannot (arrival times of batches whose times are the
+    /// sender's, a machine that was suspended).
+    pub fn pause(&mut self) {
         let had_evidence =
             self.fusion.fused_llr() != 0.0 || self.slots.iter().any(|s| !s.window.is_empty());
         self.fusion.clear();
@@ -382,7 +386,7 @@ impl Session {
     pub fn assess(&mut self, now_us: u64) -> Assessment {
         self.fusion.expire(now_us);
         if self.paused_at(now_us) {
-            self.forget_before_pause();
+            self.pause();
         }
         let enrolled = self.slots.iter().any(|s| s.profile.is_some());
         let trust = self.trust.trust();

@@ -418,6 +418,16 @@ impl BehaviorEngine {
             l.pages.remove(0); // the page heard from least recently
         }
         l.pages.push((page.to_string(), batch.seq + 1));
+        // Batches are laid end to end below (each page has its own clock), so a pause
+        // between them is seen here, on ours: the collector sends soon after input
+        // stops, so a gap of `idle_reset_s` between batches is a pause in the input.
+        let paused = self
+            .session_config
+            .idle_reset_s
+            .is_some_and(|s| (now_unix - l.touched) as f64 >= s);
+        if paused {
+            l.session.pause();
+        }
         l.touched = now_unix;
         let n = events.len();
         // Each page has its own clock (performance.now()): batches are laid end to end

@@ -147,7 +147,7 @@ fn framed_garbage_is_ignored() {
 
 #[test]
 fn protocol_version_2_is_ignored() {
-    fault_case("version2", Behaviour::Version2, UNAVAILABLE);
+    fault_case("other-version", Behaviour::OtherVersion, UNAVAILABLE);
 }
 
 #[test]

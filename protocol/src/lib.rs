@@ -29,8 +29,9 @@ use std::io::{Read, Write};
 
 use serde::{Deserialize, Serialize};
 
-/// The version this crate speaks. Bump on any change to the JSON.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// The version this crate speaks. Bump on any change to the JSON. 2 (2026-12-07): error
+/// kind `remote_session`.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Largest frame accepted (and sent): 4 MiB, room for an ingest batch of ~20 000 events.
 pub const MAX_FRAME_BYTES: u32 = 4 << 20;
@@ -430,10 +431,18 @@ mod tests {
 
     #[test]
     fn other_versions_are_named_not_misparsed() {
-        let body = br#"{"version":2,"body":{"type":"assess","user":"a","new_field":1}}"#;
-        match decode_request(body) {
-            Err(e @ ProtocolError::UnsupportedVersion { found: 2 }) => {
-                assert!(e.to_string().contains("version 2"), "{e}");
+        // A newer peer (and an older one: version 1 had no `remote_session` error kind).
+        for found in [PROTOCOL_VERSION + 1, 1] {
+            other_version_is_named(found);
+        }
+    }
+
+    fn other_version_is_named(found: u32) {
+        let body =
+            format!(r#"{{"version":{found},"body":{{"type":"assess","user":"a","new_field":1}}}}"#);
+        match decode_request(body.as_bytes()) {
+            Err(e @ ProtocolError::UnsupportedVersion { .. }) => {
+                assert!(e.to_string().contains(&format!("version {found}")), "{e}");
                 assert_eq!(
                     error_reply(&e).body,
                     ResponseBody::Error {
@@ -448,14 +457,17 @@ mod tests {
 
     #[test]
     fn unknown_fields_types_and_garbage_are_malformed() {
+        let v = PROTOCOL_VERSION;
         for body in [
-            &br#"{"version":1,"body":{"type":"assess","user":"a","extra":true}}"#[..],
-            br#"{"version":1,"body":{"type":"sudo_me","user":"a"}}"#,
-            br#"{"version":1,"body":{"type":"assess"}}"#,
-            br#"{"version":1}"#,
-            b"\xff\xfe garbage",
-            b"",
-        ] {
+            format!(r#"{{"version":{v},"body":{{"type":"assess","user":"a","extra":true}}}}"#),
+            format!(r#"{{"version":{v},"body":{{"type":"sudo_me","user":"a"}}}}"#),
+            format!(r#"{{"version":{v},"body":{{"type":"assess"}}}}"#),
+            format!(r#"{{"version":{v}}}"#),
+        ]
+        .iter()
+        .map(|s| s.as_bytes())
+        .chain([&b"\xff\xfe garbage"[..], b""])
+        {
             assert!(
                 matches!(decode_request(body), Err(ProtocolError::Malformed(_))),
                 "{}",

@@ -178,4 +178,11 @@ fn responses() {
             message: "uid 1000 may not assess bob".into(),
         },
     );
+    response(
+        "response_error_remote_session",
+        ResponseBody::Error {
+            kind: ErrorKind::RemoteSession,
+            message: "assessment refused: alice has remote logind session 9 open".into(),
+        },
+    );
 }

@@ -176,8 +176,8 @@ pub enum Behaviour {
     GarbageBytes,
     /// A well-formed frame whose body is not JSON.
     GarbageJson,
-    /// A Trusted verdict in protocol version 2.
-    Version2,
+    /// A Trusted verdict in a protocol version this module does not speak.
+    OtherVersion,
     /// Accept, read the request, never answer.
     NeverAnswer,
     /// Accept and close at once, before reading anything.
@@ -335,12 +335,12 @@ fn answer(behaviour: Behaviour, request: &RequestBody) -> Option<Vec<u8>> {
             bytes.extend_from_slice(body);
             bytes
         }
-        Behaviour::Version2 => {
+        Behaviour::OtherVersion => {
             let mut value = serde_json::to_value(Response::new(ResponseBody::Assessment(
                 assessment(&asked, TrustState::Trusted),
             )))
             .expect("to json");
-            value["version"] = serde_json::json!(2);
+            value["version"] = serde_json::json!(habitus_protocol::PROTOCOL_VERSION + 1);
             let body = serde_json::to_vec(&value).expect("json bytes");
             let mut bytes = (body.len() as u32).to_be_bytes().to_vec();
             bytes.extend_from_slice(&body);
