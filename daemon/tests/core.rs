@@ -34,6 +34,20 @@ fn core_with(dir: &Path, mut config: Config) -> Core {
     Core::new(config, plugins, store, secrets.key_hasher())
 }
 
+/// A core with alice enrolled from live typing (6 windows of synthetic typist 1), with
+/// `config`'s other settings.
+fn core_with_alice_enrolled(dir: &Path, mut config: Config) -> Core {
+    config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
+    let mut core = core_with(dir, config);
+    ingest(
+        &mut core,
+        &root(),
+        "alice",
+        &synthetic_typist(400, 90.0, 180.0, 1),
+    );
+    core
+}
+
 fn root() -> Peer {
     Peer::root()
 }
@@ -333,15 +347,8 @@ fn typing_after_a_pause_is_not_vouched_for_by_the_typing_before_it() {
     for idle_reset_s in [Some(2.0), None] {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
-        config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
         config.session.idle_reset_s = idle_reset_s;
-        let mut core = core_with(dir.path(), config);
-        ingest(
-            &mut core,
-            &root(),
-            "alice",
-            &synthetic_typist(400, 90.0, 180.0, 1),
-        );
+        let mut core = core_with_alice_enrolled(dir.path(), config);
         let typing = synthetic_typist(1000, 90.0, 180.0, 2);
         ingest(&mut core, &root(), "alice", &typing);
         assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
@@ -374,15 +381,8 @@ fn typing_after_a_pause_is_not_vouched_for_by_the_typing_before_it() {
 fn a_pause_on_the_daemons_clock_counts_whatever_times_the_events_carry() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::default();
-    config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
     config.session.idle_reset_s = Some(1.0);
-    let mut core = core_with(dir.path(), config);
-    ingest(
-        &mut core,
-        &root(),
-        "alice",
-        &synthetic_typist(400, 90.0, 180.0, 1),
-    );
+    let mut core = core_with_alice_enrolled(dir.path(), config);
     let mut typing = synthetic_typist(1000, 90.0, 180.0, 2);
     // Halfway through, the collector's clock steps 30 minutes forward.
     for e in &mut typing[1000..] {
@@ -407,16 +407,15 @@ fn no_verdict_while_the_user_has_or_just_had_a_remote_session() {
     let sessions = dir.path().join("sessions");
     std::fs::create_dir(&sessions).unwrap();
     let mut config = Config::default();
-    config.plugins.get_mut("keystroke").unwrap().enrol_windows = 6;
     config.input.logind_sessions = sessions.clone();
     config.input.remote_hold_s = 2;
     config.session.idle_reset_s = None; // this test waits; pauses are not its subject
-    let mut core = core_with(dir.path(), config);
+    let mut core = core_with_alice_enrolled(dir.path(), config);
     ingest(
         &mut core,
         &root(),
         "alice",
-        &synthetic_typist(1400, 90.0, 180.0, 1),
+        &synthetic_typist(1000, 90.0, 180.0, 2),
     );
     std::fs::write(sessions.join("3"), "UID=1000\nUSER=alice\nREMOTE=0\n").unwrap();
     assert_eq!(assess(&mut core, "alice").state, TrustState::Trusted);
