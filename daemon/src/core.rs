@@ -19,7 +19,7 @@ use habitus_protocol::{
 };
 
 use crate::config::{Config, DriftAction};
-use crate::peer::{open_remote_session, remote_session, remote_session_users, user_name, Peer};
+use crate::peer::{remote_session, remote_session_users, user_name, Peer};
 
 /// A loaded modality plugin and how habitusd uses it.
 pub struct ModalityPlugin {
@@ -204,9 +204,10 @@ impl Core {
     /// Why no verdict about `user` may be given because of a remote session: one open
     /// now, or one seen within `input.remote_hold_s`.
     fn remote_user(&mut self, user: &str) -> Option<String> {
-        self.observe_remote_sessions();
-        if let Some(open) = open_remote_session(user, &self.config.input.logind_sessions) {
-            return Some(open);
+        let users = remote_session_users(&self.config.input.logind_sessions);
+        self.note_remote_users(&users);
+        if let Some((_, session)) = users.iter().find(|(u, _)| u == user) {
+            return Some(format!("{user} has remote logind session {session} open"));
         }
         let hold_us = self.config.input.remote_hold_s.saturating_mul(1_000_000);
         let ago_us = self.now_us().saturating_sub(*self.remote_seen.get(user)?);

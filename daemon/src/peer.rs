@@ -79,6 +79,14 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
 /// or still closing: its processes may still run), each with one such session's id;
 /// sorted by session id. A directory that cannot be read means logind is not running:
 /// nothing to report.
+///
+/// habitusd gives no verdict about such a user (nor for `input.remote_hold_s` after):
+/// the per-process check ([`remote_session`]) cannot follow every way out of an SSH
+/// session. `env -u SSH_CONNECTION … systemd-run --user sudo …` runs sudo under the
+/// user's systemd manager, in no session scope and with a clean environment; a tmux
+/// server started at the desk runs what a remote client types in the local session's
+/// scope; and neither logind nor the kernel records which session such a process was
+/// started from.
 pub fn remote_session_users(sessions_dir: &std::path::Path) -> Vec<(String, String)> {
     let Ok(entries) = std::fs::read_dir(sessions_dir) else {
         return Vec::new();
@@ -102,24 +110,6 @@ pub fn remote_session_users(sessions_dir: &std::path::Path) -> Vec<(String, Stri
             (field("REMOTE=").as_deref() == Some("1")).then_some((user, session))
         })
         .collect()
-}
-
-/// Why `user` may be at another machine right now, if they may: a remote logind session
-/// of theirs is open (see [`remote_session_users`]).
-///
-/// The per-process check ([`remote_session`]) cannot follow every way out of an SSH
-/// session: `env -u SSH_CONNECTION … systemd-run --user sudo …` runs sudo under the
-/// user's systemd manager, in no session scope and with a clean environment, and a
-/// tmux server started at the desk runs what a remote client types in the local
-/// session's scope. Neither logind nor the kernel records which session such a process
-/// was started from, so while the user has any remote session open, a verdict about
-/// their local typing is not given at all (the strong factor is asked for, also at the
-/// desk).
-pub fn open_remote_session(user: &str, sessions_dir: &std::path::Path) -> Option<String> {
-    remote_session_users(sessions_dir)
-        .into_iter()
-        .find(|(u, _)| u == user)
-        .map(|(_, session)| format!("{user} has remote logind session {session} open"))
 }
 
 /// The passwd name of `uid` (`getpwuid_r`, thread-safe).
@@ -171,7 +161,7 @@ mod tests {
     }
 
     #[test]
-    fn an_open_remote_session_of_the_user_is_found_and_others_are_not() {
+    fn remote_sessions_are_found_by_user_and_others_are_not() {
         let dir = tempfile::tempdir().unwrap();
         let sessions = dir.path();
         let write = |name: &str, text: &str| std::fs::write(sessions.join(name), text).unwrap();
@@ -185,25 +175,25 @@ mod tests {
             "UID=1001\nUSER=bob\nSTATE=online\nREMOTE=1\nREMOTE_HOST=203.0.113.9\n",
         );
         write(".#7abc", "UID=1000\nUSER=alice\nREMOTE=1\n");
-        assert_eq!(super::open_remote_session("alice", sessions), None);
-        assert!(
-            super::open_remote_session("bob", sessions).is_some_and(|r| r.contains("session 7"))
-        );
+        let of = |user: &str, dir: &std::path::Path| {
+            super::remote_session_users(dir)
+                .into_iter()
+                .filter(|(u, _)| u == user)
+                .map(|(_, s)| s)
+                .collect::<Vec<String>>()
+        };
+        assert!(of("alice", sessions).is_empty());
+        assert_eq!(of("bob", sessions), ["7"]);
         // Prefixes and case do not match: the name is compared whole.
-        assert_eq!(super::open_remote_session("bo", sessions), None);
-        assert_eq!(super::open_remote_session("Bob", sessions), None);
+        assert!(of("bo", sessions).is_empty() && of("Bob", sessions).is_empty());
         // alice logs in over SSH; a session that is closing may still run her processes.
         write(
             "12",
             "UID=1000\nUSER=alice\nSTATE=closing\nREMOTE=1\nSERVICE=sshd\n",
         );
-        assert!(super::open_remote_session("alice", sessions)
-            .is_some_and(|r| r.contains("alice") && r.contains("12")));
+        assert_eq!(of("alice", sessions), ["12"]);
         // No logind (no directory): nothing to say.
-        assert_eq!(
-            super::open_remote_session("alice", &sessions.join("absent")),
-            None
-        );
+        assert!(super::remote_session_users(&sessions.join("absent")).is_empty());
     }
 
     #[test]
