@@ -483,11 +483,11 @@ impl Provider {
     /// GET/POST /authorize: returns what the browser should get. `browser` is the
     /// browser's `habitus_oidc_browser` cookie (a new random one when it has none): a
     /// login page shown here can be answered only by a form post carrying the same
-    /// cookie. The cookie is `SameSite=Lax`: sent on the cross-site navigation from a
-    /// relying party to `/authorize` (so a second tab's login keeps the first one's
-    /// value), never with another site's form post. So a login transaction opened by an attacker in their own browser cannot
+    /// cookie. So a login transaction opened by an attacker in their own browser cannot
     /// be completed from the victim's (login CSRF), whatever the browser says about
-    /// where a post comes from.
+    /// where a post comes from. The cookie is `SameSite=Lax`: sent on the cross-site
+    /// navigation from a relying party to `/authorize` (so a second tab's login keeps
+    /// the first one's value), never with another site's form post.
     pub fn authorize(
         &self,
         p: &HashMap<String, String>,
