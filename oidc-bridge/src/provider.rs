@@ -1567,20 +1567,31 @@ fn outcome(p: &Provider, o: LoginOutcome) -> Response {
         }
         LoginOutcome::Redirect(to) => no_store(Redirect::to(&to).into_response()),
         LoginOutcome::SignedIn { location, cookie } => {
-            let secure = if p.config.issuer.starts_with("https://") {
-                "; Secure"
-            } else {
-                ""
-            };
             let mut r = no_store(Redirect::to(&location).into_response());
-            if let Ok(v) = HeaderValue::from_str(&format!(
-                "{SESSION_COOKIE}={cookie}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-                p.config.lifetimes.session_s
-            )) {
-                r.headers_mut().insert(header::SET_COOKIE, v);
-            }
+            set_cookie(
+                p,
+                &mut r,
+                SESSION_COOKIE,
+                &cookie,
+                p.config.lifetimes.session_s,
+            );
             r
         }
+    }
+}
+
+/// Adds `Set-Cookie: name=value` (HttpOnly, SameSite=Lax, whole site; `Secure` on an
+/// https issuer) lasting `max_age_s`.
+fn set_cookie(p: &Provider, r: &mut Response, name: &str, value: &str, max_age_s: u64) {
+    let secure = if p.config.issuer.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    if let Ok(v) = HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}"
+    )) {
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
 }
 
@@ -1621,17 +1632,13 @@ fn authorize_reply(p: &Provider, headers: &HeaderMap, q: &HashMap<String, String
     let login_page = matches!(o, LoginOutcome::Page(_));
     let mut r = outcome(p, o);
     if login_page {
-        let secure = if p.config.issuer.starts_with("https://") {
-            "; Secure"
-        } else {
-            ""
-        };
-        if let Ok(v) = HeaderValue::from_str(&format!(
-            "{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{secure}",
-            p.config.lifetimes.login_s
-        )) {
-            r.headers_mut().append(header::SET_COOKIE, v);
-        }
+        set_cookie(
+            p,
+            &mut r,
+            BROWSER_COOKIE,
+            &browser,
+            p.config.lifetimes.login_s,
+        );
     }
     r
 }
