@@ -66,6 +66,11 @@ struct LiveUser {
     session: Session,
     /// Added to a collector's timestamps to put them on the daemon's clock.
     time_offset: Option<i64>,
+    /// Added to local device events (already on the daemon's clock) while a collector's
+    /// mapped clock has run ahead of ours: they go after what was fed, keeping their own
+    /// spacing, instead of being rejected as going backwards. Zero once real time has
+    /// caught up.
+    device_offset: u64,
     last_t_us: u64,
     /// One per plugin (same order); only used while that plugin has no profile.
     learners: Vec<Learner>,
@@ -371,6 +376,7 @@ impl Core {
                 LiveUser {
                     session,
                     time_offset: None,
+                    device_offset: 0,
                     last_t_us: 0,
                     last_evidence: None,
                     last_input_us: None,
@@ -540,12 +546,45 @@ impl Core {
     pub fn device_events(&mut self, events: &[Event]) {
         match self.device_owner() {
             Some(user) => {
-                if let Err(Refusal(_, m)) = self.feed(&user, events, Source::Trusted) {
+                let shifted = match self.live(&user, true) {
+                    Ok(Some(live)) => Self::after_what_was_fed(live, events),
+                    Ok(None) => return,
+                    Err(Refusal(_, m)) => {
+                        log::error(&format!("device events for {user}: {m}"));
+                        return;
+                    }
+                };
+                if let Err(Refusal(_, m)) = self.feed(&user, &shifted, Source::Trusted) {
                     log::error(&format!("device events for {user}: {m}"));
                 }
             }
             None => self.counters.device_events_unbound += events.len() as u64,
         }
+    }
+
+    /// Device events placed after what `live` was already fed. A root collector's batches
+    /// keep their own clock while it runs ahead of ours (up to an hour: a replay sent
+    /// faster than real time keeps its pauses), and the typing that follows on the local
+    /// keyboard would otherwise be rejected as going backwards until real time caught up.
+    /// The shift keeps the events' spacing, which is all the plugins read; evidence age
+    /// and pauses are measured on arrival, so running ahead lends no freshness.
+    fn after_what_was_fed(live: &mut LiveUser, events: &[Event]) -> Vec<Event> {
+        let Some(first) = events.first().map(|e| e.t_us) else {
+            return Vec::new();
+        };
+        if first > live.last_t_us {
+            live.device_offset = 0;
+        } else if first.saturating_add(live.device_offset) <= live.last_t_us {
+            live.device_offset = live.last_t_us + 1000 - first;
+        }
+        let offset = live.device_offset;
+        events
+            .iter()
+            .map(|e| Event {
+                t_us: e.t_us.saturating_add(offset),
+                ..*e
+            })
+            .collect()
     }
 
     /// The hasher device readers use to turn key codes into key ids at the source.

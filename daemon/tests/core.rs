@@ -396,6 +396,51 @@ fn a_pause_on_the_daemons_clock_counts_whatever_times_the_events_carry() {
     assert_eq!(a.fused_llr, 0.0);
 }
 
+/// Local typing that follows a root collector's replay is scored, not rejected as going
+/// backwards: a replay sent faster than real time keeps its own clock (up to an hour
+/// ahead of the daemon's), and device events, on the daemon's clock, are placed after it.
+/// The typist decides the verdict, so the events were really scored.
+#[test]
+fn local_typing_after_a_replay_that_ran_ahead_is_scored() {
+    for (typist, expected) in [
+        ((90.0, 180.0, 2), TrustState::Trusted),
+        ((40.0, 420.0, 7), TrustState::Drift),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.session.idle_reset_s = None;
+        let mut core = core_with_alice_enrolled(dir.path(), config);
+        // The replay goes on after a 30-minute pause in its own clock, sent at once: the
+        // collector's clock now runs half an hour ahead of the daemon's.
+        let mut replay = synthetic_typist(400, 90.0, 180.0, 1);
+        for e in &mut replay {
+            e.t_us += 400 * 300_000 + 30 * 60 * 1_000_000;
+        }
+        ingest(&mut core, &root(), "alice", &replay);
+        ok(&mut core, &root(), open("alice", "login", None));
+        let hasher = core.key_hasher();
+        let start = core.now_us();
+        let (hold, gap, seed) = typist;
+        let typing: Vec<Event> = synthetic_typist(1000, hold, gap, seed)
+            .iter()
+            .map(|w| {
+                let kind = match w.kind {
+                    habitus_protocol::WireEventKind::KeyDown => EventKind::KEY_DOWN,
+                    _ => EventKind::KEY_UP,
+                };
+                Event::key(kind, start + w.t_us, hasher.key_id(w.code))
+            })
+            .collect();
+        // The device reader hands over a few events at a time.
+        for batch in typing.chunks(4) {
+            core.device_events(batch);
+        }
+        let a = assess(&mut core, "alice");
+        assert_eq!(a.state, expected, "{a:?}");
+        assert!(a.modalities[0].last_llr.is_some(), "{a:?}");
+    }
+}
+
 /// While the user has a remote logind session open, and for `input.remote_hold_s` after
 /// it was last seen, no verdict about their local typing is given, whoever asks: a
 /// process started from the SSH session can leave its scope and environment behind
