@@ -1514,8 +1514,25 @@ fn html(body: String) -> Response {
     r
 }
 
-fn cookie_value(headers: &HeaderMap) -> Option<String> {
-    named_cookies(headers, SESSION_COOKIE).next()
+fn cookie_value(p: &Provider, headers: &HeaderMap) -> Option<String> {
+    named_cookies(headers, &cookie_name(p, SESSION_COOKIE)).next()
+}
+
+/// The name a cookie is set and read under: on an https issuer `__Host-` + `base`. A
+/// browser keeps a `__Host-` cookie only when it was set over https by this very host,
+/// with `Secure`, `Path=/` and no `Domain` (as [`set_cookie`] sets them), so a sibling
+/// domain (`evil.example.com` beside `sso.example.com`) can neither plant nor shadow the
+/// session or the login binding. An http issuer (a demo, a test) cannot use the prefix.
+fn cookie_name(p: &Provider, base: &str) -> String {
+    if https_issuer(p) {
+        format!("__Host-{base}")
+    } else {
+        base.to_string()
+    }
+}
+
+fn https_issuer(p: &Provider) -> bool {
+    p.config.issuer.starts_with("https://")
 }
 
 /// Every value of cookie `name`, in the order the request gives them.
@@ -1544,8 +1561,8 @@ fn other_browser(tx: &LoginTx, browser: Option<&str>) -> Option<LoginOutcome> {
 
 /// The browser cookie: the first well-formed one (a malformed cookie of the same name,
 /// say one planted by a sibling domain, must not hide the real one).
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
-    named_cookies(headers, BROWSER_COOKIE).find(|v| {
+fn browser_cookie(p: &Provider, headers: &HeaderMap) -> Option<String> {
+    named_cookies(headers, &cookie_name(p, BROWSER_COOKIE)).find(|v| {
         (20..=64).contains(&v.len())
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
@@ -1580,14 +1597,12 @@ fn outcome(p: &Provider, o: LoginOutcome) -> Response {
     }
 }
 
-/// Adds `Set-Cookie: name=value` (HttpOnly, SameSite=Lax, whole site; `Secure` on an
-/// https issuer) lasting `max_age_s`.
-fn set_cookie(p: &Provider, r: &mut Response, name: &str, value: &str, max_age_s: u64) {
-    let secure = if p.config.issuer.starts_with("https://") {
-        "; Secure"
-    } else {
-        ""
-    };
+/// Adds `Set-Cookie: name=value` (HttpOnly, SameSite=Lax, whole site; `Secure` and the
+/// `__Host-` prefix on an https issuer, see [`cookie_name`]) lasting `max_age_s` (0
+/// removes it).
+fn set_cookie(p: &Provider, r: &mut Response, base: &str, value: &str, max_age_s: u64) {
+    let name = cookie_name(p, base);
+    let secure = if https_issuer(p) { "; Secure" } else { "" };
     if let Ok(v) = HeaderValue::from_str(&format!(
         "{name}={value}; Path=/; HttpOnly; SameSite=Lax; Max-Age={max_age_s}{secure}"
     )) {
@@ -1627,8 +1642,8 @@ async fn authorize_post(
 /// `/authorize`, and with a login page the browser cookie its form must come back with
 /// (the browser's own if it has one, so logins in several tabs all stay valid).
 fn authorize_reply(p: &Provider, headers: &HeaderMap, q: &HashMap<String, String>) -> Response {
-    let browser = browser_cookie(headers).unwrap_or_else(random_token);
-    let o = p.authorize(q, cookie_value(headers).as_deref(), &browser);
+    let browser = browser_cookie(p, headers).unwrap_or_else(random_token);
+    let o = p.authorize(q, cookie_value(p, headers).as_deref(), &browser);
     let login_page = matches!(o, LoginOutcome::Page(_));
     let mut r = outcome(p, o);
     if login_page {
@@ -1682,7 +1697,7 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, Form(f): Form<LoginF
         return refused;
     }
     let p2 = p.clone();
-    let browser = browser_cookie(&headers);
+    let browser = browser_cookie(&p, &headers);
     match tokio::task::spawn_blocking(move || {
         p2.login_password(&f.tx, browser.as_deref(), &f.username, &f.password)
     })
@@ -1709,7 +1724,7 @@ async fn login_totp(
     }
     let p2 = p.clone();
     // Blocking: a completed login may build a profile (enrolment) or adapt one.
-    let browser = browser_cookie(&headers);
+    let browser = browser_cookie(&p, &headers);
     match tokio::task::spawn_blocking(move || p2.login_totp(&f.tx, browser.as_deref(), &f.code))
         .await
     {
@@ -1779,7 +1794,7 @@ async fn collect(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
         )
             .into_response();
     }
-    let cookie = cookie_value(&headers);
+    let cookie = cookie_value(&p, &headers);
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -1948,7 +1963,7 @@ fn end_session_response(
     headers: &HeaderMap,
     confirmed: bool,
 ) -> Response {
-    let (target, page) = match p.end_session(q, cookie_value(headers).as_deref(), confirmed) {
+    let (target, page) = match p.end_session(q, cookie_value(p, headers).as_deref(), confirmed) {
         EndSessionOutcome::SignedOut { target, page } => (target, page),
         EndSessionOutcome::Confirm(page) => return html(page),
         EndSessionOutcome::Refused(page) => {
@@ -1961,12 +1976,7 @@ fn end_session_response(
         Some(to) => no_store(Redirect::to(&to).into_response()),
         None => html(page),
     };
-    r.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "habitus_oidc_session=; Path=/; HttpOnly; SameSite=Lax; Max-Age=0",
-        ),
-    );
+    set_cookie(p, &mut r, SESSION_COOKIE, "", 0);
     r
 }
 

@@ -699,6 +699,80 @@ fn the_login_page_binds_the_login_to_the_browser() {
     assert_eq!(r.status, 303, "{}", r.text());
 }
 
+/// On an https issuer (here behind a TLS-terminating proxy: the test speaks plain HTTP
+/// to it) both cookies carry the `__Host-` prefix, so a sibling domain can neither plant
+/// nor shadow them; cookies of the bare names are not read.
+#[test]
+fn an_https_issuer_sets_and_reads_host_prefixed_cookies_only() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let p = start_at("", listener, format!("https://127.0.0.1:{port}"));
+    let base = format!("http://127.0.0.1:{port}");
+    let pk = pkce();
+    let params = auth_params("rp", "openid", "n", &pk);
+    let mut u = url::Url::parse(&format!("{base}/authorize")).expect("url");
+    u.query_pairs_mut().extend_pairs(&params);
+    let page = http_exact("GET", u.as_str(), &[], b"");
+    assert_eq!(page.status, 200, "{}", page.text());
+    let set = page
+        .header("set-cookie")
+        .expect("browser cookie")
+        .to_string();
+    assert!(set.starts_with("__Host-habitus_oidc_browser="), "{set}");
+    for attribute in ["Secure", "Path=/", "HttpOnly", "SameSite=Lax"] {
+        assert!(set.contains(attribute), "{set}");
+    }
+    assert!(!set.to_ascii_lowercase().contains("domain="), "{set}");
+    let value = set
+        .split(';')
+        .next()
+        .and_then(|c| c.strip_prefix("__Host-habitus_oidc_browser="))
+        .expect("value")
+        .to_string();
+    let tx = tx_of(&page);
+    let login = |cookie: &str| {
+        http_exact(
+            "POST",
+            &format!("{base}/login"),
+            &[FORM, ("Cookie", cookie)],
+            &form(&[("tx", &tx), ("username", "bob"), ("password", PASSWORD)]),
+        )
+    };
+    // The same value under the bare name (what a sibling domain could set): refused.
+    assert_eq!(login(&format!("habitus_oidc_browser={value}")).status, 403);
+    let signed_in = login(&format!("__Host-habitus_oidc_browser={value}"));
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    let set = signed_in.header("set-cookie").expect("session cookie");
+    assert!(
+        set.starts_with("__Host-habitus_oidc_session=") && set.contains("Secure"),
+        "{set}"
+    );
+    let session = set.split(';').next().expect("cookie").to_string();
+    let bare = session.trim_start_matches("__Host-").to_string();
+
+    // The session is found under its prefixed name only.
+    let again = |cookie: &str| http_exact("GET", u.as_str(), &[("Cookie", cookie)], b"");
+    assert_eq!(again(&bare).status, 200, "the bare name starts a new login");
+    let r = again(&session);
+    assert_eq!(r.status, 303, "{}", r.text());
+    assert!(r.location_query().contains_key("code"), "{r:?}");
+    // Signing out removes the prefixed cookie.
+    let r = http_exact(
+        "POST",
+        &format!("{base}/end_session"),
+        &[FORM, ("Cookie", &session)],
+        &form(&[("confirm", "yes")]),
+    );
+    let cleared = r.header("set-cookie").expect("cleared");
+    assert!(
+        cleared.starts_with("__Host-habitus_oidc_session=;")
+            && cleared.contains("Max-Age=0")
+            && cleared.contains("Secure"),
+        "{cleared}"
+    );
+    drop(p);
+}
+
 #[test]
 fn after_a_wrong_password_the_new_page_collects_from_seq_0() {
     let p = start("");
