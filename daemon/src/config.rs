@@ -241,6 +241,32 @@ impl Config {
         if config.plugins.is_empty() {
             return Err(invalid("no [plugins.*] table: nothing to measure".into()));
         }
+        // A setting for a plugin that is not loaded is a typo (`keystrok = 50`) that
+        // would otherwise leave the real plugin on its default without a word. The
+        // default window size for keystroke stands even when keystroke is not loaded.
+        let default_sizes = Config::default().session.window_events;
+        let sized = config
+            .session
+            .window_events
+            .iter()
+            .filter(|(name, n)| default_sizes.get(*name) != Some(n))
+            .map(|(name, _)| ("session.window_events", name));
+        let weighted = config
+            .session
+            .fusion
+            .weights
+            .keys()
+            .map(|name| ("session.fusion.weights", name));
+        if let Some((table, name)) = sized
+            .chain(weighted)
+            .find(|(_, name)| !config.plugins.contains_key(*name))
+        {
+            let loaded: Vec<&str> = config.plugins.keys().map(String::as_str).collect();
+            return Err(invalid(format!(
+                "{table}.{name}: no plugin of that name is configured (configured: {})",
+                loaded.join(", ")
+            )));
+        }
         for (name, p) in &config.plugins {
             if p.enrol_windows == 0 {
                 return Err(invalid(format!(
@@ -335,6 +361,23 @@ mod tests {
                 "[session.window_events]\nkeystroke = 0",
                 "window_events.keystroke",
             ),
+            (
+                "[session.window_events]\nkeystroke = 4000000000",
+                "within 1..=100000",
+            ),
+            (
+                "[session.window_events]\nkeystrok = 50",
+                "session.window_events.keystrok: no plugin of that name",
+            ),
+            (
+                "[session.fusion.weights]\nmouse = 2.0",
+                "session.fusion.weights.mouse: no plugin of that name",
+            ),
+            (
+                "[session.fusion.weights]\nkeystroke = 1e308",
+                "within 0..=100",
+            ),
+            ("[session.fusion]\nwindow_s = 1e9", "window_s"),
             ("[session.trust]\nlockout = 99.0\ntrusted = 50.0", "lockout"),
             (
                 "[[replay]]\nuser = \"a/b\"\nfile = \"x\"",

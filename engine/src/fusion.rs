@@ -29,18 +29,28 @@ impl Default for FusionConfig {
     }
 }
 
+/// The largest fusion weight a configuration may set.
+pub const MAX_WEIGHT: f64 = 100.0;
+/// The longest fusion window, in seconds.
+pub const MAX_WINDOW_S: f64 = 86_400.0;
+
 impl FusionConfig {
     pub fn validate(&self) -> Result<(), String> {
-        if !(self.window_s.is_finite() && self.window_s > 0.0) {
-            return Err("fusion window_s must be positive".into());
+        if !(self.window_s.is_finite() && self.window_s > 0.0 && self.window_s <= MAX_WINDOW_S) {
+            return Err(format!(
+                "fusion window_s = {}: must be positive and at most {MAX_WINDOW_S} (a day)",
+                self.window_s
+            ));
         }
+        // A weight multiplies a plugin's LLRs; beyond this one window decides everything,
+        // and huge weights would overflow the fused sum to infinity.
         if let Some((name, w)) = self
             .weights
             .iter()
-            .find(|(_, w)| !(w.is_finite() && **w >= 0.0))
+            .find(|(_, w)| !(w.is_finite() && (0.0..=MAX_WEIGHT).contains(*w)))
         {
             return Err(format!(
-                "fusion weight of {name} must be a non-negative number, got {w}"
+                "fusion weight of {name} must be a number within 0..={MAX_WEIGHT}, got {w}"
             ));
         }
         Ok(())

@@ -88,6 +88,10 @@ pub struct SessionConfig {
     pub idle_reset_s: Option<f64>,
 }
 
+/// The largest scoring window a configuration may ask for (events per plugin window):
+/// about 3 hours of typing or 15 minutes of pointer motion.
+pub const MAX_WINDOW_EVENTS: usize = 100_000;
+
 impl SessionConfig {
     /// Checks the values a configuration file may set (the trust and fusion parts
     /// included). The message names the setting.
@@ -109,8 +113,12 @@ impl SessionConfig {
             }
         }
         for (name, n) in &self.window_events {
-            if *n == 0 {
-                return Err(format!("session.window_events.{name} must be at least 1"));
+            // Each live session holds one partly filled window per plugin, allocated up
+            // front: an absurd size would take the host down on the first event.
+            if !(1..=MAX_WINDOW_EVENTS).contains(n) {
+                return Err(format!(
+                    "session.window_events.{name} = {n}: must be within 1..={MAX_WINDOW_EVENTS}"
+                ));
             }
         }
         Ok(())
