@@ -82,12 +82,54 @@ pub fn build(config: Config) -> anyhow::Result<Provider> {
     ))
 }
 
+/// Connections served at once; one more is accepted and closed at once. Each costs a
+/// file descriptor, and the usual limit is 1024 per process.
+pub const MAX_CONNECTIONS: usize = 512;
+/// A request's headers must arrive within this time, and an idle keep-alive connection
+/// is closed after it: a client that trickles a request (slowloris) or opens connections
+/// and sends nothing cannot hold a connection slot for long.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// No connection lives longer, whatever it does (a body trickled a byte at a time).
+pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Serves `provider` on `listener` until the future is dropped or the process ends.
 /// Deliveries a previous run left pending are sent first (in the background).
+///
+/// Its own accept loop rather than `axum::serve`, which sets no header-read timeout and
+/// no connection limit: see [`MAX_CONNECTIONS`], [`HEADER_READ_TIMEOUT`] and
+/// [`CONNECTION_LIFETIME`].
 pub async fn serve(listener: tokio::net::TcpListener, provider: Shared) -> std::io::Result<()> {
     provider.resume_deliveries();
     let app = router(provider.clone()).merge(demo::router(provider));
-    axum::serve(listener, app).await
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, or a connection reset before it was accepted:
+                // passing conditions, not a reason to stop serving everyone else.
+                eprintln!("habitus-oidc: accepting a connection: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT);
+            let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            // An error here is the client's (a malformed request, a reset, a timeout):
+            // hyper has answered or closed; nothing to log per connection.
+            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            drop(slot);
+        });
+    }
 }
 
 /// Convenience for tests and the demo: serve on a background thread with its own runtime.

@@ -56,6 +56,18 @@ const MAX_PASSWORD_ATTEMPTS: u32 = 5;
 /// window has passed: RFC 4226 §7.3 / RFC 6238 §5.2 throttling.
 const MAX_TOTP_FAILURES: u32 = 10;
 const TOTP_FAILURE_WINDOW_S: i64 = 900;
+/// How long a login post waits for a password-check slot before it is answered 503.
+const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Password checks run at once: each argon2id verification holds 19 MiB for ≈ 30 ms,
+/// and without a bound a burst of wrong-password posts (one blocking thread each, up to
+/// 512) exhausted memory. One per core, at least 2 and at most 8; further posts queue
+/// in arrival order.
+fn password_check_slots() -> usize {
+    std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(2, 8)
+}
 
 pub fn acr(loa: u8) -> String {
     format!("{ACR_PREFIX}{loa}")
@@ -164,6 +176,8 @@ pub struct Provider {
     totp_used: Mutex<HashMap<String, u64>>,
     /// Per user: start of the current throttling window and wrong codes in it.
     totp_failures: Mutex<HashMap<String, (i64, u32)>>,
+    /// Bounds the password checks running at once ([`password_check_slots`]).
+    password_checks: tokio::sync::Semaphore,
     /// The TLS client of `https://` signal deliveries, or why there is none.
     pub(crate) signals_tls: Result<crate::signals::TlsClient, String>,
     /// Signs collect tokens (see [`Provider::collect_token`]); random per start, so a
@@ -263,6 +277,7 @@ impl Provider {
             codes: Mutex::new(HashMap::new()),
             totp_used: Mutex::new(HashMap::new()),
             totp_failures: Mutex::new(HashMap::new()),
+            password_checks: tokio::sync::Semaphore::new(password_check_slots()),
         }
     }
 
@@ -528,14 +543,15 @@ impl Provider {
         if txs.len() >= MAX_TRANSACTIONS {
             // Opening a login page costs nothing, so a flood of them must not lock out the
             // people already signing in: make room by dropping the oldest login nobody has
-            // typed into (no events, no attempt). Only when every slot holds a login in use
-            // is the new one turned away.
+            // typed into (no events, no attempt), else the oldest with no password attempt
+            // yet. Posting a behaviour event costs as little as opening the page, so a
+            // flood that does both must not fill the table either (it did: a login with
+            // events was never dropped). Only when every slot holds a login past its first
+            // password attempt is the new one turned away.
             let idle = txs
                 .iter()
-                .filter(|(_, t)| {
-                    t.events.is_empty() && t.attempts == 0 && matches!(t.stage, Stage::Password)
-                })
-                .min_by_key(|(_, t)| t.expires)
+                .filter(|(_, t)| t.attempts == 0 && matches!(t.stage, Stage::Password))
+                .min_by_key(|(_, t)| (!t.events.is_empty(), t.expires))
                 .map(|(k, _)| k.clone());
             if let Some(k) = idle {
                 txs.remove(&k);
@@ -1698,6 +1714,18 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, Form(f): Form<LoginF
     }
     let p2 = p.clone();
     let browser = browser_cookie(&p, &headers);
+    let slot = tokio::time::timeout(PASSWORD_CHECK_WAIT, p.password_checks.acquire()).await;
+    let Ok(Ok(_slot)) = slot else {
+        // Nothing of the login was touched: the same form can be posted again.
+        let mut r = html(pages::error_page(
+            "temporarily_unavailable",
+            "too many sign-ins are being checked right now; go back and post the form again in a moment",
+        ));
+        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
+    };
     match tokio::task::spawn_blocking(move || {
         p2.login_password(&f.tx, browser.as_deref(), &f.username, &f.password)
     })

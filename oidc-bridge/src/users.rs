@@ -20,10 +20,8 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
-use argon2::password_hash::{
-    rand_core::OsRng, PasswordHash, PasswordHasher, PasswordVerifier, SaltString,
-};
-use argon2::Argon2;
+use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher, SaltString};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -227,6 +225,7 @@ impl UsersFile {
 
     /// Checks a password. Unknown users cost the same time as known ones (a dummy hash is
     /// verified), so response time does not reveal which names exist.
+    /// The user `name` if `password` is theirs. Takes as long for an unknown name.
     pub fn verify(&self, name: &str, password: &str) -> Option<&User> {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         // Only a user with a password hash can pass: an entry without one (PAM users) is
@@ -240,11 +239,7 @@ impl UsersFile {
                 .clone(),
         };
         let ok = PasswordHash::new(&hash)
-            .map(|h| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &h)
-                    .is_ok()
-            })
+            .map(|h| verify_hash(&h, password.as_bytes()))
             .unwrap_or(false);
         if ok {
             user
@@ -262,9 +257,89 @@ pub fn hash_password(password: &str) -> Result<String, UsersError> {
         .map_err(|e| UsersError::Hash(e.to_string()))
 }
 
+/// Argon2 working memory kept between password checks, one buffer per check that ran
+/// at once. Each check needs `m` KiB (19 MiB by default); allocated afresh every time,
+/// glibc kept up to twice that per thread arena once freed (≈ 600 MB on two cores after
+/// a burst of logins). Reused, the memory stays at one buffer per concurrent check
+/// (habitus-oidc bounds those, see `provider::password_check_slots`).
+static WORK_MEMORY: std::sync::Mutex<Vec<Vec<Block>>> = std::sync::Mutex::new(Vec::new());
+
+/// Whether `password` hashes to `hash` (a PHC string's parts), with pooled memory: the
+/// same computation as `argon2`'s `verify_password`, and the same constant-time compare.
+fn verify_hash(hash: &PasswordHash<'_>, password: &[u8]) -> bool {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(hash.algorithm) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(v) => v.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(hash) else {
+        return false;
+    };
+    let Ok(params) = Params::new(
+        params.m_cost(),
+        params.t_cost(),
+        params.p_cost(),
+        Some(expected.len()),
+    ) else {
+        return false;
+    };
+    let mut salt_bytes = [0u8; 64];
+    let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    let argon2 = Argon2::new(algorithm, version, params);
+    let pool = || WORK_MEMORY.lock().unwrap_or_else(|p| p.into_inner());
+    let mut memory = pool().pop().unwrap_or_default();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut out = vec![0u8; expected.len()];
+    let ok = argon2
+        .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
+        .is_ok()
+        && crate::store::ct_eq(&out, expected.as_bytes());
+    pool().push(memory);
+    ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The pooled check agrees with argon2's own `verify_password` for other parameters,
+    /// variants and output lengths than the default (one pooled buffer serves them all).
+    #[test]
+    fn pooled_verification_matches_argon2s_own() {
+        use argon2::password_hash::PasswordVerifier;
+        for (algorithm, m, t, p, len) in [
+            (Algorithm::Argon2id, 19 * 1024, 2, 1, 32),
+            (Algorithm::Argon2id, 64, 3, 2, 16),
+            (Algorithm::Argon2i, 256, 1, 1, 64),
+            (Algorithm::Argon2d, 128, 2, 4, 32),
+        ] {
+            let params = Params::new(m, t, p, Some(len)).expect("params");
+            let hasher = Argon2::new(algorithm, Version::V0x13, params);
+            let salt = SaltString::generate(&mut OsRng);
+            let phc = hasher
+                .hash_password(b"correct horse", &salt)
+                .expect("hash")
+                .to_string();
+            let hash = PasswordHash::new(&phc).expect("parse");
+            for (password, genuine) in [(&b"correct horse"[..], true), (b"correct horsf", false)] {
+                assert_eq!(verify_hash(&hash, password), genuine, "{phc}");
+                assert_eq!(
+                    Argon2::default().verify_password(password, &hash).is_ok(),
+                    genuine
+                );
+            }
+        }
+    }
 
     #[test]
     fn add_save_load_verify() {

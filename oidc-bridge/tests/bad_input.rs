@@ -409,4 +409,100 @@ fn a_flood_of_login_pages_does_not_lock_out_people_signing_in() {
     assert_eq!(authorize(issuer, &params, None).status, 200);
     let r = post_login(issuer, &tx, "bob", PASSWORD);
     assert_eq!(r.status, 303, "{}", r.text());
+
+    // A flood that also posts one behaviour event into each login it opens (as cheap as
+    // opening the page) does not fill the table either: such logins make room for new
+    // ones, oldest first, until they reach a password attempt.
+    for i in 0..10_500 {
+        let page = match p
+            .provider
+            .authorize(&q, None, &habitus_oidc::provider::random_token())
+        {
+            habitus_oidc::provider::LoginOutcome::Page(page) => page,
+            _ => panic!("login page {i} was refused"),
+        };
+        let start = page.find("name=\"tx\" value=\"").expect("tx field") + 17;
+        let tx = &page[start..start + page[start..].find('"').expect("tx end")];
+        let batch = serde_json::json!({"tx": tx, "seq": 0, "events": [{"type": "pm", "t": 1, "x": 1, "y": 1}]});
+        p.provider
+            .collect(batch.to_string().as_bytes(), None, None)
+            .unwrap_or_else(|e| panic!("event {i} refused: {e:?}"));
+    }
+    let tx = open_login(issuer, &params);
+    let r = post_login(issuer, &tx, "bob", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.text());
+}
+
+/// A client that trickles a request's headers (slowloris) or connects and sends nothing
+/// loses the connection after `HEADER_READ_TIMEOUT`, and past `MAX_CONNECTIONS` open
+/// connections a new one is closed at once, while the issuer keeps answering others
+/// once those are gone.
+#[test]
+fn slow_and_idle_connections_are_closed_and_bounded() {
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+    use std::time::{Duration, Instant};
+    let p = start("");
+    let addr = format!("127.0.0.1:{}", p.port);
+    let closed_within = |s: &mut TcpStream, limit: Duration| {
+        s.set_read_timeout(Some(limit)).unwrap();
+        let started = Instant::now();
+        let mut buf = [0u8; 512];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => return Some(started.elapsed()),
+                Ok(_) => continue, // a 408 answer, then the close
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    return Some(started.elapsed())
+                }
+                Err(_) => return None, // still open at the limit
+            }
+        }
+    };
+    let mut slow = TcpStream::connect(&addr).unwrap();
+    slow.write_all(b"GET /jwks HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let limit = habitus_oidc::HEADER_READ_TIMEOUT + Duration::from_secs(5);
+    assert!(
+        closed_within(&mut slow, limit).is_some(),
+        "slow headers kept open"
+    );
+    assert!(
+        closed_within(&mut silent, limit).is_some(),
+        "silent client kept open"
+    );
+
+    // Fill every connection slot (the server shares this process's descriptors: room
+    // for both ends is needed).
+    let needed = 2 * habitus_oidc::MAX_CONNECTIONS as u64 + 100;
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) }, 0);
+    if lim.rlim_cur < needed {
+        if lim.rlim_max < needed {
+            eprintln!(
+                "skipping the connection limit: RLIMIT_NOFILE hard limit {} < {needed}",
+                lim.rlim_max
+            );
+            return;
+        }
+        lim.rlim_cur = needed;
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) }, 0);
+    }
+    let held: Vec<TcpStream> = (0..habitus_oidc::MAX_CONNECTIONS)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
+    // Let the server accept them all before the extra one.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut extra = TcpStream::connect(&addr).unwrap();
+    let _ = extra.write_all(b"GET /jwks HTTP/1.1\r\nHost: x\r\n\r\n");
+    let waited = closed_within(&mut extra, Duration::from_secs(3));
+    assert!(waited.is_some(), "a connection past the limit was served");
+    drop(held);
+    std::thread::sleep(Duration::from_millis(300));
+    let r = http("GET", &format!("{}/jwks", p.issuer), &[], b"");
+    assert_eq!(r.status, 200);
 }
