@@ -471,6 +471,8 @@ impl Config {
                         c.id
                     ));
                 }
+                redirect_uri_scheme_allowed(&u)
+                    .map_err(|why| format!("clients.{}: {uri:?} {why}", c.id))?;
             }
             if let Some(uri) = &c.backchannel_logout_uri {
                 check_push_url(uri)
@@ -549,6 +551,38 @@ impl Config {
     }
 }
 
+/// Where a browser may be sent back to (RFC 9700 §2.1, RFC 8252 §7): `https`, `http`
+/// only to this machine's loopback (a native app's local listener, a test), or an app's
+/// private-use scheme (reverse domain name, `com.example.app:/cb`). Anything else
+/// (`javascript:`, `data:`, plain `http` across the network, a wildcard host that
+/// exact matching would never match) is a configuration mistake, refused at start-up.
+fn redirect_uri_scheme_allowed(u: &url::Url) -> Result<(), &'static str> {
+    if u.as_str().contains('*') {
+        return Err("must not contain '*' (redirect URIs are matched exactly, no wildcards)");
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err("must not carry a user name or password");
+    }
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" => {
+            let loopback = match u.host() {
+                Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+                Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+                Some(url::Host::Domain(d)) => d == "localhost",
+                None => false,
+            };
+            if loopback {
+                Ok(())
+            } else {
+                Err("uses http to another machine: use https (http is for loopback only)")
+            }
+        }
+        scheme if scheme.contains('.') => Ok(()),
+        _ => Err("must be https, http to loopback, or an app's reverse-domain scheme"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -562,6 +596,20 @@ id = "rp"
 secret = "0123456789abcdef"
 redirect_uris = ["http://127.0.0.1:9000/cb"]
 "#;
+
+    #[test]
+    fn redirect_uris_of_the_allowed_kinds_load() {
+        for uri in [
+            "https://rp.example/cb",
+            "http://127.0.0.1:9000/cb",
+            "http://[::1]:8080/cb",
+            "http://localhost/cb",
+            "com.example.app:/oauth2redirect",
+        ] {
+            let text = MINIMAL.replace("http://127.0.0.1:9000/cb", uri);
+            assert!(Config::parse(&text).is_ok(), "{uri}");
+        }
+    }
 
     #[test]
     fn minimal_config_loads_with_defaults() {
@@ -627,6 +675,26 @@ redirect_uris = ["http://127.0.0.1:9000/cb"]
             (
                 MINIMAL.replace("[[clients]]", "[signals]\nretry_delay_ms = 5\n[[clients]]"),
                 "retry_delay_ms",
+            ),
+            (
+                MINIMAL.replace("http://127.0.0.1:9000/cb", "javascript:alert(1)//"),
+                "must be https",
+            ),
+            (
+                MINIMAL.replace("http://127.0.0.1:9000/cb", "data:text/html,x"),
+                "must be https",
+            ),
+            (
+                MINIMAL.replace("http://127.0.0.1:9000/cb", "http://rp.example.com/cb"),
+                "http is for loopback only",
+            ),
+            (
+                MINIMAL.replace("http://127.0.0.1:9000/cb", "https://*.example.com/cb"),
+                "no wildcards",
+            ),
+            (
+                MINIMAL.replace("http://127.0.0.1:9000/cb", "https://u:p@rp.example/cb"),
+                "user name or password",
             ),
         ] {
             let e = Config::parse(&edit).expect_err(&edit).to_string();

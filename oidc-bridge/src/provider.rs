@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -1024,10 +1024,7 @@ impl Provider {
         let basic = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Basic ")
-                    .or_else(|| v.strip_prefix("basic "))
-            });
+            .and_then(|v| auth_param(v, "Basic"));
         let (id, secret) = match (basic, form.get("client_secret")) {
             (Some(_), Some(_)) => {
                 return Err(oauth(
@@ -1120,34 +1117,33 @@ impl Provider {
                     if g.expires <= now {
                         return Err(oauth("invalid_grant", "code expired"));
                     }
+                    // A request that fails these checks (a mistyped redirect_uri, a wrong
+                    // verifier) issued nothing: the code is dropped, so it stays single
+                    // use, but a later presentation is "unknown", not a replay that would
+                    // end the whole session and every relying party's tokens with it.
+                    let digest = URL_SAFE_NO_PAD.encode(crate::store::sha256(verifier.as_bytes()));
+                    let failed = if *redirect_uri != g.redirect_uri {
+                        Some("redirect_uri differs from the authorization request")
+                    } else if verifier.len() < 43
+                        || verifier.len() > 128
+                        || !verifier.bytes().all(|b| {
+                            b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+                        })
+                    {
+                        Some("malformed code_verifier")
+                    } else if !crate::store::ct_eq(digest.as_bytes(), g.code_challenge.as_bytes()) {
+                        Some("PKCE verification failed")
+                    } else {
+                        None
+                    };
+                    if let Some(why) = failed {
+                        codes.remove(code.as_str());
+                        return Err(oauth("invalid_grant", why));
+                    }
                     g.used = true;
-                    (
-                        g.redirect_uri.clone(),
-                        g.code_challenge.clone(),
-                        g.sid.clone(),
-                        g.nonce.clone(),
-                        g.scope.clone(),
-                    )
+                    (g.sid.clone(), g.nonce.clone(), g.scope.clone())
                 };
-                let (g_redirect, challenge, sid, nonce, scope) = grant;
-                if *redirect_uri != g_redirect {
-                    return Err(oauth(
-                        "invalid_grant",
-                        "redirect_uri differs from the authorization request",
-                    ));
-                }
-                if verifier.len() < 43
-                    || verifier.len() > 128
-                    || !verifier.bytes().all(|b| {
-                        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
-                    })
-                {
-                    return Err(oauth("invalid_grant", "malformed code_verifier"));
-                }
-                let digest = URL_SAFE_NO_PAD.encode(crate::store::sha256(verifier.as_bytes()));
-                if !crate::store::ct_eq(digest.as_bytes(), challenge.as_bytes()) {
-                    return Err(oauth("invalid_grant", "PKCE verification failed"));
-                }
+                let (sid, nonce, scope) = grant;
                 let grant = RefreshGrant {
                     sid,
                     client: client.id.clone(),
@@ -1642,17 +1638,27 @@ async fn jwks(State(p): State<Shared>) -> Response {
 async fn authorize_get(
     State(p): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(q): RawQuery,
 ) -> Response {
-    authorize_reply(&p, &headers, &q)
+    match parse_params(q.unwrap_or_default().as_bytes()) {
+        Ok(q) => authorize_reply(&p, &headers, &q),
+        Err(e) => authorize_refused(&e),
+    }
 }
 
-async fn authorize_post(
-    State(p): State<Shared>,
-    headers: HeaderMap,
-    Form(q): Form<HashMap<String, String>>,
-) -> Response {
-    authorize_reply(&p, &headers, &q)
+async fn authorize_post(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+    match parse_form(&headers, &body) {
+        Ok(q) => authorize_reply(&p, &headers, &q),
+        Err(e) => authorize_refused(&e.description),
+    }
+}
+
+/// An authorization request that cannot be read as one: an error page, never a redirect
+/// (which `redirect_uri` was meant is not known).
+fn authorize_refused(why: &str) -> Response {
+    let mut r = html(pages::error_page("invalid_request", why));
+    *r.status_mut() = StatusCode::BAD_REQUEST;
+    r
 }
 
 /// `/authorize`, and with a login page the browser cookie its form must come back with
@@ -1826,7 +1832,7 @@ async fn collect(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Re
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(|v| auth_param(v, "Bearer"))
         .map(str::to_string);
     let p2 = p.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -1890,6 +1896,15 @@ fn oauth_error_response(e: &OAuthError) -> Response {
     r
 }
 
+/// The credentials of an `Authorization` header of `scheme` (compared without regard
+/// to case, RFC 7235 §2.1: `BASIC`, `bearer` are the same schemes).
+fn auth_param<'a>(header: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = header.split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim_start())
+}
+
 /// Form bodies parsed by hand so a malformed body is an OAuth error, not a bare 4xx, and a
 /// repeated parameter is refused (RFC 6749 §3.1).
 fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String>, OAuthError> {
@@ -1903,13 +1918,57 @@ fn parse_form(headers: &HeaderMap, body: &[u8]) -> Result<HashMap<String, String
             "send application/x-www-form-urlencoded",
         ));
     }
+    parse_params(body).map_err(|e| oauth("invalid_request", e))
+}
+
+/// `application/x-www-form-urlencoded` parameters (a query string or a form body). A
+/// repeated parameter is refused (RFC 6749 §3.1: which one counts would be a guess),
+/// and so is one that is not UTF-8 once decoded (`state=%FF` would otherwise come back
+/// altered, and the relying party's check fail for a reason it cannot see).
+fn parse_params(raw: &[u8]) -> Result<HashMap<String, String>, String> {
     let mut out = HashMap::new();
-    for (k, v) in url::form_urlencoded::parse(body) {
-        if out.insert(k.into_owned(), v.into_owned()).is_some() {
-            return Err(oauth("invalid_request", "repeated parameter"));
+    for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (k, v) = match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (&pair[..i], &pair[i + 1..]),
+            None => (pair, &pair[..0]),
+        };
+        let k = decode_component(k).ok_or("a parameter name is not UTF-8")?;
+        let v = decode_component(v).ok_or_else(|| format!("parameter {k} is not UTF-8"))?;
+        if out.contains_key(&k) {
+            return Err(format!("repeated parameter {k}"));
         }
+        out.insert(k, v);
     }
     Ok(out)
+}
+
+/// One form-encoded component: `+` is a space, `%XX` a byte (a `%` not followed by two
+/// hex digits stands for itself, as browsers send it); `None` when not UTF-8.
+fn decode_component(raw: &[u8]) -> Option<String> {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut bytes = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let escaped = match raw.get(i..i + 3) {
+            Some([b'%', h, l]) => hex(*h).zip(hex(*l)).map(|(h, l)| h * 16 + l),
+            _ => None,
+        };
+        match (raw[i], escaped) {
+            (_, Some(b)) => {
+                bytes.push(b);
+                i += 3;
+            }
+            (b'+', None) => {
+                bytes.push(b' ');
+                i += 1;
+            }
+            (b, None) => {
+                bytes.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(bytes).ok()
 }
 
 async fn token(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
@@ -1929,10 +1988,7 @@ async fn userinfo(
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
-        })
+        .and_then(|v| auth_param(v, "Bearer"))
         .map(str::to_string);
     // RFC 6750 §2.2: the token may come in a form-encoded POST body instead.
     let form_token = if method == Method::POST && !body.is_empty() {

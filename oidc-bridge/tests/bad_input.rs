@@ -46,6 +46,36 @@ fn authorize_errors() {
         assert_eq!(r.status, 400, "{params:?}");
         assert!(r.header("location").is_none());
     }
+    // A repeated parameter (which one counts would be a guess) or one that is not UTF-8
+    // (it would come back altered): an error page too, whatever the method.
+    let query = |extra: &str| {
+        let mut u = url::Url::parse(&format!("{}/authorize", p.issuer)).expect("url");
+        u.query_pairs_mut().extend_pairs(&b);
+        format!("{u}&{extra}")
+    };
+    for (extra, needle) in [
+        ("client_id=rp-ed", "repeated parameter client_id"),
+        ("state=b", "repeated parameter state"),
+        ("nonce=%FF%FE", "parameter nonce is not UTF-8"),
+        ("%C3%28=x", "not UTF-8"),
+    ] {
+        let r = http("GET", &query(extra), &[], b"");
+        assert_eq!(r.status, 400, "{extra}: {}", r.text());
+        assert!(r.header("location").is_none(), "{extra}");
+        assert!(r.text().contains(needle), "{extra}: {}", r.text());
+        let body = query(extra).split_once('?').expect("query").1.to_string();
+        let r = http(
+            "POST",
+            &format!("{}/authorize", p.issuer),
+            &[FORM],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 400, "POST {extra}: {}", r.text());
+        assert!(r.text().contains(needle), "POST {extra}: {}", r.text());
+    }
+    // Escapes decode as before: `+` is a space, a stray `%` stands for itself.
+    let r = http("GET", &query("nonce=a+b%25%zz"), &[], b"");
+    assert_eq!(r.status, 200, "{}", r.text());
     // Everything else: redirected back with the OAuth error and the state.
     for (params, error) in [
         (without(&b, "code_challenge"), "invalid_request"),
@@ -81,6 +111,12 @@ fn token_errors() {
     let pk = pkce();
     let r = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
     let code = r.location_query()["code"].clone();
+    let session = r
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .and_then(|c| c.strip_prefix("habitus_oidc_session="))
+        .expect("session cookie")
+        .to_string();
     let grant = |verifier: &str, redirect: &str| {
         vec![
             ("grant_type".to_string(), "authorization_code".to_string()),
@@ -155,6 +191,24 @@ fn token_errors() {
         "invalid_grant",
         "a code is single use even after a failure"
     );
+    // ... but as an unknown code, not a replay: the failed attempt issued nothing, so
+    // the SSO session (and every relying party's tokens) lives on.
+    assert!(
+        r.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("unknown")),
+        "{}",
+        r.text()
+    );
+    let silent_pk = pkce();
+    let mut silent = auth_params("rp", "openid", "n", &silent_pk);
+    silent.push(("prompt", "none"));
+    let again = authorize(issuer, &silent, Some(&session));
+    assert!(
+        again.location_query().contains_key("code"),
+        "the session was ended: {:?}",
+        again.location_query()
+    );
 
     let pk = pkce();
     let r = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
@@ -211,6 +265,34 @@ fn token_errors() {
         ],
     );
     assert_eq!(r.json()["error"], "invalid_request", "repeated parameter");
+
+    // Authentication schemes are case-insensitive (RFC 7235 §2.1).
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
+    let code = r.location_query()["code"].clone();
+    let r = http(
+        "POST",
+        &format!("{issuer}/token"),
+        &[FORM, ("Authorization", &format!("BASIC {basic}"))],
+        &form(&[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:9/cb"),
+            ("code_verifier", &pk.verifier),
+        ]),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let access = r.json()["access_token"]
+        .as_str()
+        .expect("token")
+        .to_string();
+    let r = http(
+        "GET",
+        &format!("{issuer}/userinfo"),
+        &[("Authorization", &format!("bEaReR {access}"))],
+        b"",
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[test]
