@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use habitus::client::call;
+use habitus::config::{Config, ConfigError, DEFAULT_CONFIG};
 use habitus::replay;
 use habitus_engine::eval::aalto;
 use habitus_protocol::{RequestBody, ResponseBody, UserStatus, DEFAULT_SOCKET};
@@ -230,6 +231,32 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
     Ok(())
 }
 
+/// habitusd's configuration for a command that takes `--config FILE`. A file named on
+/// the command line must exist: falling back to the defaults there would write to the
+/// default store and secrets on a typo. Only the default path may be missing (a fresh
+/// installation runs on the built-in defaults, as habitusd does).
+pub fn load_config(explicit: Option<&Path>) -> Result<Config> {
+    let path = match explicit {
+        Some(path) => path,
+        None => {
+            let default = Path::new(DEFAULT_CONFIG);
+            if !default.exists() {
+                eprintln!("note: {DEFAULT_CONFIG} not found: using the default configuration");
+                return Ok(Config::default());
+            }
+            default
+        }
+    };
+    // The error's own text already carries the OS error: formatting it as a chain would
+    // print that twice.
+    Config::load(path).map_err(|e| match e {
+        ConfigError::Read { .. } if explicit.is_some() => {
+            anyhow::anyhow!("{e} (check the --config path)")
+        }
+        e => anyhow::anyhow!("{e}"),
+    })
+}
+
 #[derive(Subcommand)]
 pub enum PopulationCommand {
     /// Build the population model from Aalto participants and install it in habitusd's
@@ -242,9 +269,10 @@ pub enum PopulationCommand {
         /// Participants to learn from (the first ones in id order).
         #[arg(long, default_value_t = 200)]
         participants: usize,
-        /// habitusd's configuration (for the store, secrets and plugin settings).
-        #[arg(long, default_value = habitus::config::DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// habitusd's configuration (for the store, secrets and plugin settings); default:
+        /// /etc/habitus/habitusd.toml, or the built-in defaults when that is missing.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -254,15 +282,7 @@ pub fn population(command: PopulationCommand) -> Result<()> {
         participants,
         config,
     } = command;
-    let config = if config.exists() {
-        habitus::config::Config::load(&config)?
-    } else {
-        println!(
-            "{} not found: using the default configuration",
-            config.display()
-        );
-        habitus::config::Config::default()
-    };
+    let config = load_config(config.as_deref())?;
     let secrets = habitus_engine::Secrets::load_or_create(&config.secrets)?;
     let mut store = habitus_engine::ProfileStore::open(&config.database, &secrets)?;
     let files = habitus::population::aalto_files(&aalto)?;

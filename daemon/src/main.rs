@@ -377,8 +377,10 @@ fn run(cli: Cli) -> Result<()> {
             if !data.exists() {
                 return Err(dataset_missing(&data));
             }
+            // Without --config the built-in defaults (not /etc's file): the evaluation
+            // must not depend on the machine it runs on.
             let mut config = match config {
-                Some(path) => habitus::config::Config::load(&path)?,
+                Some(path) => admin::load_config(Some(&path))?,
                 None => habitus::config::Config::default(),
             };
             config.drift.action = habitus::config::DriftAction::None;

@@ -219,3 +219,32 @@ fn continuous_writes_the_scored_streams_it_reports() {
         "writing the streams to",
     );
 }
+
+#[test]
+fn an_explicit_config_that_does_not_exist_is_an_error() {
+    // Before: `population build` fell back to the defaults and wrote the default store
+    // and secrets; the OS error was printed twice.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.toml");
+    let commands: [&[&str]; 2] = [
+        &["population", "build", "--aalto"],
+        &["eval", "stepup", "--data"],
+    ];
+    for args in commands {
+        let out = habitus()
+            .args(args)
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&missing)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("cannot read {}", missing.display())),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
