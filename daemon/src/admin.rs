@@ -100,10 +100,13 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
     if !speed.is_finite() || speed < 0.0 {
         bail!("--speed must be 0 (as fast as possible) or positive");
     }
+    // The whole file is checked (times in range and in order) before anything is sent.
     let events = replay::read(file)?;
     // Batches of about a second of typing, paced like the recording when speed > 0.
     let mut accepted = 0;
     for batch in events.chunks(20) {
+        // A refusal after the first batch leaves the earlier ones ingested: say so, as
+        // habitusd's own "nothing was ingested" speaks of the refused batch only.
         let reply = call(
             &daemon.socket,
             RequestBody::Ingest {
@@ -111,9 +114,19 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
                 events: batch.to_vec(),
             },
             TIMEOUT,
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "{}: events {}-{} not ingested; the {accepted} events before them were",
+                file.display(),
+                accepted + 1,
+                accepted + batch.len()
+            )
+        })?;
         if !matches!(reply, ResponseBody::Done { .. }) {
-            bail!("unexpected reply from habitusd: {reply:?}");
+            bail!(
+                "unexpected reply from habitusd after {accepted} events were ingested: {reply:?}"
+            );
         }
         accepted += batch.len();
         if speed > 0.0 {
@@ -121,7 +134,11 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
             std::thread::sleep(Duration::from_micros((span as f64 / speed) as u64));
         }
     }
-    if !daemon.json {
+    if daemon.json {
+        // Ingest answers per batch, so there is no single reply of habitusd's to print.
+        let summary = serde_json::json!({ "user": user, "events": accepted });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
         println!("{accepted} events sent for {user}");
     }
     Ok(())

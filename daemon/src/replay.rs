@@ -17,13 +17,15 @@ use std::path::Path;
 use habitus_plugin::EventKind;
 use habitus_protocol::{WireEvent, WireEventKind};
 
+/// The latest time habitusd accepts (2^53 µs, 285 years; its core refuses later ones).
+pub const MAX_T_US: u64 = 1 << 53;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("cannot read replay file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error`, not `source`: the message already shows it, and as a source it would be
+    // printed a second time by every `{:#}` chain.
+    #[error("cannot read replay file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Line {
         path: String,
@@ -37,15 +39,15 @@ pub enum ReplayError {
 /// Reads a replay file; every malformed line is an error naming it (nothing half-read).
 pub fn read(path: &Path) -> Result<Vec<WireEvent>, ReplayError> {
     let p = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| ReplayError::Read {
+    let file = std::fs::File::open(path).map_err(|error| ReplayError::Read {
         path: p.clone(),
-        source,
+        error,
     })?;
     let mut events: Vec<WireEvent> = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| ReplayError::Read {
+        let line = line.map_err(|error| ReplayError::Read {
             path: p.clone(),
-            source,
+            error,
         })?;
         let text = line.trim();
         if text.is_empty() || text.starts_with('#') {
@@ -56,6 +58,18 @@ pub fn read(path: &Path) -> Result<Vec<WireEvent>, ReplayError> {
             line: i + 1,
             message: e.to_string(),
         })?;
+        // habitusd refuses a batch holding such an event: found here, before anything is
+        // sent, a file is either taken whole or not at all.
+        if e.t_us > MAX_T_US {
+            return Err(ReplayError::Line {
+                path: p.clone(),
+                line: i + 1,
+                message: format!(
+                    "time {} is out of range (at most 2^53 = {MAX_T_US} microseconds)",
+                    e.t_us
+                ),
+            });
+        }
         if let Some(prev) = events.last() {
             if e.t_us < prev.t_us {
                 return Err(ReplayError::Line {
@@ -173,11 +187,16 @@ mod tests {
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains(":1: unknown variant"), "{e}");
 
+        // Found before anything is sent (habitusd would refuse it mid-file).
+        std::fs::write(&path, "{\"t_us\":5,\"kind\":\"key_down\",\"code\":3}\n{\"t_us\":9007199254740993,\"kind\":\"key_up\",\"code\":3}\n").unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.ends_with(":2: time 9007199254740993 is out of range (at most 2^53 = 9007199254740992 microseconds)"), "{e}");
+
         std::fs::write(&path, "# nothing\n\n").unwrap();
         assert!(read(&path).unwrap_err().to_string().ends_with("no events"));
-        assert!(read(&dir.path().join("absent"))
-            .unwrap_err()
-            .to_string()
-            .contains("cannot read"));
+        let e = anyhow::Error::from(read(&dir.path().join("absent")).unwrap_err());
+        let e = format!("{e:#}");
+        assert!(e.contains("cannot read"), "{e}");
+        assert_eq!(e.matches("os error 2").count(), 1, "{e}");
     }
 }

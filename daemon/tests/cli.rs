@@ -248,3 +248,62 @@ fn an_explicit_config_that_does_not_exist_is_an_error() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+fn enrol_windows(d: &common::TestDaemon, user: &str) -> u32 {
+    match d.call(habitus_protocol::RequestBody::Status {
+        user: Some(user.into()),
+    }) {
+        Ok(habitus_protocol::ResponseBody::Status { users }) => {
+            users[0].assessment.modalities[0].enrol_windows
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ingest_checks_the_whole_file_before_sending_and_summarises_as_json() {
+    let d = common::TestDaemon::start("");
+    let events = habitus::replay::synthetic_typist(100, 95.0, 190.0, 1);
+    let good = d.path("good.jsonl");
+    habitus::replay::write(&good, "test", &events).unwrap();
+    let ingest = |file: &std::path::Path| {
+        habitus()
+            .args(["ingest", "alice", "--json", "--socket"])
+            .arg(&d.socket)
+            .arg("--replay")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = ingest(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Before: `--json` printed nothing at all.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(summary["user"], "alice");
+    assert_eq!(summary["events"], 200);
+    let windows = enrol_windows(&d, "alice");
+    assert!(windows > 0);
+
+    // A time past 2^53 on the last line: before, the first 180 events went in and the
+    // refusal said "nothing was ingested"; now nothing is sent.
+    let mut text = std::fs::read_to_string(&good).unwrap();
+    text.push_str("{\"t_us\":9007199254740993,\"kind\":\"key_down\",\"code\":3}\n");
+    let bad = d.path("bad.jsonl");
+    std::fs::write(&bad, text).unwrap();
+    let out = ingest(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "{}:202: time 9007199254740993 is out of range",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(enrol_windows(&d, "alice"), windows, "nothing was ingested");
+}
