@@ -27,7 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 fn ask(daemon: &DaemonArgs, body: RequestBody) -> Result<ResponseBody> {
     let reply = call(&daemon.socket, body, TIMEOUT)?;
     if daemon.json {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
+        outln!("{}", serde_json::to_string_pretty(&reply)?);
     }
     Ok(reply)
 }
@@ -36,7 +36,7 @@ fn print_done(reply: ResponseBody, daemon: &DaemonArgs) -> Result<()> {
     match reply {
         ResponseBody::Done { message } => {
             if !daemon.json {
-                println!("{message}");
+                outln!("{message}");
             }
             Ok(())
         }
@@ -44,13 +44,13 @@ fn print_done(reply: ResponseBody, daemon: &DaemonArgs) -> Result<()> {
     }
 }
 
-pub fn print_status(users: &[UserStatus]) {
+pub fn print_status(users: &[UserStatus]) -> Result<()> {
     if users.is_empty() {
-        println!("no users");
+        outln!("no users");
     }
     for u in users {
         let a = &u.assessment;
-        println!(
+        outln!(
             "{}: {:?}, trust {:.1}, fused LLR {:+.2}, evidence {}",
             u.user,
             a.state,
@@ -62,7 +62,7 @@ pub fn print_status(users: &[UserStatus]) {
             }
         );
         if !u.sessions.is_empty() {
-            println!("  sessions: {}", u.sessions.join(", "));
+            outln!("  sessions: {}", u.sessions.join(", "));
         }
         for m in &a.modalities {
             let progress = if m.enrolled {
@@ -74,16 +74,17 @@ pub fn print_status(users: &[UserStatus]) {
                 .last_llr
                 .map(|l| format!(", last window LLR {l:+.2}"))
                 .unwrap_or_default();
-            println!("  {}: {progress}{last}", m.plugin);
+            outln!("  {}: {progress}{last}", m.plugin);
         }
     }
+    Ok(())
 }
 
 pub fn status(user: Option<String>, daemon: &DaemonArgs) -> Result<()> {
     match ask(daemon, RequestBody::Status { user })? {
         ResponseBody::Status { users } => {
             if !daemon.json {
-                print_status(&users);
+                print_status(&users)?;
             }
             Ok(())
         }
@@ -137,9 +138,9 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
     if daemon.json {
         // Ingest answers per batch, so there is no single reply of habitusd's to print.
         let summary = serde_json::json!({ "user": user, "events": accepted });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
-        println!("{accepted} events sent for {user}");
+        outln!("{accepted} events sent for {user}");
     }
     Ok(())
 }
@@ -158,7 +159,7 @@ pub fn export(user: String, daemon: &DaemonArgs) -> Result<()> {
         ResponseBody::Export { data, .. } => {
             // Export is JSON either way.
             let _ = json;
-            println!("{}", serde_json::to_string_pretty(&data)?);
+            outln!("{}", serde_json::to_string_pretty(&data)?);
             Ok(())
         }
         other => bail!("unexpected reply from habitusd: {other:?}"),
@@ -224,7 +225,7 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
             );
             replay::write(&out, &header, &events)
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!("{} events written to {}", events.len(), out.display());
+            outln!("{} events written to {}", events.len(), out.display());
         }
         ReplayCommand::Synthetic {
             keystrokes,
@@ -242,7 +243,7 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
             );
             replay::write(&out, &header, &events)
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!("{} events written to {}", events.len(), out.display());
+            outln!("{} events written to {}", events.len(), out.display());
         }
     }
     Ok(())
@@ -322,7 +323,7 @@ pub fn population(command: PopulationCommand) -> Result<()> {
             habitus::population::build(&plugin, &people, &secrets.key_hasher(), window_events)
                 .with_context(|| format!("building the {name} population"))?;
         store.put_population(name, &blob)?;
-        println!(
+        outln!(
             "{name}: population from {} participants installed in {}",
             people.len(),
             config.database.display()

@@ -142,7 +142,7 @@ fn show_status(socket: &Path, user: &str) -> Result<()> {
         },
         Duration::from_secs(5),
     )? {
-        print_status(&users);
+        print_status(&users)?;
     }
     Ok(())
 }

@@ -307,3 +307,47 @@ fn ingest_checks_the_whole_file_before_sending_and_summarises_as_json() {
     assert!(out.stdout.is_empty());
     assert_eq!(enrol_windows(&d, "alice"), windows, "nothing was ingested");
 }
+
+#[test]
+fn a_closed_or_full_stdout_is_no_panic() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = |out: std::process::Stdio| {
+        habitus()
+            .args(["replay", "synthetic", "--keystrokes", "10", "--out"])
+            .arg(dir.path().join("r.jsonl"))
+            .stdout(out)
+            .output()
+            .unwrap()
+    };
+    // A pipe whose reader is gone, as after `| head -1`: SIGPIPE ends the process
+    // quietly (before: "failed printing to stdout: Broken pipe" and exit 101).
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe() returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let out = synthetic(writer.into());
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A full disk: an error with a message, exit 1.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = synthetic(full.into());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot write to standard output: No space left on device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
