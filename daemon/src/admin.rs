@@ -234,9 +234,7 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
             seed,
             out,
         } => {
-            if !(hold_ms > 0.0 && gap_ms > 0.0) {
-                bail!("--hold-ms and --gap-ms must be positive");
-            }
+            replay::check_synthetic(keystrokes, hold_ms, gap_ms).map_err(anyhow::Error::msg)?;
             let events = replay::synthetic_typist(keystrokes, hold_ms, gap_ms, seed);
             let header = format!(
                 "habitus replay: synthetic typist hold {hold_ms} ms, gap {gap_ms} ms, seed {seed}"

@@ -143,6 +143,39 @@ pub fn from_aalto(file: &Path, range: std::ops::Range<usize>) -> anyhow::Result<
     Ok(from_sentences(sentences.iter().map(|s| s.as_slice())))
 }
 
+/// Most keystrokes `habitus replay synthetic` writes: a million is days of typing
+/// (and 2 million events, about 100 MB of replay file).
+pub const MAX_SYNTHETIC_KEYSTROKES: usize = 1_000_000;
+/// Largest mean hold or gap accepted, ms: a minute.
+pub const MAX_SYNTHETIC_MS: f64 = 60_000.0;
+
+/// Checks [`synthetic_typist`]'s arguments: a keystroke count that fits in memory, and
+/// holds and gaps of at least 1 ms (so every release comes after its press) and at
+/// most a minute (so the file's times stay far below habitusd's 2^53 µs).
+pub fn check_synthetic(keystrokes: usize, hold_ms: f64, gap_ms: f64) -> Result<(), String> {
+    if !(1..=MAX_SYNTHETIC_KEYSTROKES).contains(&keystrokes) {
+        return Err(format!(
+            "--keystrokes {keystrokes}: must be 1 to {MAX_SYNTHETIC_KEYSTROKES}"
+        ));
+    }
+    for (name, ms) in [("--hold-ms", hold_ms), ("--gap-ms", gap_ms)] {
+        // `contains` is false for NaN too.
+        if !(1.0..=MAX_SYNTHETIC_MS).contains(&ms) {
+            return Err(format!(
+                "{name} {ms:?}: must be a number of milliseconds from 1 to {MAX_SYNTHETIC_MS}"
+            ));
+        }
+    }
+    // The latest time written: every gap and the last hold at their +25 % jitter.
+    let last_us = 1.25e3 * (gap_ms * keystrokes as f64 + hold_ms);
+    if last_us >= MAX_T_US as f64 {
+        return Err(format!(
+            "{keystrokes} keystrokes of {gap_ms} ms would last past 2^53 microseconds"
+        ));
+    }
+    Ok(())
+}
+
 /// A synthetic typist for demos when no data set is at hand: `hold_ms` and `gap_ms` are
 /// the person's habits (each key drawn from 30 letters), ±25 % jitter, deterministic in
 /// `seed`. Not a benchmark: real typing is far less regular.

@@ -351,3 +351,50 @@ fn a_closed_or_full_stdout_is_no_panic() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn synthetic_replay_refuses_unbounded_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    // Before: an allocation failure (abort), or t_us = u64::MAX with releases before
+    // their presses.
+    for (args, expected) in [
+        (
+            &["--keystrokes", "5000000000"][..],
+            "--keystrokes 5000000000: must be 1 to 1000000",
+        ),
+        (&["--keystrokes", "0"][..], "--keystrokes 0: must be 1 to"),
+        (
+            &["--hold-ms", "inf"][..],
+            "--hold-ms inf: must be a number of milliseconds from 1 to 60000",
+        ),
+        (&["--hold-ms", "1e300"][..], "--hold-ms 1e300: must be"),
+        (&["--gap-ms", "NaN"][..], "--gap-ms NaN: must be"),
+        (&["--hold-ms", "0.0001"][..], "--hold-ms 0.0001: must be"),
+    ] {
+        fails_saying(
+            habitus()
+                .args(["replay", "synthetic", "--out"])
+                .arg(&out)
+                .args(args),
+            expected,
+        );
+        assert!(!out.exists(), "{args:?}");
+    }
+    // The largest accepted values write a file habitusd takes.
+    let status = habitus()
+        .args([
+            "replay",
+            "synthetic",
+            "--keystrokes",
+            "1000",
+            "--hold-ms",
+            "60000",
+        ])
+        .args(["--gap-ms", "60000", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    habitus::replay::read(&out).unwrap();
+}
