@@ -198,7 +198,32 @@ fn print(r: &SourceReport) -> Result<()> {
     Ok(())
 }
 
+/// Refuses arguments whose report would mean nothing, before any data is read.
+fn check(args: &ContinuousArgs) -> Result<()> {
+    let used = |p: &PathBuf| p.as_os_str() != "none";
+    if ![&args.cmu, &args.aalto, &args.balabit, &args.touchalytics]
+        .into_iter()
+        .any(used)
+    {
+        anyhow::bail!(
+            "--cmu, --aalto, --balabit and --touchalytics are all \"none\": nothing to evaluate"
+        );
+    }
+    if used(&args.aalto) && args.impostors == 0 {
+        anyhow::bail!(
+            "--impostors 0: no impostor streams to detect; use at least 1 (or --aalto none)"
+        );
+    }
+    if used(&args.cmu) && args.impostor_reps == 0 {
+        anyhow::bail!(
+            "--impostor-reps 0: no impostor streams to detect; use at least 1 (or --cmu none)"
+        );
+    }
+    Ok(())
+}
+
 pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
+    check(&args)?;
     let threads = args
         .threads
         .unwrap_or_else(habitus_engine::eval::default_threads);

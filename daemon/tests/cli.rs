@@ -66,11 +66,9 @@ fn missing_data_set_is_a_clear_error() {
     );
 }
 
-#[test]
-fn fixed_text_json_report_and_plot() {
-    build_plugin();
-    // Eight synthetic typists of a 3-key text, 30 repetitions each (the two-fold
-    // population split needs at least 3 users per half).
+/// A CMU-layout CSV in `dir`: eight synthetic typists of a 3-key text, 30 repetitions each.
+fn tiny_csv(dir: &std::path::Path) -> PathBuf {
+    // The two-fold population split needs at least 3 users per half.
     let mut csv =
         String::from("subject,sessionIndex,rep,H.a,DD.a.b,UD.a.b,H.b,DD.b.c,UD.b.c,H.c\n");
     for (s, (h, gap)) in [
@@ -96,9 +94,16 @@ fn fixed_text_json_report_and_plot() {
             ));
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("tiny.csv");
+    let data = dir.join("tiny.csv");
     std::fs::write(&data, csv).unwrap();
+    data
+}
+
+#[test]
+fn fixed_text_json_report_and_plot() {
+    build_plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
     let plot = dir.path().join("det.svg");
     let out = habitus()
         .args([
@@ -397,4 +402,50 @@ fn synthetic_replay_refuses_unbounded_arguments() {
         .unwrap();
     assert!(status.status.success());
     habitus::replay::read(&out).unwrap();
+}
+
+#[test]
+fn evaluations_refuse_meaningless_impostor_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    // Before: "impostors = first 1000 reps" of subjects who have 30.
+    fails_saying(
+        habitus()
+            .args([
+                "eval",
+                "fixed-text",
+                "--train",
+                "15",
+                "--impostor-reps",
+                "1000",
+            ])
+            .arg("--data")
+            .arg(&data),
+        "1000 impostor repetitions per subject asked for, but subject s0 has only 30",
+    );
+    // Before: meaningless results and exit 0. Refused before any data is read.
+    let none = ["--balabit", "none", "--touchalytics", "none"];
+    for (args, expected) in [
+        (
+            vec!["--cmu", "none", "--aalto", "none"],
+            "are all \"none\": nothing to evaluate",
+        ),
+        (
+            vec!["--cmu", "none", "--impostors", "0"],
+            "--impostors 0: no impostor streams",
+        ),
+        (
+            vec!["--aalto", "none", "--impostor-reps", "0"],
+            "--impostor-reps 0: no impostor streams",
+        ),
+    ] {
+        fails_saying(
+            habitus()
+                .args(["eval", "continuous"])
+                .args(none)
+                .args(&args)
+                .args(["--plugins", "/nonexistent"]),
+            expected,
+        );
+    }
 }

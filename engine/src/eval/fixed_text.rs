@@ -235,6 +235,30 @@ impl Protocol {
     };
 }
 
+/// Refuses impostor repetitions the data cannot supply: none at all, or more than the
+/// subject with the fewest repetitions has (the report would claim "first N reps" of
+/// subjects who have fewer).
+fn check_impostor_reps(data: &FixedTextData, protocol: Protocol) -> Result<(), EvalError> {
+    if protocol.impostor_reps == 0 {
+        return Err(EvalError::Protocol(
+            "0 impostor repetitions: nothing to tell impostors by; use at least 1".into(),
+        ));
+    }
+    if let Some(fewest) = data.subjects.iter().min_by_key(|s| s.reps.len()) {
+        if protocol.impostor_reps > fewest.reps.len() {
+            return Err(EvalError::Protocol(format!(
+                "{} impostor repetitions per subject asked for, but subject {} has only {} in {}: use at most {}",
+                protocol.impostor_reps,
+                fewest.name,
+                fewest.reps.len(),
+                data.path,
+                fewest.reps.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The detectors `habitus eval` reports: the paper's three references, then ours.
 pub const REFERENCE_DETECTORS: [&str; 3] = ["euclidean", "manhattan", "scaled-manhattan"];
 
@@ -397,6 +421,7 @@ pub fn run(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<EvalReport, EvalError> {
+    check_impostor_reps(data, protocol)?;
     let mut results = Vec::new();
     for d in REFERENCE_DETECTORS {
         results.push(run_one_class(
@@ -438,6 +463,7 @@ pub fn streams(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<super::continuous::UserStreams>, EvalError> {
+    check_impostor_reps(data, protocol)?;
     let plugin = library.instantiate("mode = \"fixed\"\ndetector = \"habitus\"\n")?;
     let n = data.subjects.len();
     let halves: Vec<Vec<usize>> = (0..2)
