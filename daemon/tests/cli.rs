@@ -449,3 +449,22 @@ fn evaluations_refuse_meaningless_impostor_counts() {
         );
     }
 }
+
+#[test]
+fn demo_names_the_paths_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    // Before: "File exists (os error 17)" without the path.
+    fails_saying(
+        habitus().args(["demo", "--dir"]).arg(&file),
+        &format!("--dir {}: cannot create the directory", file.display()),
+    );
+    // Before: synthetic typists "(pass --data to use real typing)" although it was.
+    fails_saying(
+        habitus()
+            .args(["demo", "--data", "/nonexistent/aalto", "--dir"])
+            .arg(dir.path().join("demo")),
+        "--data /nonexistent/aalto: no Aalto keystroke files there",
+    );
+}
