@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use habitus::client::call;
+use habitus::config::{Config, ConfigError, DEFAULT_CONFIG};
 use habitus::replay;
 use habitus_engine::eval::aalto;
 use habitus_protocol::{RequestBody, ResponseBody, UserStatus, DEFAULT_SOCKET};
@@ -26,7 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(60);
 fn ask(daemon: &DaemonArgs, body: RequestBody) -> Result<ResponseBody> {
     let reply = call(&daemon.socket, body, TIMEOUT)?;
     if daemon.json {
-        println!("{}", serde_json::to_string_pretty(&reply)?);
+        outln!("{}", serde_json::to_string_pretty(&reply)?);
     }
     Ok(reply)
 }
@@ -35,7 +36,7 @@ fn print_done(reply: ResponseBody, daemon: &DaemonArgs) -> Result<()> {
     match reply {
         ResponseBody::Done { message } => {
             if !daemon.json {
-                println!("{message}");
+                outln!("{message}");
             }
             Ok(())
         }
@@ -43,13 +44,13 @@ fn print_done(reply: ResponseBody, daemon: &DaemonArgs) -> Result<()> {
     }
 }
 
-pub fn print_status(users: &[UserStatus]) {
+pub fn print_status(users: &[UserStatus]) -> Result<()> {
     if users.is_empty() {
-        println!("no users");
+        outln!("no users");
     }
     for u in users {
         let a = &u.assessment;
-        println!(
+        outln!(
             "{}: {:?}, trust {:.1}, fused LLR {:+.2}, evidence {}",
             u.user,
             a.state,
@@ -61,7 +62,7 @@ pub fn print_status(users: &[UserStatus]) {
             }
         );
         if !u.sessions.is_empty() {
-            println!("  sessions: {}", u.sessions.join(", "));
+            outln!("  sessions: {}", u.sessions.join(", "));
         }
         for m in &a.modalities {
             let progress = if m.enrolled {
@@ -73,16 +74,17 @@ pub fn print_status(users: &[UserStatus]) {
                 .last_llr
                 .map(|l| format!(", last window LLR {l:+.2}"))
                 .unwrap_or_default();
-            println!("  {}: {progress}{last}", m.plugin);
+            outln!("  {}: {progress}{last}", m.plugin);
         }
     }
+    Ok(())
 }
 
 pub fn status(user: Option<String>, daemon: &DaemonArgs) -> Result<()> {
     match ask(daemon, RequestBody::Status { user })? {
         ResponseBody::Status { users } => {
             if !daemon.json {
-                print_status(&users);
+                print_status(&users)?;
             }
             Ok(())
         }
@@ -99,10 +101,13 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
     if !speed.is_finite() || speed < 0.0 {
         bail!("--speed must be 0 (as fast as possible) or positive");
     }
+    // The whole file is checked (times in range and in order) before anything is sent.
     let events = replay::read(file)?;
     // Batches of about a second of typing, paced like the recording when speed > 0.
     let mut accepted = 0;
     for batch in events.chunks(20) {
+        // A refusal after the first batch leaves the earlier ones ingested: say so, as
+        // habitusd's own "nothing was ingested" speaks of the refused batch only.
         let reply = call(
             &daemon.socket,
             RequestBody::Ingest {
@@ -110,9 +115,19 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
                 events: batch.to_vec(),
             },
             TIMEOUT,
-        )?;
+        )
+        .with_context(|| {
+            format!(
+                "{}: events {}-{} not ingested; the {accepted} events before them were",
+                file.display(),
+                accepted + 1,
+                accepted + batch.len()
+            )
+        })?;
         if !matches!(reply, ResponseBody::Done { .. }) {
-            bail!("unexpected reply from habitusd: {reply:?}");
+            bail!(
+                "unexpected reply from habitusd after {accepted} events were ingested: {reply:?}"
+            );
         }
         accepted += batch.len();
         if speed > 0.0 {
@@ -120,8 +135,12 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
             std::thread::sleep(Duration::from_micros((span as f64 / speed) as u64));
         }
     }
-    if !daemon.json {
-        println!("{accepted} events sent for {user}");
+    if daemon.json {
+        // Ingest answers per batch, so there is no single reply of habitusd's to print.
+        let summary = serde_json::json!({ "user": user, "events": accepted });
+        outln!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        outln!("{accepted} events sent for {user}");
     }
     Ok(())
 }
@@ -140,7 +159,7 @@ pub fn export(user: String, daemon: &DaemonArgs) -> Result<()> {
         ResponseBody::Export { data, .. } => {
             // Export is JSON either way.
             let _ = json;
-            println!("{}", serde_json::to_string_pretty(&data)?);
+            outln!("{}", serde_json::to_string_pretty(&data)?);
             Ok(())
         }
         other => bail!("unexpected reply from habitusd: {other:?}"),
@@ -206,7 +225,7 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
             );
             replay::write(&out, &header, &events)
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!("{} events written to {}", events.len(), out.display());
+            outln!("{} events written to {}", events.len(), out.display());
         }
         ReplayCommand::Synthetic {
             keystrokes,
@@ -215,19 +234,43 @@ pub fn replay(command: ReplayCommand) -> Result<()> {
             seed,
             out,
         } => {
-            if !(hold_ms > 0.0 && gap_ms > 0.0) {
-                bail!("--hold-ms and --gap-ms must be positive");
-            }
+            replay::check_synthetic(keystrokes, hold_ms, gap_ms).map_err(anyhow::Error::msg)?;
             let events = replay::synthetic_typist(keystrokes, hold_ms, gap_ms, seed);
             let header = format!(
                 "habitus replay: synthetic typist hold {hold_ms} ms, gap {gap_ms} ms, seed {seed}"
             );
             replay::write(&out, &header, &events)
                 .with_context(|| format!("writing {}", out.display()))?;
-            println!("{} events written to {}", events.len(), out.display());
+            outln!("{} events written to {}", events.len(), out.display());
         }
     }
     Ok(())
+}
+
+/// habitusd's configuration for a command that takes `--config FILE`. A file named on
+/// the command line must exist: falling back to the defaults there would write to the
+/// default store and secrets on a typo. Only the default path may be missing (a fresh
+/// installation runs on the built-in defaults, as habitusd does).
+pub fn load_config(explicit: Option<&Path>) -> Result<Config> {
+    let path = match explicit {
+        Some(path) => path,
+        None => {
+            let default = Path::new(DEFAULT_CONFIG);
+            if !default.exists() {
+                eprintln!("note: {DEFAULT_CONFIG} not found: using the default configuration");
+                return Ok(Config::default());
+            }
+            default
+        }
+    };
+    // The error's own text already carries the OS error: formatting it as a chain would
+    // print that twice.
+    Config::load(path).map_err(|e| match e {
+        ConfigError::Read { .. } if explicit.is_some() => {
+            anyhow::anyhow!("{e} (check the --config path)")
+        }
+        e => anyhow::anyhow!("{e}"),
+    })
 }
 
 #[derive(Subcommand)]
@@ -242,9 +285,10 @@ pub enum PopulationCommand {
         /// Participants to learn from (the first ones in id order).
         #[arg(long, default_value_t = 200)]
         participants: usize,
-        /// habitusd's configuration (for the store, secrets and plugin settings).
-        #[arg(long, default_value = habitus::config::DEFAULT_CONFIG)]
-        config: PathBuf,
+        /// habitusd's configuration (for the store, secrets and plugin settings); default:
+        /// /etc/habitus/habitusd.toml, or the built-in defaults when that is missing.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
     },
 }
 
@@ -254,15 +298,7 @@ pub fn population(command: PopulationCommand) -> Result<()> {
         participants,
         config,
     } = command;
-    let config = if config.exists() {
-        habitus::config::Config::load(&config)?
-    } else {
-        println!(
-            "{} not found: using the default configuration",
-            config.display()
-        );
-        habitus::config::Config::default()
-    };
+    let config = load_config(config.as_deref())?;
     let secrets = habitus_engine::Secrets::load_or_create(&config.secrets)?;
     let mut store = habitus_engine::ProfileStore::open(&config.database, &secrets)?;
     let files = habitus::population::aalto_files(&aalto)?;
@@ -285,7 +321,7 @@ pub fn population(command: PopulationCommand) -> Result<()> {
             habitus::population::build(&plugin, &people, &secrets.key_hasher(), window_events)
                 .with_context(|| format!("building the {name} population"))?;
         store.put_population(name, &blob)?;
-        println!(
+        outln!(
             "{name}: population from {} participants installed in {}",
             people.len(),
             config.database.display()

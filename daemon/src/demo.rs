@@ -25,9 +25,10 @@ use crate::admin::print_status;
 
 #[derive(Args)]
 pub struct DemoArgs {
-    /// The Aalto 136M-keystrokes subset; when missing, synthetic typists are used.
-    #[arg(long, default_value = "../shared/datasets/aalto-136m-subset")]
-    data: PathBuf,
+    /// The Aalto 136M-keystrokes subset (default: ../shared/datasets/aalto-136m-subset,
+    /// and synthetic typists when that is missing; a folder given here must hold it).
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
     /// Keep the demo's files (config, store, replays, log) here instead of a temp dir.
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -52,7 +53,12 @@ struct Recordings {
     impostor: Vec<WireEvent>,
 }
 
-fn recordings(data: &Path) -> Result<Recordings> {
+/// Where the demo looks for the Aalto subset unless `--data` is given.
+const DEFAULT_DATA: &str = "../shared/datasets/aalto-136m-subset";
+
+/// The typing the demo replays. `explicit`: the folder was named with `--data`, so
+/// falling back to synthetic typists would hide a typo.
+fn recordings(data: &Path, explicit: bool) -> Result<Recordings> {
     let dir = data.join("keystrokes");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|entries| {
@@ -84,8 +90,14 @@ fn recordings(data: &Path) -> Result<Recordings> {
             impostor: replay::from_aalto(b, 10..15)?,
         });
     }
+    if explicit {
+        bail!(
+            "--data {}: no Aalto keystroke files there (at least two keystrokes/*_keystrokes.txt[.gz] are needed)",
+            data.display()
+        );
+    }
     println!(
-        "note: {} not found; using synthetic typists instead (pass --data to use real typing)",
+        "note: {} not found; using synthetic typists instead (pass --data DIR, the aalto-136m-subset folder, to use real typing)",
         data.display()
     );
     Ok(Recordings {
@@ -142,7 +154,7 @@ fn show_status(socket: &Path, user: &str) -> Result<()> {
         },
         Duration::from_secs(5),
     )? {
-        print_status(&users);
+        print_status(&users)?;
     }
     Ok(())
 }
@@ -185,10 +197,16 @@ pub fn run(args: DemoArgs) -> Result<()> {
             habitusd.display()
         );
     }
+    // Read first: a bad --data is refused before anything is started.
+    let rec = match &args.data {
+        Some(data) => recordings(data, true)?,
+        None => recordings(Path::new(DEFAULT_DATA), false)?,
+    };
     let temp;
     let dir = match &args.dir {
         Some(d) => {
-            std::fs::create_dir_all(d)?;
+            std::fs::create_dir_all(d)
+                .with_context(|| format!("--dir {}: cannot create the directory", d.display()))?;
             d.clone()
         }
         None => {
@@ -207,10 +225,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
             dir.join("secrets.key"),
             exe_dir
         ),
-    )?;
+    )
+    .with_context(|| format!("writing {}", config.display()))?;
 
     println!("== 1. habitusd");
-    let log = std::fs::File::create(dir.join("habitusd.log"))?;
+    let log = std::fs::File::create(dir.join("habitusd.log"))
+        .with_context(|| format!("creating {}", dir.join("habitusd.log").display()))?;
     let child = Command::new(&habitusd)
         .arg("--config")
         .arg(&config)
@@ -235,7 +255,6 @@ pub fn run(args: DemoArgs) -> Result<()> {
         dir.display()
     );
 
-    let rec = recordings(&args.data)?;
     if !rec.others.is_empty() {
         // What `habitus population build` does on an installation.
         let secrets = habitus_engine::Secrets::load_or_create(&dir.join("secrets.key"))?;

@@ -124,7 +124,7 @@ fn report(
     }
 }
 
-fn print_bound(bound: &Bound) {
+fn print_bound(bound: &Bound) -> Result<()> {
     let line = |p: &BoundPoint| {
         let m = &p.metrics;
         let t = &p.trust;
@@ -141,14 +141,15 @@ fn print_bound(bound: &Bound) {
             t.max_penalty
         )
     };
-    println!("  optimistic bound (trust grid searched on these same users; not a result):");
+    outln!("  optimistic bound (trust grid searched on these same users; not a result):");
     for p in &bound.frontier {
-        println!("    {}", line(p));
+        outln!("    {}", line(p));
     }
     match &bound.sparing_95_percent {
-        Some(p) => println!("    sparing >= 95 % of users: {}", line(p)),
-        None => println!("    no configuration spares 95 % of the users"),
+        Some(p) => outln!("    sparing >= 95 % of users: {}", line(p)),
+        None => outln!("    no configuration spares 95 % of the users"),
     }
+    Ok(())
 }
 
 /// The `--streams` file: one entry per source.
@@ -159,12 +160,12 @@ struct StreamsFile<'a> {
     users: &'a [UserStreams],
 }
 
-fn print(r: &SourceReport) {
+fn print(r: &SourceReport) -> Result<()> {
     let m = &r.held_out;
-    println!("{} (one action = {})", r.source, r.action);
+    outln!("{} (one action = {})", r.source, r.action);
     for (i, f) in r.folds.iter().enumerate() {
         let t = &f.trust;
-        println!(
+        outln!(
             "  half {}: trust tuned on the other half: A={} B={} C={} D={}",
             i + 1,
             t.threshold,
@@ -173,7 +174,7 @@ fn print(r: &SourceReport) {
             t.max_penalty
         );
     }
-    println!(
+    outln!(
         "  held out, {} users: ANGA {} ({} genuine actions, {} wrongful lock-outs); users never locked out {:.1} %",
         m.users,
         m.anga.map(|a| format!("{a:.0}")).unwrap_or_else(|| "∞".into()),
@@ -181,7 +182,7 @@ fn print(r: &SourceReport) {
         m.genuine_lockouts,
         100.0 * m.users_never_locked_out
     );
-    println!(
+    outln!(
         "  ANIA {} over {} impostor streams; undetected {:.1} %; users +/+ {}, +/- {}, -/+ {}, -/- {}",
         m.ania.map(|a| format!("{a:.2}")).unwrap_or_else(|| "-".into()),
         m.impostor_streams,
@@ -192,11 +193,37 @@ fn print(r: &SourceReport) {
         m.categories.minus_minus
     );
     if let Some(bound) = &r.bound {
-        print_bound(bound);
+        print_bound(bound)?;
     }
+    Ok(())
+}
+
+/// Refuses arguments whose report would mean nothing, before any data is read.
+fn check(args: &ContinuousArgs) -> Result<()> {
+    let used = |p: &PathBuf| p.as_os_str() != "none";
+    if ![&args.cmu, &args.aalto, &args.balabit, &args.touchalytics]
+        .into_iter()
+        .any(used)
+    {
+        anyhow::bail!(
+            "--cmu, --aalto, --balabit and --touchalytics are all \"none\": nothing to evaluate"
+        );
+    }
+    if used(&args.aalto) && args.impostors == 0 {
+        anyhow::bail!(
+            "--impostors 0: no impostor streams to detect; use at least 1 (or --aalto none)"
+        );
+    }
+    if used(&args.cmu) && args.impostor_reps == 0 {
+        anyhow::bail!(
+            "--impostor-reps 0: no impostor streams to detect; use at least 1 (or --cmu none)"
+        );
+    }
+    Ok(())
 }
 
 pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
+    check(&args)?;
     let threads = args
         .threads
         .unwrap_or_else(habitus_engine::eval::default_threads);
@@ -307,12 +334,12 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             .with_context(|| format!("writing the streams to {}", path.display()))?;
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        outln!("{}", serde_json::to_string_pretty(&reports)?);
     } else {
-        println!("Continuous authentication (Mondal & Bours metrics); trust parameters tuned on one half of the users, reported on the other\n");
+        outln!("Continuous authentication (Mondal & Bours metrics); trust parameters tuned on one half of the users, reported on the other\n");
         for r in &reports {
-            print(r);
-            println!();
+            print(r)?;
+            outln!();
         }
     }
     Ok(())

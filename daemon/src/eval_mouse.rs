@@ -83,19 +83,24 @@ fn emit(report: &balabit::BalabitReport, common: &Common) -> Result<()> {
             .with_context(|| format!("cannot write plot {}", path.display()))?;
     }
     if common.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
-    println!("{}", report.dataset);
-    println!("protocol: {}", report.protocol);
-    println!();
-    println!(
+    outln!("{}", report.dataset);
+    outln!("protocol: {}", report.protocol);
+    outln!();
+    outln!(
         "{:<48} {:>7} {:>16} {:>8} {:>8} {:>6}",
-        "variant", "actions", "legal / illegal", "AUC", "EER", "Cllr"
+        "variant",
+        "actions",
+        "legal / illegal",
+        "AUC",
+        "EER",
+        "Cllr"
     );
-    println!("{}", "-".repeat(98));
+    outln!("{}", "-".repeat(98));
     for r in &report.rows {
-        println!(
+        outln!(
             "{:<48} {:>7} {:>16} {:>8.4} {:>7.2}% {:>6.3}",
             r.variant,
             r.actions,
@@ -105,16 +110,16 @@ fn emit(report: &balabit::BalabitReport, common: &Common) -> Result<()> {
             r.cllr
         );
     }
-    println!();
-    println!(
+    outln!();
+    outln!(
         "median actions per session: {}",
         report.actions_per_session_median
     );
     for n in &report.notes {
-        println!("note: {n}");
+        outln!("note: {n}");
     }
     if let Some(path) = &common.plot {
-        println!("DET curves written to {}", path.display());
+        outln!("DET curves written to {}", path.display());
     }
     Ok(())
 }

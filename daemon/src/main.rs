@@ -10,6 +10,16 @@
 //! * `habitus replay aalto|synthetic` — write replay files of recorded behaviour.
 //! * `habitus demo` — habitusd, enrolment and the PAM step-up end to end, on one machine.
 
+/// `println!` that returns an error instead of panicking when standard output cannot
+/// be written (a full disk, `> /dev/full`); a closed pipe ends the process quietly
+/// before that (see `main`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err($crate::stdout_error)?
+    }};
+}
+
 mod admin;
 mod demo;
 mod eval_continuous;
@@ -263,32 +273,38 @@ fn emit(report: &EvalReport, common: &Common) -> Result<()> {
             .with_context(|| format!("cannot write plot {}", path.display()))?;
     }
     if common.json {
-        println!("{}", serde_json::to_string_pretty(report)?);
+        outln!("{}", serde_json::to_string_pretty(report)?);
         return Ok(());
     }
-    println!("{}", report.dataset);
-    println!("protocol: {}", report.protocol);
-    println!();
-    println!(
+    outln!("{}", report.dataset);
+    outln!("protocol: {}", report.protocol);
+    outln!();
+    outln!(
         "{:<28} {:>18} {:>22}",
-        "detector", "mean EER (sd)", "zero-miss FAR (sd)"
+        "detector",
+        "mean EER (sd)",
+        "zero-miss FAR (sd)"
     );
-    println!("{}", "-".repeat(70));
+    outln!("{}", "-".repeat(70));
     for r in &report.results {
-        println!(
+        outln!(
             "{:<28} {:>9.4} ({:.4}) {:>13.4} ({:.4})",
-            r.detector, r.eer_mean, r.eer_sd, r.zero_miss_far_mean, r.zero_miss_far_sd
+            r.detector,
+            r.eer_mean,
+            r.eer_sd,
+            r.zero_miss_far_mean,
+            r.zero_miss_far_sd
         );
     }
-    println!();
+    outln!();
     for r in &report.results {
-        println!("{}: {}", r.detector, r.variant);
+        outln!("{}: {}", r.detector, r.variant);
     }
     for n in &report.notes {
-        println!("note: {n}");
+        outln!("note: {n}");
     }
     if let Some(path) = &common.plot {
-        println!("DET curves written to {}", path.display());
+        outln!("DET curves written to {}", path.display());
     }
     Ok(())
 }
@@ -377,8 +393,10 @@ fn run(cli: Cli) -> Result<()> {
             if !data.exists() {
                 return Err(dataset_missing(&data));
             }
+            // Without --config the built-in defaults (not /etc's file): the evaluation
+            // must not depend on the machine it runs on.
             let mut config = match config {
-                Some(path) => habitus::config::Config::load(&path)?,
+                Some(path) => admin::load_config(Some(&path))?,
                 None => habitus::config::Config::default(),
             };
             config.drift.action = habitus::config::DriftAction::None;
@@ -404,27 +422,27 @@ fn run(cli: Cli) -> Result<()> {
                 &bar,
             )?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&r)?);
+                outln!("{}", serde_json::to_string_pretty(&r)?);
             } else {
-                println!("PAM step-up on Aalto: {} users enrolled from sentences 1-10, sessions replay sentences 11-15", r.users);
-                println!(
+                outln!("PAM step-up on Aalto: {} users enrolled from sentences 1-10, sessions replay sentences 11-15", r.users);
+                outln!(
                     "population model: {} other participants",
                     r.population_users
                 );
-                println!(
+                outln!(
                     "genuine sessions that skip the strong factor:  {:>5} / {:<5} = {:.3}",
                     r.genuine_skipped,
                     r.genuine_sessions,
                     r.skip_rate()
                 );
-                println!(
+                outln!(
                     "impostor sessions that skip it (false skips):  {:>5} / {:<5} = {:.3}",
                     r.impostor_skipped,
                     r.impostor_sessions,
                     r.false_skip_rate()
                 );
-                println!("genuine final states:  {:?}", r.genuine_states);
-                println!("impostor final states: {:?}", r.impostor_states);
+                outln!("genuine final states:  {:?}", r.genuine_states);
+                outln!("impostor final states: {:?}", r.impostor_states);
             }
             Ok(())
         }
@@ -452,16 +470,16 @@ fn run(cli: Cli) -> Result<()> {
         }) => {
             let lib = PluginLibrary::load(&path)?;
             let d = &lib.descriptor;
-            println!("plugin      {}", d.name);
-            println!("file        {}", lib.path.display());
-            println!("modality    {}", d.modality);
-            println!("version     {}", d.version);
-            println!("interface   {}", habitus_plugin::INTERFACE_VERSION);
-            println!("about       {}", d.description);
+            outln!("plugin      {}", d.name);
+            outln!("file        {}", lib.path.display());
+            outln!("modality    {}", d.modality);
+            outln!("version     {}", d.version);
+            outln!("interface   {}", habitus_plugin::INTERFACE_VERSION);
+            outln!("about       {}", d.description);
             let kinds: Vec<String> = d.event_kinds.iter().map(|k| k.to_string()).collect();
-            println!("events      {}", kinds.join(", "));
+            outln!("events      {}", kinds.join(", "));
             let features: Vec<&str> = d.feature_names.iter().map(|f| f.as_str()).collect();
-            println!(
+            outln!(
                 "features    {}",
                 if features.is_empty() {
                     "(none)".to_string()
@@ -469,10 +487,10 @@ fn run(cli: Cli) -> Result<()> {
                     features.join(", ")
                 }
             );
-            println!();
+            outln!();
             let options = conformance::Options::with_config(config);
             let report = conformance::run(&LoadedPlugin(lib), &options);
-            println!("{}", report.table(strict));
+            outln!("{}", report.table(strict));
             let failed = report.failures(strict).len();
             if failed > 0 {
                 bail!(
@@ -577,8 +595,34 @@ impl conformance::Instance for LoadedInstance {
     }
 }
 
+/// Why a report could not be printed.
+fn stdout_error(e: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot write to standard output: {e}")
+}
+
+/// Restores the default action of SIGPIPE (Rust ignores it): `habitus … | head` then
+/// ends quietly when `head` stops reading, like any other Unix tool, instead of
+/// panicking on the failed write. Requests to habitusd are sent with MSG_NOSIGNAL
+/// (`habitus::client`), so a daemon that hangs up is still an error, not a silent exit.
+fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    default_sigpipe();
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Demo(_)) {
+        // The demo writes to pamtester's standard input: a pamtester that exits early
+        // must not kill the demo (and its habitusd) without a word.
+        // SAFETY: as above.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+        }
+    }
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("habitus: {e:#}");

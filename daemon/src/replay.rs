@@ -17,13 +17,15 @@ use std::path::Path;
 use habitus_plugin::EventKind;
 use habitus_protocol::{WireEvent, WireEventKind};
 
+/// The latest time habitusd accepts (2^53 µs, 285 years; its core refuses later ones).
+pub const MAX_T_US: u64 = 1 << 53;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    #[error("cannot read replay file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    // `error`, not `source`: the message already shows it, and as a source it would be
+    // printed a second time by every `{:#}` chain.
+    #[error("cannot read replay file {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("{path}:{line}: {message}")]
     Line {
         path: String,
@@ -37,15 +39,15 @@ pub enum ReplayError {
 /// Reads a replay file; every malformed line is an error naming it (nothing half-read).
 pub fn read(path: &Path) -> Result<Vec<WireEvent>, ReplayError> {
     let p = path.display().to_string();
-    let file = std::fs::File::open(path).map_err(|source| ReplayError::Read {
+    let file = std::fs::File::open(path).map_err(|error| ReplayError::Read {
         path: p.clone(),
-        source,
+        error,
     })?;
     let mut events: Vec<WireEvent> = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
-        let line = line.map_err(|source| ReplayError::Read {
+        let line = line.map_err(|error| ReplayError::Read {
             path: p.clone(),
-            source,
+            error,
         })?;
         let text = line.trim();
         if text.is_empty() || text.starts_with('#') {
@@ -56,6 +58,18 @@ pub fn read(path: &Path) -> Result<Vec<WireEvent>, ReplayError> {
             line: i + 1,
             message: e.to_string(),
         })?;
+        // habitusd refuses a batch holding such an event: found here, before anything is
+        // sent, a file is either taken whole or not at all.
+        if e.t_us > MAX_T_US {
+            return Err(ReplayError::Line {
+                path: p.clone(),
+                line: i + 1,
+                message: format!(
+                    "time {} is out of range (at most 2^53 = {MAX_T_US} microseconds)",
+                    e.t_us
+                ),
+            });
+        }
         if let Some(prev) = events.last() {
             if e.t_us < prev.t_us {
                 return Err(ReplayError::Line {
@@ -129,6 +143,39 @@ pub fn from_aalto(file: &Path, range: std::ops::Range<usize>) -> anyhow::Result<
     Ok(from_sentences(sentences.iter().map(|s| s.as_slice())))
 }
 
+/// Most keystrokes `habitus replay synthetic` writes: a million is days of typing
+/// (and 2 million events, about 100 MB of replay file).
+pub const MAX_SYNTHETIC_KEYSTROKES: usize = 1_000_000;
+/// Largest mean hold or gap accepted, ms: a minute.
+pub const MAX_SYNTHETIC_MS: f64 = 60_000.0;
+
+/// Checks [`synthetic_typist`]'s arguments: a keystroke count that fits in memory, and
+/// holds and gaps of at least 1 ms (so every release comes after its press) and at
+/// most a minute (so the file's times stay far below habitusd's 2^53 µs).
+pub fn check_synthetic(keystrokes: usize, hold_ms: f64, gap_ms: f64) -> Result<(), String> {
+    if !(1..=MAX_SYNTHETIC_KEYSTROKES).contains(&keystrokes) {
+        return Err(format!(
+            "--keystrokes {keystrokes}: must be 1 to {MAX_SYNTHETIC_KEYSTROKES}"
+        ));
+    }
+    for (name, ms) in [("--hold-ms", hold_ms), ("--gap-ms", gap_ms)] {
+        // `contains` is false for NaN too.
+        if !(1.0..=MAX_SYNTHETIC_MS).contains(&ms) {
+            return Err(format!(
+                "{name} {ms:?}: must be a number of milliseconds from 1 to {MAX_SYNTHETIC_MS}"
+            ));
+        }
+    }
+    // The latest time written: every gap and the last hold at their +25 % jitter.
+    let last_us = 1.25e3 * (gap_ms * keystrokes as f64 + hold_ms);
+    if last_us >= MAX_T_US as f64 {
+        return Err(format!(
+            "{keystrokes} keystrokes of {gap_ms} ms would last past 2^53 microseconds"
+        ));
+    }
+    Ok(())
+}
+
 /// A synthetic typist for demos when no data set is at hand: `hold_ms` and `gap_ms` are
 /// the person's habits (each key drawn from 30 letters), ±25 % jitter, deterministic in
 /// `seed`. Not a benchmark: real typing is far less regular.
@@ -173,11 +220,16 @@ mod tests {
         let e = read(&path).unwrap_err().to_string();
         assert!(e.contains(":1: unknown variant"), "{e}");
 
+        // Found before anything is sent (habitusd would refuse it mid-file).
+        std::fs::write(&path, "{\"t_us\":5,\"kind\":\"key_down\",\"code\":3}\n{\"t_us\":9007199254740993,\"kind\":\"key_up\",\"code\":3}\n").unwrap();
+        let e = read(&path).unwrap_err().to_string();
+        assert!(e.ends_with(":2: time 9007199254740993 is out of range (at most 2^53 = 9007199254740992 microseconds)"), "{e}");
+
         std::fs::write(&path, "# nothing\n\n").unwrap();
         assert!(read(&path).unwrap_err().to_string().ends_with("no events"));
-        assert!(read(&dir.path().join("absent"))
-            .unwrap_err()
-            .to_string()
-            .contains("cannot read"));
+        let e = anyhow::Error::from(read(&dir.path().join("absent")).unwrap_err());
+        let e = format!("{e:#}");
+        assert!(e.contains("cannot read"), "{e}");
+        assert_eq!(e.matches("os error 2").count(), 1, "{e}");
     }
 }

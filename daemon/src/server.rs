@@ -13,7 +13,8 @@ use anyhow::{bail, Context, Result};
 use habitus_engine::loader::{default_plugin_dirs, find_plugin};
 use habitus_engine::{ProfileStore, Secrets};
 use habitus_protocol::{
-    decode_request, encode, error_reply, frame_len, ErrorKind, RequestBody, Response,
+    decode_request, encode, error_reply, frame_len, ErrorKind, ProtocolError, RequestBody,
+    Response, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
@@ -85,6 +86,19 @@ pub fn build_core(config: &Config) -> Result<Core> {
         .with_context(|| "loading the installation secrets")?;
     let store = ProfileStore::open(&config.database, &secrets)
         .with_context(|| "opening the profile store")?;
+    let plugins = load_plugins(config)?;
+    Ok(Core::new(
+        config.clone(),
+        plugins,
+        store,
+        secrets.key_hasher(),
+    ))
+}
+
+/// Loads every configured plugin library and instantiates it with its settings: what
+/// start-up does, and what `habitusd --check-config` checks (so a missing plugin or
+/// settings it refuses fail the check, not the next start).
+pub fn load_plugins(config: &Config) -> Result<Vec<ModalityPlugin>> {
     let dirs = match &config.plugin_dir {
         Some(d) => vec![d.clone()],
         None => default_plugin_dirs(),
@@ -114,12 +128,7 @@ pub fn build_core(config: &Config) -> Result<Core> {
             enrol_windows: pc.enrol_windows,
         });
     }
-    Ok(Core::new(
-        config.clone(),
-        plugins,
-        store,
-        secrets.key_hasher(),
-    ))
+    Ok(plugins)
 }
 
 /// Binds the socket: parent directory created 0755, a stale socket replaced, anything
@@ -294,6 +303,10 @@ async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts
         let _ = tokio::time::timeout(WRITE_TIMEOUT, send(&mut stream, &reply)).await;
         return;
     };
+    // A stale client (typically a pam_habitus.so built before the last protocol change)
+    // is otherwise only "behaviour check unavailable" on its side: say why here, once
+    // per connection so a retrying client cannot flood the log.
+    let mut version_logged = false;
     loop {
         let mut header = [0u8; 4];
         match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut header)).await {
@@ -321,13 +334,30 @@ async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts
         }
         let response = match decode_request(&body) {
             Ok(request) => lock(&core).handle(&peer, request.body),
-            Err(e) => error_reply(&e),
+            Err(e) => {
+                if let ProtocolError::UnsupportedVersion { found } = e {
+                    if !version_logged {
+                        version_logged = true;
+                        log::warn(&version_refusal(&peer, found));
+                    }
+                }
+                error_reply(&e)
+            }
         };
         match tokio::time::timeout(WRITE_TIMEOUT, send(&mut stream, &response)).await {
             Ok(Ok(())) => {}
             _ => return, // a client that does not read its replies loses its slot
         }
     }
+}
+
+/// The log line for a request in another protocol version.
+fn version_refusal(peer: &Peer, found: u64) -> String {
+    format!(
+        "refused a request from uid {}{}: the peer speaks protocol version {found}, this daemon speaks {PROTOCOL_VERSION}: rebuild/reinstall pam_habitus.so (or the habitus command line, habitus-oidc) from the same release as habitusd",
+        peer.uid,
+        peer.pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )
 }
 
 async fn send(stream: &mut UnixStream, response: &Response) -> std::io::Result<()> {

@@ -66,11 +66,9 @@ fn missing_data_set_is_a_clear_error() {
     );
 }
 
-#[test]
-fn fixed_text_json_report_and_plot() {
-    build_plugin();
-    // Eight synthetic typists of a 3-key text, 30 repetitions each (the two-fold
-    // population split needs at least 3 users per half).
+/// A CMU-layout CSV in `dir`: eight synthetic typists of a 3-key text, 30 repetitions each.
+fn tiny_csv(dir: &std::path::Path) -> PathBuf {
+    // The two-fold population split needs at least 3 users per half.
     let mut csv =
         String::from("subject,sessionIndex,rep,H.a,DD.a.b,UD.a.b,H.b,DD.b.c,UD.b.c,H.c\n");
     for (s, (h, gap)) in [
@@ -96,9 +94,16 @@ fn fixed_text_json_report_and_plot() {
             ));
         }
     }
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("tiny.csv");
+    let data = dir.join("tiny.csv");
     std::fs::write(&data, csv).unwrap();
+    data
+}
+
+#[test]
+fn fixed_text_json_report_and_plot() {
+    build_plugin();
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
     let plot = dir.path().join("det.svg");
     let out = habitus()
         .args([
@@ -217,5 +222,249 @@ fn continuous_writes_the_scored_streams_it_reports() {
     fails_saying(
         &mut continuous(&dir.path().join("missing/streams.json")),
         "writing the streams to",
+    );
+}
+
+#[test]
+fn an_explicit_config_that_does_not_exist_is_an_error() {
+    // Before: `population build` fell back to the defaults and wrote the default store
+    // and secrets; the OS error was printed twice.
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("typo.toml");
+    let commands: [&[&str]; 2] = [
+        &["population", "build", "--aalto"],
+        &["eval", "stepup", "--data"],
+    ];
+    for args in commands {
+        let out = habitus()
+            .args(args)
+            .arg(dir.path())
+            .arg("--config")
+            .arg(&missing)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            stderr.contains(&format!("cannot read {}", missing.display())),
+            "{args:?}: {stderr}"
+        );
+        assert_eq!(stderr.matches("os error 2").count(), 1, "{stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}
+
+fn enrol_windows(d: &common::TestDaemon, user: &str) -> u32 {
+    match d.call(habitus_protocol::RequestBody::Status {
+        user: Some(user.into()),
+    }) {
+        Ok(habitus_protocol::ResponseBody::Status { users }) => {
+            users[0].assessment.modalities[0].enrol_windows
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn ingest_checks_the_whole_file_before_sending_and_summarises_as_json() {
+    let d = common::TestDaemon::start("");
+    let events = habitus::replay::synthetic_typist(100, 95.0, 190.0, 1);
+    let good = d.path("good.jsonl");
+    habitus::replay::write(&good, "test", &events).unwrap();
+    let ingest = |file: &std::path::Path| {
+        habitus()
+            .args(["ingest", "alice", "--json", "--socket"])
+            .arg(&d.socket)
+            .arg("--replay")
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let out = ingest(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Before: `--json` printed nothing at all.
+    let summary: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(summary["user"], "alice");
+    assert_eq!(summary["events"], 200);
+    let windows = enrol_windows(&d, "alice");
+    assert!(windows > 0);
+
+    // A time past 2^53 on the last line: before, the first 180 events went in and the
+    // refusal said "nothing was ingested"; now nothing is sent.
+    let mut text = std::fs::read_to_string(&good).unwrap();
+    text.push_str("{\"t_us\":9007199254740993,\"kind\":\"key_down\",\"code\":3}\n");
+    let bad = d.path("bad.jsonl");
+    std::fs::write(&bad, text).unwrap();
+    let out = ingest(&bad);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains(&format!(
+            "{}:202: time 9007199254740993 is out of range",
+            bad.display()
+        )),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty());
+    assert_eq!(enrol_windows(&d, "alice"), windows, "nothing was ingested");
+}
+
+#[test]
+fn a_closed_or_full_stdout_is_no_panic() {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let synthetic = |out: std::process::Stdio| {
+        habitus()
+            .args(["replay", "synthetic", "--keystrokes", "10", "--out"])
+            .arg(dir.path().join("r.jsonl"))
+            .stdout(out)
+            .output()
+            .unwrap()
+    };
+    // A pipe whose reader is gone, as after `| head -1`: SIGPIPE ends the process
+    // quietly (before: "failed printing to stdout: Broken pipe" and exit 101).
+    let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe() returns.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: both descriptors were just opened and are owned here only.
+    let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    drop(reader);
+    let out = synthetic(writer.into());
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A full disk: an error with a message, exit 1.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = synthetic(full.into());
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("cannot write to standard output: No space left on device"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn synthetic_replay_refuses_unbounded_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("r.jsonl");
+    // Before: an allocation failure (abort), or t_us = u64::MAX with releases before
+    // their presses.
+    for (args, expected) in [
+        (
+            &["--keystrokes", "5000000000"][..],
+            "--keystrokes 5000000000: must be 1 to 1000000",
+        ),
+        (&["--keystrokes", "0"][..], "--keystrokes 0: must be 1 to"),
+        (
+            &["--hold-ms", "inf"][..],
+            "--hold-ms inf: must be a number of milliseconds from 1 to 60000",
+        ),
+        (&["--hold-ms", "1e300"][..], "--hold-ms 1e300: must be"),
+        (&["--gap-ms", "NaN"][..], "--gap-ms NaN: must be"),
+        (&["--hold-ms", "0.0001"][..], "--hold-ms 0.0001: must be"),
+    ] {
+        fails_saying(
+            habitus()
+                .args(["replay", "synthetic", "--out"])
+                .arg(&out)
+                .args(args),
+            expected,
+        );
+        assert!(!out.exists(), "{args:?}");
+    }
+    // The largest accepted values write a file habitusd takes.
+    let status = habitus()
+        .args([
+            "replay",
+            "synthetic",
+            "--keystrokes",
+            "1000",
+            "--hold-ms",
+            "60000",
+        ])
+        .args(["--gap-ms", "60000", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    habitus::replay::read(&out).unwrap();
+}
+
+#[test]
+fn evaluations_refuse_meaningless_impostor_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = tiny_csv(dir.path());
+    // Before: "impostors = first 1000 reps" of subjects who have 30.
+    fails_saying(
+        habitus()
+            .args([
+                "eval",
+                "fixed-text",
+                "--train",
+                "15",
+                "--impostor-reps",
+                "1000",
+            ])
+            .arg("--data")
+            .arg(&data),
+        "1000 impostor repetitions per subject asked for, but subject s0 has only 30",
+    );
+    // Before: meaningless results and exit 0. Refused before any data is read.
+    let none = ["--balabit", "none", "--touchalytics", "none"];
+    for (args, expected) in [
+        (
+            vec!["--cmu", "none", "--aalto", "none"],
+            "are all \"none\": nothing to evaluate",
+        ),
+        (
+            vec!["--cmu", "none", "--impostors", "0"],
+            "--impostors 0: no impostor streams",
+        ),
+        (
+            vec!["--aalto", "none", "--impostor-reps", "0"],
+            "--impostor-reps 0: no impostor streams",
+        ),
+    ] {
+        fails_saying(
+            habitus()
+                .args(["eval", "continuous"])
+                .args(none)
+                .args(&args)
+                .args(["--plugins", "/nonexistent"]),
+            expected,
+        );
+    }
+}
+
+#[test]
+fn demo_names_the_paths_it_cannot_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    // Before: "File exists (os error 17)" without the path.
+    fails_saying(
+        habitus().args(["demo", "--dir"]).arg(&file),
+        &format!("--dir {}: cannot create the directory", file.display()),
+    );
+    // Before: synthetic typists "(pass --data to use real typing)" although it was.
+    fails_saying(
+        habitus()
+            .args(["demo", "--data", "/nonexistent/aalto", "--dir"])
+            .arg(dir.path().join("demo")),
+        "--data /nonexistent/aalto: no Aalto keystroke files there",
     );
 }

@@ -98,6 +98,20 @@ fn malformed_csv_names_file_and_line() {
             Some(&*format!("{HEADER}s1,1,1,0.1,NaN,0.1,0.1\n")),
             ":2: down-down latency NaN",
         ),
+        // Zero durations: two events at one instant carry no order (before, the
+        // evaluation stopped later with "window is not the enrolled text", naming no row).
+        (
+            "zero-hold.csv",
+            Some(&*format!(
+                "{HEADER}s1,1,1,0.1,0.2,0.1,0.1\ns1,1,2,0.1,0.2,0.1,0\n"
+            )),
+            ":3: column 7 (H.b) is 0: a zero hold cannot be ordered",
+        ),
+        (
+            "zero-dd.csv",
+            Some(&*format!("{HEADER}s1,1,1,0.1,0.0000004,-0.1,0.1\n")),
+            ":2: column 5 (DD.a.b) is 0.0000004: a zero interval cannot be ordered",
+        ),
     ];
     for (name, content, expected) in cases {
         let path = match content {

@@ -36,7 +36,19 @@ fn main() -> ExitCode {
         }
     };
     if args.check_config {
-        println!("configuration OK");
+        // The plugins are loaded and given their settings exactly as at start-up; the
+        // store and secrets are not touched (the check must not create them).
+        if let Err(e) = habitus::server::load_plugins(&config) {
+            eprintln!("habitusd: {e:#}");
+            return ExitCode::from(2);
+        }
+        // No SIGPIPE default here (a daemon writing to sockets keeps Rust's "ignore"):
+        // a closed or full stdout is reported, not a panic.
+        use std::io::Write;
+        if let Err(e) = writeln!(std::io::stdout(), "configuration OK") {
+            eprintln!("habitusd: cannot write to standard output: {e}");
+            return ExitCode::FAILURE;
+        }
         return ExitCode::SUCCESS;
     }
     match habitus::server::run(config) {

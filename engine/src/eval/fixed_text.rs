@@ -42,29 +42,53 @@ fn key_code(name: &str) -> u32 {
 /// The evaluation's key-id secret. Fixed so runs are reproducible; plugins cannot tell.
 const EVAL_SECRET: [u8; 16] = *b"habitus-eval-key";
 
-/// Rebuilds the event stream of one row: presses follow DD, releases follow H.
-fn row_events(keys: &[u32], values: &[f64]) -> Result<RVec<Event>, String> {
+/// Rebuilds the event stream of one row: presses follow DD, releases follow H. `columns`
+/// are the timing columns' names (`H.a`, `DD.a.b`, `UD.a.b`, …), for errors.
+///
+/// A hold or a down-down latency of zero (after rounding to the microsecond) is an
+/// error naming its column rather than a guess: the plugin reads the typed order from
+/// the times alone, as it must for live input, and two events at one instant carry no
+/// order, so such a row would not be the enrolled text (before, the whole evaluation
+/// stopped at the first score with "window is not the enrolled text", naming no row).
+fn row_events(keys: &[u32], values: &[f64], columns: &[&str]) -> Result<RVec<Event>, String> {
     let n = keys.len();
     let mut events = Vec::with_capacity(2 * n);
     let mut down: i64 = 1_000_000;
     for i in 0..n {
         let hold = values[3 * i];
+        let column = |j: usize| format!("column {} ({})", j + 4, columns[j]);
         if !(0.0..60.0).contains(&hold) {
             return Err(format!(
-                "hold time {hold} of key {i} is not a duration in seconds"
+                "hold time {hold} of key {i} is not a duration in seconds ({})",
+                column(3 * i)
             ));
         }
-        let up = down + (hold * 1e6).round() as i64;
+        let hold_us = (hold * 1e6).round() as i64;
+        if hold_us == 0 {
+            return Err(format!(
+                "{} is {hold}: a zero hold cannot be ordered (the release would coincide with its press); fix or remove this row",
+                column(3 * i)
+            ));
+        }
+        let up = down + hold_us;
         events.push(Event::key(EventKind::KEY_DOWN, down as u64, keys[i]));
         events.push(Event::key(EventKind::KEY_UP, up as u64, keys[i]));
         if i + 1 < n {
             let dd = values[3 * i + 1];
             if !(0.0..600.0).contains(&dd) {
                 return Err(format!(
-                    "down-down latency {dd} after key {i} is not a duration in seconds"
+                    "down-down latency {dd} after key {i} is not a duration in seconds ({})",
+                    column(3 * i + 1)
                 ));
             }
-            down += (dd * 1e6).round() as i64;
+            let dd_us = (dd * 1e6).round() as i64;
+            if dd_us == 0 {
+                return Err(format!(
+                    "{} is {dd}: a zero interval cannot be ordered (two presses at one instant); fix or remove this row",
+                    column(3 * i + 1)
+                ));
+            }
+            down += dd_us;
         }
     }
     // Time order; at equal times a release goes first (a key can be pressed again
@@ -163,7 +187,7 @@ pub fn load(path: &Path) -> Result<FixedTextData, EvalError> {
                 )
             })?);
         }
-        let events = row_events(&keys, &values).map_err(|m| line_err(i, m))?;
+        let events = row_events(&keys, &values, features).map_err(|m| line_err(i, m))?;
         by_subject
             .entry(fields[0].to_string())
             .or_default()
@@ -209,6 +233,30 @@ impl Protocol {
         train: 200,
         impostor_reps: 5,
     };
+}
+
+/// Refuses impostor repetitions the data cannot supply: none at all, or more than the
+/// subject with the fewest repetitions has (the report would claim "first N reps" of
+/// subjects who have fewer).
+fn check_impostor_reps(data: &FixedTextData, protocol: Protocol) -> Result<(), EvalError> {
+    if protocol.impostor_reps == 0 {
+        return Err(EvalError::Protocol(
+            "0 impostor repetitions: nothing to tell impostors by; use at least 1".into(),
+        ));
+    }
+    if let Some(fewest) = data.subjects.iter().min_by_key(|s| s.reps.len()) {
+        if protocol.impostor_reps > fewest.reps.len() {
+            return Err(EvalError::Protocol(format!(
+                "{} impostor repetitions per subject asked for, but subject {} has only {} in {}: use at most {}",
+                protocol.impostor_reps,
+                fewest.name,
+                fewest.reps.len(),
+                data.path,
+                fewest.reps.len()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// The detectors `habitus eval` reports: the paper's three references, then ours.
@@ -373,6 +421,7 @@ pub fn run(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<EvalReport, EvalError> {
+    check_impostor_reps(data, protocol)?;
     let mut results = Vec::new();
     for d in REFERENCE_DETECTORS {
         results.push(run_one_class(
@@ -414,6 +463,7 @@ pub fn streams(
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<Vec<super::continuous::UserStreams>, EvalError> {
+    check_impostor_reps(data, protocol)?;
     let plugin = library.instantiate("mode = \"fixed\"\ndetector = \"habitus\"\n")?;
     let n = data.subjects.len();
     let halves: Vec<Vec<usize>> = (0..2)

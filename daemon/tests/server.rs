@@ -1,0 +1,82 @@
+//! habitusd's socket server as clients meet it.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::net::UnixStream;
+
+use habitus_protocol::{decode_response, encode, read_frame, ErrorKind, ResponseBody};
+
+#[test]
+fn a_request_in_another_protocol_version_is_logged_once_per_connection() {
+    let d = common::TestDaemon::start("");
+    // What a pam_habitus.so built before protocol version 2 sends.
+    let stale = serde_json::json!({"version": 1, "body": {"type": "status", "user": null}});
+    let frame = encode(&stale).unwrap();
+    let mut stream = UnixStream::connect(&d.socket).unwrap();
+    for _ in 0..3 {
+        stream.write_all(&frame).unwrap();
+        let reply = decode_response(&read_frame(&mut stream).unwrap()).unwrap();
+        match reply.body {
+            ResponseBody::Error { kind, .. } => assert_eq!(kind, ErrorKind::UnsupportedVersion),
+            other => panic!("{other:?}"),
+        }
+    }
+    drop(stream);
+    // The log is written before the reply is sent: it is complete here.
+    let log = d.log();
+    let expected = format!(
+        "the peer speaks protocol version 1, this daemon speaks {}: rebuild/reinstall pam_habitus.so",
+        habitus_protocol::PROTOCOL_VERSION
+    );
+    assert_eq!(log.matches(&expected).count(), 1, "{log}");
+    assert!(log.contains("warning: refused a request from uid"), "{log}");
+}
+
+#[test]
+fn check_config_loads_and_configures_every_plugin_as_start_up_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |plugins: &str| {
+        let config = dir.path().join("habitusd.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 1\ndatabase = {:?}\nsecrets = {:?}\nplugin_dir = {:?}\n{plugins}",
+                dir.path().join("profiles.sqlite"),
+                dir.path().join("secrets.key"),
+                common::built()
+            ),
+        )
+        .unwrap();
+        std::process::Command::new(env!("CARGO_BIN_EXE_habitusd"))
+            .arg("--config")
+            .arg(&config)
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let out = check("[plugins.keystroke]\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "configuration OK\n");
+    // Before: "configuration OK" for both, and start-up refused them.
+    for (plugins, expected) in [
+        ("[plugins.nonexistent]\n", "nonexistent"),
+        (
+            "[plugins.keystroke]\nsettings = \"no_such_setting = 1\"\n",
+            "plugin keystroke: settings refused",
+        ),
+    ] {
+        let out = check(plugins);
+        assert_eq!(out.status.code(), Some(2), "{plugins}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "{plugins}: {stderr}");
+        assert!(out.stdout.is_empty());
+    }
+    // The check creates no store and no secrets.
+    assert!(!dir.path().join("secrets.key").exists());
+    assert!(!dir.path().join("profiles.sqlite").exists());
+}
