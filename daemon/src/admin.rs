@@ -106,8 +106,8 @@ pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Res
     // Batches of about a second of typing, paced like the recording when speed > 0.
     let mut accepted = 0;
     for batch in events.chunks(20) {
-        // A refusal after the first batch leaves the earlier ones ingested: say so, as
-        // habitusd's own "nothing was ingested" speaks of the refused batch only.
+        // A refusal after the first batch leaves the earlier ones ingested: say so
+        // (habitusd's "nothing of this batch was ingested" speaks of the refused one).
         let reply = call(
             &daemon.socket,
             RequestBody::Ingest {

@@ -821,7 +821,7 @@ impl Core {
                 return Err(Refusal(
                     ErrorKind::BadRequest,
                     format!(
-                        "event {n}: time {} {}; nothing was ingested",
+                        "event {n}: time {} {}; nothing of this batch was ingested",
                         w.t_us,
                         if w.t_us > MAX_T_US {
                             "is out of range"
@@ -861,7 +861,7 @@ impl Core {
             if !e.is_finite() {
                 return Err(Refusal(
                     ErrorKind::BadRequest,
-                    format!("event {n}: non-finite coordinate; nothing was ingested"),
+                    format!("event {n}: non-finite coordinate; nothing of this batch was ingested"),
                 ));
             }
             out.push(e);

@@ -223,7 +223,7 @@ fn bad_input_is_refused_whole_and_nothing_is_ingested() {
     );
     assert_eq!(kind, ErrorKind::BadRequest);
     assert!(
-        message.contains("event 7") && message.contains("nothing was ingested"),
+        message.contains("event 7") && message.contains("nothing of this batch was ingested"),
         "{message}"
     );
     // Nothing known about alice: the rejected batch left no trace.
