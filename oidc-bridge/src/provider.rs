@@ -883,7 +883,10 @@ impl Provider {
                 match crate::pam::authenticate(&self.config.primary.pam_service, user, password) {
                     Ok(()) => true,
                     Err(e) => {
-                        eprintln!("habitus-oidc: PAM login of {user:?} refused: {e}");
+                        // Without the name: a password typed into the user field by
+                        // mistake would otherwise land in the log. The PAM stack logs
+                        // failed users itself, under its own rules.
+                        eprintln!("habitus-oidc: a PAM login was refused: {e}");
                         false
                     }
                 }
