@@ -92,9 +92,46 @@ pub fn status(user: Option<String>, daemon: &DaemonArgs) -> Result<()> {
     }
 }
 
-pub fn enroll(user: String, file: &Path, daemon: &DaemonArgs) -> Result<()> {
+pub fn enroll(user: String, file: &Path, replace: bool, daemon: &DaemonArgs) -> Result<()> {
     let events = replay::read(file)?;
+    if !replace {
+        // The store's export lists the profiles a user has (and works for any name).
+        let existing = match call(
+            &daemon.socket,
+            RequestBody::Export { user: user.clone() },
+            TIMEOUT,
+        )? {
+            ResponseBody::Export { data, .. } => existing_profiles(&data),
+            other => bail!("unexpected reply from habitusd: {other:?}"),
+        };
+        if !existing.is_empty() {
+            bail!(
+                "{user} already has a profile ({}); enrolling again replaces it with one built from {} alone: pass --replace if that is meant",
+                existing.join(", "),
+                file.display()
+            );
+        }
+    }
     print_done(ask(daemon, RequestBody::Enroll { user, events })?, daemon)
+}
+
+/// "plugin (N windows)" for every profile in a store export.
+fn existing_profiles(export: &serde_json::Value) -> Vec<String> {
+    export["profiles"]
+        .as_array()
+        .map(|profiles| {
+            profiles
+                .iter()
+                .map(|p| {
+                    let plugin = p["plugin"].as_str().unwrap_or("?");
+                    match p["windows"].as_u64() {
+                        Some(n) => format!("{plugin}, {n} windows"),
+                        None => plugin.to_string(),
+                    }
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Result<()> {

@@ -71,6 +71,10 @@ enum Command {
         /// Replay file (see `habitus replay`).
         #[arg(long, value_name = "FILE")]
         replay: PathBuf,
+        /// Replace profiles USER already has (without it, enrolling an enrolled user is
+        /// refused: a mistyped name or a short file would silently replace a good profile).
+        #[arg(long)]
+        replace: bool,
         #[command(flatten)]
         daemon: admin::DaemonArgs,
     },
@@ -450,8 +454,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Enroll {
             user,
             replay,
+            replace,
             daemon,
-        } => admin::enroll(user, &replay, &daemon),
+        } => admin::enroll(user, &replay, replace, &daemon),
         Command::Ingest {
             user,
             replay,

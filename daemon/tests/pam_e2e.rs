@@ -247,6 +247,26 @@ fn the_cli_talks_to_the_daemon_and_a_non_root_peer_is_confined_to_itself() {
     let (ok, out) = cli(0, &["status", "alice"]);
     assert!(ok && out.contains("alice: Learning"), "{out}");
     assert!(out.contains("keystroke: enrolled"), "{out}");
+    // Enrolling an enrolled user again replaces the profile: only when asked for.
+    let (ok, out) = cli(
+        0,
+        &["enroll", "alice", "--replay", replay.to_str().unwrap()],
+    );
+    assert!(
+        !ok && out.contains("alice already has a profile (keystroke,") && out.contains("--replace"),
+        "{out}"
+    );
+    let (ok, out) = cli(
+        0,
+        &[
+            "enroll",
+            "alice",
+            "--replace",
+            "--replay",
+            replay.to_str().unwrap(),
+        ],
+    );
+    assert!(ok && out.contains("enrolled alice"), "{out}");
     let (ok, out) = cli(0, &["export", "alice"]);
     assert!(ok && out.contains("\"profiles\""), "{out}");
 
