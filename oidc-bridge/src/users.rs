@@ -225,7 +225,6 @@ impl UsersFile {
 
     /// Checks a password. Unknown users cost the same time as known ones (a dummy hash is
     /// verified), so response time does not reveal which names exist.
-    /// The user `name` if `password` is theirs. Takes as long for an unknown name.
     pub fn verify(&self, name: &str, password: &str) -> Option<&User> {
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         // Only a user with a password hash can pass: an entry without one (PAM users) is
@@ -304,6 +303,9 @@ fn verify_hash(hash: &PasswordHash<'_>, password: &[u8]) -> bool {
         .hash_password_into_with_memory(password, salt, &mut out, &mut memory[..])
         .is_ok()
         && crate::store::ct_eq(&out, expected.as_bytes());
+    // What stays in the pool holds nothing derived from this password (≈ 2 ms for the
+    // default 19 MiB, against ≈ 30 ms for the check).
+    memory[..blocks].fill(Block::default());
     pool().push(memory);
     ok
 }
