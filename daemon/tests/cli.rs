@@ -406,6 +406,7 @@ fn synthetic_replay_refuses_unbounded_arguments() {
 
 #[test]
 fn evaluations_refuse_meaningless_impostor_counts() {
+    build_plugin(); // fixed-text loads the plugin before it reads the data
     let dir = tempfile::tempdir().unwrap();
     let data = tiny_csv(dir.path());
     // Before: "impostors = first 1000 reps" of subjects who have 30.
