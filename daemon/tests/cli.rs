@@ -329,8 +329,10 @@ fn a_closed_or_full_stdout_is_no_panic() {
     // A pipe whose reader is gone, as after `| head -1`: SIGPIPE ends the process
     // quietly (before: "failed printing to stdout: Broken pipe" and exit 101).
     let mut fds = [0; 2];
-    // SAFETY: `fds` has room for the two descriptors pipe() returns.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // Close-on-exec: a child that another test spawns meanwhile must not inherit the
+    // read end, or the pipe would still have a reader (exit 0, not SIGPIPE).
+    // SAFETY: `fds` has room for the two descriptors pipe2() returns.
+    assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
     // SAFETY: both descriptors were just opened and are owned here only.
     let (reader, writer) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(reader);
