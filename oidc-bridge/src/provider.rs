@@ -11,7 +11,7 @@ use axum::extract::{Query, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::{Form, Json, Router};
+use axum::{Json, Router};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use habitus_plugin::Event;
@@ -1480,14 +1480,25 @@ pub fn router(provider: Shared) -> Router {
     Router::new()
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/jwks", get(jwks))
-        .route("/authorize", get(authorize_get).post(authorize_post))
-        .route("/login", post(login))
-        .route("/login/totp", post(login_totp))
+        .route(
+            "/authorize",
+            get(authorize_get).post(authorize_post).layer(form_limit()),
+        )
+        .route("/login", post(login).layer(form_limit()))
+        .route("/login/totp", post(login_totp).layer(form_limit()))
         .route("/collect", post(collect).options(collect_preflight))
         .route("/collector.js", get(collector_js))
-        .route("/token", post(token))
-        .route("/userinfo", get(userinfo).post(userinfo))
-        .route("/end_session", get(end_session_get).post(end_session_post))
+        .route("/token", post(token).layer(form_limit()))
+        .route(
+            "/userinfo",
+            get(userinfo).post(userinfo).layer(form_limit()),
+        )
+        .route(
+            "/end_session",
+            get(end_session_get)
+                .post(end_session_post)
+                .layer(form_limit()),
+        )
         .route(
             "/.well-known/ssf-configuration",
             get(signals::ssf_configuration),
@@ -1498,10 +1509,15 @@ pub fn router(provider: Shared) -> Router {
                 .get(signals::stream_get)
                 .delete(signals::stream_delete),
         )
-        .layer(axum::extract::DefaultBodyLimit::max(
-            MAX_FORM_BODY.max(MAX_COLLECT_BODY),
-        ))
+        // The largest body any route takes; form routes have their own, tighter limit
+        // (the innermost limit is the one applied).
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_COLLECT_BODY))
         .with_state(provider)
+}
+
+/// [`MAX_FORM_BODY`] for a route that takes a form.
+fn form_limit() -> axum::extract::DefaultBodyLimit {
+    axum::extract::DefaultBodyLimit::max(MAX_FORM_BODY)
 }
 
 fn no_store(mut r: Response) -> Response {
@@ -1645,20 +1661,20 @@ async fn authorize_get(
 ) -> Response {
     match parse_params(q.unwrap_or_default().as_bytes()) {
         Ok(q) => authorize_reply(&p, &headers, &q),
-        Err(e) => authorize_refused(&e),
+        Err(e) => invalid_request_page(&e),
     }
 }
 
 async fn authorize_post(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     match parse_form(&headers, &body) {
         Ok(q) => authorize_reply(&p, &headers, &q),
-        Err(e) => authorize_refused(&e.description),
+        Err(e) => invalid_request_page(&e.description),
     }
 }
 
-/// An authorization request that cannot be read as one: an error page, never a redirect
-/// (which `redirect_uri` was meant is not known).
-fn authorize_refused(why: &str) -> Response {
+/// A request that cannot be read as one: a 400 error page. For `/authorize` never a
+/// redirect (which `redirect_uri` was meant is not known).
+fn invalid_request_page(why: &str) -> Response {
     let mut r = html(pages::error_page("invalid_request", why));
     *r.status_mut() = StatusCode::BAD_REQUEST;
     r
@@ -1681,6 +1697,18 @@ fn authorize_reply(p: &Provider, headers: &HeaderMap, q: &HashMap<String, String
         );
     }
     r
+}
+
+/// One of our pages' forms, read like every other form ([`parse_form`]: a repeated or
+/// non-UTF-8 field is refused); the error says what is wrong with it.
+fn our_form<T: serde::de::DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> Result<T, String> {
+    let fields = parse_form(headers, body).map_err(|e| e.description)?;
+    let fields: serde_json::Map<String, serde_json::Value> = fields
+        .into_iter()
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    serde_json::from_value(serde_json::Value::Object(fields))
+        .map_err(|e| format!("the form is incomplete: {e}"))
 }
 
 #[derive(Deserialize)]
@@ -1717,10 +1745,14 @@ fn cross_site_form_refused(p: &Provider, headers: &HeaderMap) -> Option<Response
     Some(r)
 }
 
-async fn login(State(p): State<Shared>, headers: HeaderMap, Form(f): Form<LoginForm>) -> Response {
+async fn login(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(refused) = cross_site_form_refused(&p, &headers) {
         return refused;
     }
+    let f: LoginForm = match our_form(&headers, &body) {
+        Ok(f) => f,
+        Err(why) => return invalid_request_page(&why),
+    };
     let p2 = p.clone();
     let browser = browser_cookie(&p, &headers);
     let slot = tokio::time::timeout(PASSWORD_CHECK_WAIT, p.password_checks.acquire()).await;
@@ -1751,14 +1783,14 @@ struct TotpForm {
     code: String,
 }
 
-async fn login_totp(
-    State(p): State<Shared>,
-    headers: HeaderMap,
-    Form(f): Form<TotpForm>,
-) -> Response {
+async fn login_totp(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
     if let Some(refused) = cross_site_form_refused(&p, &headers) {
         return refused;
     }
+    let f: TotpForm = match our_form(&headers, &body) {
+        Ok(f) => f,
+        Err(why) => return invalid_request_page(&why),
+    };
     let p2 = p.clone();
     // Blocking: a completed login may build a profile (enrolment) or adapt one.
     let browser = browser_cookie(&p, &headers);
@@ -2083,6 +2115,10 @@ async fn end_session_post(State(p): State<Shared>, headers: HeaderMap, body: Byt
                 && cross_site_form_refused(&p, &headers).is_none();
             end_session_response(&p, &q, &headers, confirmed)
         }
-        Err(e) => html(pages::error_page(e.code, &e.description)),
+        Err(e) => {
+            let mut r = html(pages::error_page(e.code, &e.description));
+            *r.status_mut() = StatusCode::BAD_REQUEST;
+            r
+        }
     }
 }

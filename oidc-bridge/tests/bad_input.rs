@@ -588,3 +588,77 @@ fn slow_and_idle_connections_are_closed_and_bounded() {
     let r = http("GET", &format!("{}/jwks", p.issuer), &[], b"");
     assert_eq!(r.status, 200);
 }
+
+/// Form routes take at most 16 KiB (`/collect` batches up to 64 KiB), and a malformed
+/// end-session form is a 400, not a page that looks like success.
+#[test]
+fn form_bodies_are_bounded_and_malformed_ones_refused() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let padding = "x".repeat(20 * 1024);
+    let big = form(&[("grant_type", "refresh_token"), ("padding", &padding)]);
+    assert!(big.len() > 16 * 1024 && big.len() < 64 * 1024);
+    for path in [
+        "/token",
+        "/login",
+        "/login/totp",
+        "/authorize",
+        "/end_session",
+        "/userinfo",
+    ] {
+        let r = http("POST", &format!("{issuer}{path}"), &[FORM], &big);
+        assert_eq!(r.status, 413, "{path}: {}", r.text());
+    }
+    // The same size is still a batch /collect reads (and refuses for its content).
+    let batch =
+        format!("{{\"tx\": \"nope\", \"seq\": 0, \"events\": [], \"padding\": \"{padding}\"}}");
+    let r = http(
+        "POST",
+        &format!("{issuer}/collect"),
+        &[("Content-Type", "application/json")],
+        batch.as_bytes(),
+    );
+    assert_ne!(r.status, 413, "{}", r.text());
+    let r = http(
+        "POST",
+        &format!("{issuer}/end_session"),
+        &[("Content-Type", "application/json")],
+        b"{}",
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
+}
+
+/// The login forms are read like every other form: a repeated or missing field is a
+/// 400 page naming the problem (it was axum's bare 422 text).
+#[test]
+fn login_forms_with_repeated_or_missing_fields_are_refused_with_a_page() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let pk = pkce();
+    let tx = open_login(issuer, &auth_params("rp", "openid", "n", &pk));
+    for (path, body, needle) in [
+        (
+            "/login",
+            form(&[
+                ("tx", &tx),
+                ("username", "bob"),
+                ("username", "alice"),
+                ("password", PASSWORD),
+            ]),
+            "repeated parameter username",
+        ),
+        (
+            "/login",
+            form(&[("tx", &tx), ("username", "bob")]),
+            "missing field `password`",
+        ),
+        ("/login/totp", form(&[("tx", &tx)]), "missing field `code`"),
+    ] {
+        let r = http("POST", &format!("{issuer}{path}"), &[FORM], &body);
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert!(r.text().contains(needle), "{path}: {}", r.text());
+    }
+    // Nothing was counted: the real post still signs in.
+    let r = post_login(issuer, &tx, "bob", PASSWORD);
+    assert_eq!(r.status, 303, "{}", r.text());
+}
