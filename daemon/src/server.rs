@@ -131,6 +131,40 @@ pub fn load_plugins(config: &Config) -> Result<Vec<ModalityPlugin>> {
     Ok(plugins)
 }
 
+/// One habitusd per profile store: a second one (another socket, the same database)
+/// would keep its own live sessions, learners and daily adaptation counts for the same
+/// users, and both would enrol and adapt their profiles. An exclusive `flock` on
+/// `DATABASE.lock` (not on the database itself, whose locking is SQLite's) refuses the
+/// second at start-up; `habitus population build` and other one-off writers do not take
+/// it, and SQLite orders their writes.
+pub fn lock_store(database: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = database.as_os_str().to_owned();
+    name.push(".lock");
+    let path = std::path::PathBuf::from(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening the store lock {}", path.display()))?;
+    // SAFETY: the descriptor is open for the call's duration.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.kind() == std::io::ErrorKind::WouldBlock {
+            bail!(
+                "another habitusd is already using {} (it holds {}): stop it first, or give this one another database",
+                database.display(),
+                path.display()
+            );
+        }
+        return Err(e).with_context(|| format!("locking {}", path.display()));
+    }
+    Ok(file)
+}
+
 /// Binds the socket: parent directory created 0755, a stale socket replaced, anything
 /// else at the path refused, the new socket 0666 (requests are authorised per peer).
 pub fn bind_socket(path: &Path) -> Result<UnixListener> {
@@ -188,6 +222,8 @@ pub fn run(config: Config) -> Result<()> {
 
 async fn serve(config: Config) -> Result<()> {
     let core = build_core(&config)?;
+    // Held until the process ends (the kernel drops the lock with it).
+    let _store_lock = lock_store(&config.database)?;
     let listener = bind_socket(&config.socket)?;
     let clock = core.clock();
     let hasher = core.key_hasher();

@@ -80,3 +80,34 @@ fn check_config_loads_and_configures_every_plugin_as_start_up_does() {
     assert!(!dir.path().join("secrets.key").exists());
     assert!(!dir.path().join("profiles.sqlite").exists());
 }
+
+/// A second habitusd on the same profile store (another socket) is refused at start-up,
+/// naming the store; the first keeps serving.
+#[test]
+fn a_second_daemon_on_the_same_store_is_refused() {
+    let d = common::TestDaemon::start("");
+    let text = std::fs::read_to_string(&d.config).unwrap();
+    let second = d.path("second.toml");
+    std::fs::write(&second, text.replace("habitusd.sock", "second.sock")).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_habitusd"))
+        .arg("--config")
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("another habitusd is already using") && stderr.contains("profiles.sqlite"),
+        "{stderr}"
+    );
+    assert!(
+        !d.path("second.sock").exists(),
+        "the second bound its socket"
+    );
+    let reply = habitus::client::call(
+        &d.socket,
+        habitus_protocol::RequestBody::Status { user: None },
+        std::time::Duration::from_secs(5),
+    );
+    assert!(reply.is_ok(), "{reply:?}");
+}
