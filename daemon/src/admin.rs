@@ -135,8 +135,9 @@ fn existing_profiles(export: &serde_json::Value) -> Vec<String> {
 }
 
 pub fn ingest(user: String, file: &Path, speed: f64, daemon: &DaemonArgs) -> Result<()> {
-    if !speed.is_finite() || speed < 0.0 {
-        bail!("--speed must be 0 (as fast as possible) or positive");
+    // Below 1/1000 a second of typing takes over a quarter of an hour to send: a typo.
+    if !(speed == 0.0 || (1e-3..=1e6).contains(&speed)) {
+        bail!("--speed {speed}: must be 0 (as fast as possible) or within 0.001..=1000000 (1 = the recorded pace)");
     }
     // The whole file is checked (times in range and in order) before anything is sent.
     let events = replay::read(file)?;

@@ -311,6 +311,20 @@ fn ingest_checks_the_whole_file_before_sending_and_summarises_as_json() {
     );
     assert!(out.stdout.is_empty());
     assert_eq!(enrol_windows(&d, "alice"), windows, "nothing was ingested");
+
+    // A pace that would take ages (before: --speed 1e-9 slept for ever, silently).
+    for speed in ["1e-9", "-1", "nan", "inf"] {
+        let out = habitus()
+            .args(["ingest", "alice", &format!("--speed={speed}"), "--socket"])
+            .arg(&d.socket)
+            .arg("--replay")
+            .arg(&good)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "--speed {speed}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("--speed"), "{speed}: {stderr}");
+    }
 }
 
 #[test]
