@@ -45,7 +45,8 @@ enum Command {
     /// Starts the provider on 127.0.0.1 with a temporary store, a demo user and a demo
     /// relying party at /demo.
     Demo {
-        #[arg(long, default_value_t = 8400)]
+        /// Not 0: the issuer URL and the demo client's redirect URI name the port.
+        #[arg(long, default_value_t = 8400, value_parser = clap::value_parser!(u16).range(1..))]
         port: u16,
     },
 }

@@ -166,3 +166,16 @@ fn the_demo_learns_a_typist_and_shows_the_level_drop_for_someone_else() {
         demo.state_dir.display()
     );
 }
+
+/// `--port 0` cannot work (the issuer and the demo client's redirect URI name the port):
+/// refused, where it used to start and print `http://127.0.0.1:0/demo`.
+#[test]
+fn the_demo_refuses_port_0() {
+    let out = Command::new(env!("CARGO_BIN_EXE_habitus-oidc"))
+        .args(["demo", "--port", "0"])
+        .output()
+        .expect("habitus-oidc");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("0 is not in 1..=65535"), "{stderr}");
+}
