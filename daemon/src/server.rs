@@ -26,7 +26,7 @@ use crate::peer::Peer;
 
 /// A client may stay connected and silent this long.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// Once a frame header arrived, its body must follow within this time.
+/// Once a frame's first byte arrived, the rest of it must follow within this time.
 const BODY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections served at once; beyond that a client gets a "busy" error at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -345,9 +345,15 @@ async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts
     let mut version_logged = false;
     loop {
         let mut header = [0u8; 4];
-        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut header)).await {
+        match tokio::time::timeout(IDLE_TIMEOUT, stream.read_exact(&mut header[..1])).await {
             Ok(Ok(_)) => {}
             _ => return, // closed, broken or idle
+        }
+        // A frame has started: the rest of its header is bound like its body (a client
+        // that sends two bytes of a length prefix must not hold the slot for the idle time).
+        match tokio::time::timeout(BODY_TIMEOUT, stream.read_exact(&mut header[1..])).await {
+            Ok(Ok(_)) => {}
+            _ => return,
         }
         let len = match frame_len(header) {
             Ok(n) => n,

@@ -111,3 +111,25 @@ fn a_second_daemon_on_the_same_store_is_refused() {
     );
     assert!(reply.is_ok(), "{reply:?}");
 }
+
+/// A started frame (here two bytes of its length prefix) must complete within 5 s; only
+/// a silent connection may idle for 30 s. Before, a partial prefix held the slot 30 s.
+#[test]
+fn a_partial_length_prefix_is_dropped_like_a_partial_frame() {
+    use std::io::Read;
+    let d = common::TestDaemon::start("");
+    let mut stream = UnixStream::connect(&d.socket).unwrap();
+    stream.write_all(&[0, 0]).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(15)))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut buf = [0u8; 16];
+    let n = stream.read(&mut buf).expect("closed within 15 s");
+    assert_eq!(n, 0, "closed without a reply");
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(4) && waited < std::time::Duration::from_secs(10),
+        "{waited:?}"
+    );
+}
