@@ -291,10 +291,17 @@ pub fn run(args: ContinuousArgs, progress: &dyn Progress) -> Result<()> {
             threads,
             progress,
         )?;
+        // A half holds fewer participants than may be asked for: say what was used.
+        let used = users.iter().map(|u| u.impostors.len()).max().unwrap_or(0);
+        let impostors = if used < args.impostors {
+            format!("{used} (of {} asked: all a half holds)", args.impostors)
+        } else {
+            used.to_string()
+        };
         reports.push(report(
             &format!(
-                "Aalto: enrol sentences 1-{}; genuine = sentences 11-15; impostors = all 15 sentences of {} other participants of the same half",
-                args.gallery, args.impostors
+                "Aalto: enrol sentences 1-{}; genuine = sentences 11-15; impostors = all 15 sentences of {impostors} other participants of the same half",
+                args.gallery
             ),
             "one sentence (first 50 keystrokes)",
             &users,
