@@ -251,24 +251,59 @@ pub fn default_plugin_dirs() -> Vec<PathBuf> {
     dirs
 }
 
-/// Finds the plugin named `name` in `dirs` (first directory that has it wins).
+/// Whether `file` may hold plugin `name`: `libNAME.so`, `NAME.so`, or
+/// `libANYTHING_NAME.so` (what cargo builds for a crate `habitus-NAME` or
+/// `acme-NAME`), with `-` in the name written `_` as cargo writes it.
+pub fn may_hold_plugin(file: &str, name: &str) -> bool {
+    let stem = name.replace('-', "_");
+    file == format!("lib{stem}.so")
+        || file == format!("{stem}.so")
+        || (file.starts_with("lib") && file.ends_with(&format!("_{stem}.so")))
+}
+
+/// Finds the plugin named `name` in `dirs` (first directory that has it wins; in a
+/// directory, `libhabitus_NAME.so` first, then the other candidates in name order).
+///
+/// Only files whose name may hold the plugin ([`may_hold_plugin`]) are opened, never
+/// every library of a directory: opening a shared library runs its initialisers, and
+/// habitusd runs as root, so a stray `.so` beside the plugins (another program's, a test
+/// fixture) must not be executed just to read its descriptor. A candidate whose plugin
+/// has another name is skipped and reported.
 pub fn find_plugin(dirs: &[PathBuf], name: &str) -> Result<PluginLibrary, String> {
     let mut problems = Vec::new();
+    let preferred = format!("libhabitus_{}.so", name.replace('-', "_"));
     for dir in dirs {
-        if !dir.is_dir() {
+        let Ok(entries) = std::fs::read_dir(dir) else {
             continue;
+        };
+        let mut candidates: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                p.is_file()
+                    && p.file_name()
+                        .and_then(|f| f.to_str())
+                        .is_some_and(|f| may_hold_plugin(f, name))
+            })
+            .collect();
+        candidates.sort_by_key(|p| (p.file_name() != Some(preferred.as_ref()), p.clone()));
+        for path in candidates {
+            match PluginLibrary::load(&path) {
+                Ok(lib) if lib.descriptor.name.as_str() == name => return Ok(lib),
+                Ok(lib) => problems.push(format!(
+                    "{} holds plugin {:?}",
+                    path.display(),
+                    lib.descriptor.name.as_str()
+                )),
+                Err(e) => problems.push(e.to_string()),
+            }
         }
-        let (libs, errors) = load_dir(dir);
-        if let Some(lib) = libs
-            .into_iter()
-            .find(|l| l.descriptor.name.as_str() == name)
-        {
-            return Ok(lib);
-        }
-        problems.extend(errors.into_iter().map(|e| e.to_string()));
     }
     let searched: Vec<String> = dirs.iter().map(|d| d.display().to_string()).collect();
-    let mut msg = format!("no {name:?} plugin found in {}", searched.join(", "));
+    let stem = name.replace('-', "_");
+    let mut msg = format!(
+        "no {name:?} plugin found in {} (looked at lib{stem}.so, {stem}.so and lib*_{stem}.so)",
+        searched.join(", ")
+    );
     if !problems.is_empty() {
         msg.push_str(&format!(" (skipped: {})", problems.join("; ")));
     }

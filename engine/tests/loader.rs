@@ -3,7 +3,7 @@
 
 mod common;
 
-use habitus_engine::loader::{load_dir, LoadError, PluginLibrary};
+use habitus_engine::loader::{find_plugin, load_dir, LoadError, PluginLibrary};
 use habitus_engine::HostError;
 use habitus_plugin::{ErrorKind, Event, EventKind, RVec};
 
@@ -159,4 +159,41 @@ fn a_directory_of_good_and_bad_files() {
             "names the file: {line}"
         );
     }
+}
+
+/// Finding a plugin by name opens only the files named for it: another library in the
+/// directory (here a plugin under a stray name) is never loaded, so its initialisers
+/// never run in the host (habitusd is root). Checked in this process's own mappings.
+#[test]
+fn find_plugin_opens_only_the_files_named_for_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        common::library("habitus_keystroke"),
+        dir.path().join("libhabitus_keystroke.so"),
+    )
+    .unwrap();
+    let stray = dir.path().join("libstray_beside_the_plugins.so");
+    std::fs::copy(common::library("habitus_fixture_panics"), &stray).unwrap();
+    let dirs = [dir.path().to_path_buf()];
+    let lib = find_plugin(&dirs, "keystroke").expect("found by its file name");
+    assert_eq!(lib.descriptor.name.as_str(), "keystroke");
+    let Err(err) = find_plugin(&dirs, "broken") else {
+        panic!("found, though no file carries its name");
+    };
+    assert!(
+        err.contains("looked at libbroken.so, broken.so and lib*_broken.so"),
+        "{err}"
+    );
+    // A vendor's file name (`libacme_NAME.so`) is a candidate too.
+    std::fs::rename(
+        dir.path().join("libhabitus_keystroke.so"),
+        dir.path().join("libacme_keystroke.so"),
+    )
+    .unwrap();
+    assert!(find_plugin(&dirs, "keystroke").is_ok());
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+    assert!(
+        !maps.contains(stray.to_str().unwrap()),
+        "the stray library was loaded"
+    );
 }
