@@ -349,6 +349,10 @@ mod tests {
             ("[session]\nadapt_min_llr = -1.0", "adapt_min_llr"),
             ("[session]\ntrusted_min_llr = -1.0", "trusted_min_llr"),
             ("[session]\ntrusted_min_llr = nan", "trusted_min_llr"),
+            (
+                "[session]\ntrusted_min_llr = 0.0",
+                "must be a finite number > 0",
+            ),
             ("[session]\nidle_reset_s = 0.0", "idle_reset_s"),
             ("[session]\nidle_reset_s = -5.0", "idle_reset_s"),
             ("[session]\nidle_reset_s = inf", "idle_reset_s"),

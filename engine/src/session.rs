@@ -99,9 +99,12 @@ impl SessionConfig {
         self.trust.validate()?;
         self.fusion.validate()?;
         let min = self.trusted_min_llr;
-        if !min.is_finite() || min < 0.0 {
+        // Above 0, not at it: fused evidence is 0 after a pause (and with every weight 0),
+        // so a bar of 0 would let the trust level alone, kept across the pause, make a
+        // session Trusted with no new window scored.
+        if !min.is_finite() || min <= 0.0 {
             return Err(format!(
-                "session.trusted_min_llr = {min}: must be a finite number >= 0 (trust alone must not make a session trusted)"
+                "session.trusted_min_llr = {min}: must be a finite number > 0 (trust alone must not make a session trusted)"
             ));
         }
         if let Some(idle) = self.idle_reset_s {
