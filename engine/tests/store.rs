@@ -371,6 +371,24 @@ fn pseudo_random_bytes(len: usize, mut state: u64) -> Vec<u8> {
         .collect()
 }
 
+/// An existing empty file is a truncated store (or one made by hand), not a new one:
+/// refused, so that lost profiles and "forgotten" marks are noticed.
+#[test]
+fn store_empty_existing_file_refused_and_untouched() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("profiles.db");
+    fs::write(&path, b"").expect("write");
+    fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let err = ProfileStore::open(&path, &secrets(1)).expect_err("empty must fail");
+    assert!(matches!(&err, StoreError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains("exists but is empty"), "{err}");
+    assert_eq!(fs::metadata(&path).expect("stat").len(), 0, "modified");
+    // A store that does not exist yet is still created (and reopens).
+    let fresh = dir.path().join("fresh.sqlite");
+    drop(open(&fresh));
+    drop(open(&fresh));
+}
+
 #[test]
 fn store_garbage_file_refused_and_untouched() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -107,7 +107,17 @@ pub(super) fn prepare_file(path: &Path) -> Result<(), StoreError> {
     File::open(path)
         .and_then(|f| f.take(SQLITE_MAGIC.len() as u64).read_to_end(&mut header))
         .map_err(io_err("read"))?;
-    if !header.is_empty() && header != SQLITE_MAGIC {
+    if header.is_empty() {
+        // SQLite writes its header as soon as the store creates a file (the schema is
+        // set up right after), so an existing empty file was truncated or made by hand:
+        // taken as a new store, every profile and every "forgotten" mark would be lost
+        // without a word, and forgotten users would be learned again.
+        return Err(StoreError::Corrupt {
+            path: path.to_path_buf(),
+            detail: "the file exists but is empty, so its profiles are gone; restore it, or move it away to start a new store".into(),
+        });
+    }
+    if header != SQLITE_MAGIC {
         return Err(StoreError::NotADatabase {
             path: path.to_path_buf(),
         });
