@@ -567,7 +567,8 @@ impl Core {
     /// faster than real time keeps its pauses), and the typing that follows on the local
     /// keyboard would otherwise be rejected as going backwards until real time caught up.
     /// The shift keeps the events' spacing, which is all the plugins read; evidence age
-    /// and pauses are measured on arrival, so running ahead lends no freshness.
+    /// and pauses are measured on arrival. (The fusion window counts in event time, so
+    /// with `idle_reset_s` off, evidence may count up to the shift longer: documented.)
     fn after_what_was_fed(live: &mut LiveUser, events: &[Event]) -> Vec<Event> {
         let Some(first) = events.first().map(|e| e.t_us) else {
             return Vec::new();

@@ -139,10 +139,18 @@ pub fn load_plugins(config: &Config) -> Result<Vec<ModalityPlugin>> {
 /// it, and SQLite orders their writes.
 pub fn lock_store(database: &Path) -> Result<std::fs::File> {
     use std::os::fd::AsRawFd;
-    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
     let mut name = database.as_os_str().to_owned();
     name.push(".lock");
     let path = std::path::PathBuf::from(name);
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        // As the store itself would create it (0700); taken before the store is opened.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("creating {}", dir.display()))?;
+    }
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -221,9 +229,10 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 async fn serve(config: Config) -> Result<()> {
-    let core = build_core(&config)?;
-    // Held until the process ends (the kernel drops the lock with it).
+    // First, before secrets, store or plugins are touched; held until the process ends
+    // (the kernel drops the lock with it).
     let _store_lock = lock_store(&config.database)?;
+    let core = build_core(&config)?;
     let listener = bind_socket(&config.socket)?;
     let clock = core.clock();
     let hasher = core.key_hasher();
@@ -349,9 +358,11 @@ async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts
             Ok(Ok(_)) => {}
             _ => return, // closed, broken or idle
         }
-        // A frame has started: the rest of its header is bound like its body (a client
-        // that sends two bytes of a length prefix must not hold the slot for the idle time).
-        match tokio::time::timeout(BODY_TIMEOUT, stream.read_exact(&mut header[1..])).await {
+        // A frame has started: the rest of it, length prefix included, must arrive by one
+        // deadline (a client that sends two bytes of a prefix must not hold the slot for
+        // the idle time).
+        let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
+        match tokio::time::timeout_at(deadline, stream.read_exact(&mut header[1..])).await {
             Ok(Ok(_)) => {}
             _ => return,
         }
@@ -370,7 +381,7 @@ async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts
         // client actually sends them.
         let mut body = Vec::new();
         let mut limited = (&mut stream).take(len as u64);
-        match tokio::time::timeout(BODY_TIMEOUT, limited.read_to_end(&mut body)).await {
+        match tokio::time::timeout_at(deadline, limited.read_to_end(&mut body)).await {
             Ok(Ok(n)) if n == len => {}
             _ => return,
         }

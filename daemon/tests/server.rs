@@ -89,13 +89,30 @@ fn a_second_daemon_on_the_same_store_is_refused() {
     let text = std::fs::read_to_string(&d.config).unwrap();
     let second = d.path("second.toml");
     std::fs::write(&second, text.replace("habitusd.sock", "second.sock")).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_habitusd"))
+    // Spawned and waited for with a deadline: were the lock ever lost, the second daemon
+    // would serve on and the test must fail, not hang.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_habitusd"))
         .arg("--config")
         .arg(&second)
-        .output()
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the second habitusd kept running on the same store");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(!status.success());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
     assert!(
         stderr.contains("another habitusd is already using") && stderr.contains("profiles.sqlite"),
         "{stderr}"

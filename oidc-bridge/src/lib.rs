@@ -89,7 +89,9 @@ pub const MAX_CONNECTIONS: usize = 512;
 /// is closed after it: a client that trickles a request (slowloris) or opens connections
 /// and sends nothing cannot hold a connection slot for long.
 pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// No connection lives longer, whatever it does (a body trickled a byte at a time).
+/// After this a connection is closed gracefully (a request in flight is answered first,
+/// within [`HEADER_READ_TIMEOUT`] more), whatever it does (a body trickled a byte at a
+/// time, a relying party's pooled keep-alive connection).
 pub const CONNECTION_LIFETIME: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Serves `provider` on `listener` until the future is dropped or the process ends.
@@ -124,9 +126,19 @@ pub async fn serve(listener: tokio::net::TcpListener, provider: Shared) -> std::
             http.timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(HEADER_READ_TIMEOUT);
             let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut connection = std::pin::pin!(connection);
             // An error here is the client's (a malformed request, a reset, a timeout):
             // hyper has answered or closed; nothing to log per connection.
-            let _ = tokio::time::timeout(CONNECTION_LIFETIME, connection).await;
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = tokio::time::sleep(CONNECTION_LIFETIME) => {
+                    // Gracefully: a request in flight (a token exchange, a login) is
+                    // answered first, then the connection closes; a client still
+                    // trickling one gets a few seconds more, not another lifetime.
+                    connection.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, connection).await;
+                }
+            }
             drop(slot);
         });
     }

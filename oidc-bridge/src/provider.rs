@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{Query, RawQuery, State};
+use axum::extract::{RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -63,7 +63,7 @@ const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// and without a bound a burst of wrong-password posts (one blocking thread each, up to
 /// 512) exhausted memory. One per core, at least 2 and at most 8; further posts queue
 /// in arrival order.
-fn password_check_slots() -> usize {
+pub(crate) fn password_check_slots() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8)
@@ -177,7 +177,7 @@ pub struct Provider {
     /// Per user: start of the current throttling window and wrong codes in it.
     totp_failures: Mutex<HashMap<String, (i64, u32)>>,
     /// Bounds the password checks running at once ([`password_check_slots`]).
-    password_checks: tokio::sync::Semaphore,
+    password_checks: Arc<tokio::sync::Semaphore>,
     /// The TLS client of `https://` signal deliveries, or why there is none.
     pub(crate) signals_tls: Result<crate::signals::TlsClient, String>,
     /// Signs collect tokens (see [`Provider::collect_token`]); random per start, so a
@@ -277,7 +277,7 @@ impl Provider {
             codes: Mutex::new(HashMap::new()),
             totp_used: Mutex::new(HashMap::new()),
             totp_failures: Mutex::new(HashMap::new()),
-            password_checks: tokio::sync::Semaphore::new(password_check_slots()),
+            password_checks: Arc::new(tokio::sync::Semaphore::new(password_check_slots())),
         }
     }
 
@@ -1755,19 +1755,38 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     };
     let p2 = p.clone();
     let browser = browser_cookie(&p, &headers);
-    let slot = tokio::time::timeout(PASSWORD_CHECK_WAIT, p.password_checks.acquire()).await;
-    let Ok(Ok(_slot)) = slot else {
-        // Nothing of the login was touched: the same form can be posted again.
-        let mut r = html(pages::error_page(
+    // Argon2 checks (the users file) are bounded; PAM's are not: a failed PAM login
+    // sleeps through its fail delay (≈ 2 s) holding little memory, and a handful of
+    // wrong passwords would otherwise keep every slot and turn real users away.
+    let slot = match p.config.primary.method {
+        PrimaryMethod::UsersFile => Some(
+            tokio::time::timeout(
+                PASSWORD_CHECK_WAIT,
+                p.password_checks.clone().acquire_owned(),
+            )
+            .await,
+        ),
+        PrimaryMethod::Pam => None,
+    };
+    let slot = match slot {
+        None => None,
+        Some(Ok(Ok(permit))) => Some(permit),
+        Some(_) => {
+            // Nothing of the login was touched: the same form can be posted again.
+            let mut r = html(pages::error_page(
             "temporarily_unavailable",
             "too many sign-ins are being checked right now; go back and post the form again in a moment",
         ));
-        *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return r;
+            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
     };
     match tokio::task::spawn_blocking(move || {
+        // The permit goes with the check: a client that hangs up drops this handler,
+        // not the Argon2 work already running, which must keep its slot until done.
+        let _slot = slot;
         p2.login_password(&f.tx, browser.as_deref(), &f.username, &f.password)
     })
     .await
@@ -2102,9 +2121,12 @@ fn end_session_response(
 async fn end_session_get(
     State(p): State<Shared>,
     headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
+    RawQuery(q): RawQuery,
 ) -> Response {
-    end_session_response(&p, &q, &headers, false)
+    match parse_params(q.unwrap_or_default().as_bytes()) {
+        Ok(q) => end_session_response(&p, &q, &headers, false),
+        Err(e) => invalid_request_page(&e),
+    }
 }
 
 async fn end_session_post(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {

@@ -262,6 +262,8 @@ pub fn hash_password(password: &str) -> Result<String, UsersError> {
 /// a burst of logins). Reused, the memory stays at one buffer per concurrent check
 /// (habitus-oidc bounds those, see `provider::password_check_slots`).
 static WORK_MEMORY: std::sync::Mutex<Vec<Vec<Block>>> = std::sync::Mutex::new(Vec::new());
+/// At most this many buffers are kept: habitus-oidc runs at most 8 checks at once.
+const MAX_POOLED_BUFFERS: usize = 8;
 
 /// Whether `password` hashes to `hash` (a PHC string's parts), with pooled memory: the
 /// same computation as `argon2`'s `verify_password`, and the same constant-time compare.
@@ -276,17 +278,14 @@ fn verify_hash(hash: &PasswordHash<'_>, password: &[u8]) -> bool {
         Ok(v) => v.unwrap_or_default(),
         Err(_) => return false,
     };
+    // As argon2's own verify_password: every parameter from the PHC string (keyid and
+    // data included), and the output length of the stored hash.
     let Ok(params) = Params::try_from(hash) else {
         return false;
     };
-    let Ok(params) = Params::new(
-        params.m_cost(),
-        params.t_cost(),
-        params.p_cost(),
-        Some(expected.len()),
-    ) else {
+    if params.output_len().is_some_and(|n| n != expected.len()) {
         return false;
-    };
+    }
     let mut salt_bytes = [0u8; 64];
     let Ok(salt) = salt.decode_b64(&mut salt_bytes) else {
         return false;
@@ -306,7 +305,13 @@ fn verify_hash(hash: &PasswordHash<'_>, password: &[u8]) -> bool {
     // What stays in the pool holds nothing derived from this password (≈ 2 ms for the
     // default 19 MiB, against ≈ 30 ms for the check).
     memory[..blocks].fill(Block::default());
-    pool().push(memory);
+    out.fill(0);
+    let mut pool = pool();
+    // Never more buffers than checks may run at once: a burst past the bound (checks
+    // outside habitus-oidc's login path) frees its extra memory instead of keeping it.
+    if pool.len() < MAX_POOLED_BUFFERS {
+        pool.push(memory);
+    }
     ok
 }
 

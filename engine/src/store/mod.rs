@@ -126,11 +126,26 @@ impl ProfileStore {
 
     /// Opens or creates the database at `path` (see the module docs for the checks).
     pub fn open(path: &Path, secrets: &Secrets) -> Result<ProfileStore, StoreError> {
-        schema::prepare_file(path)?;
-        let mut conn = schema::connect(path)?;
-        schema::migrate(&mut conn)?;
+        let created = schema::prepare_file(path)?;
         let sealer = Sealer::new(&secrets.store_key);
-        schema::check_key(&mut conn, &sealer, path)?;
+        let conn = (|| {
+            let mut conn = schema::connect(path)?;
+            schema::migrate(&mut conn)?;
+            schema::check_key(&mut conn, &sealer, path)?;
+            Ok(conn)
+        })();
+        let conn = match conn {
+            Ok(conn) => conn,
+            Err(e) => {
+                // A store this call created and could not set up (a full disk, a file
+                // system without WAL) is removed while still empty, so the next start
+                // does not take it for a truncated store.
+                if created && std::fs::metadata(path).is_ok_and(|m| m.len() == 0) {
+                    let _ = std::fs::remove_file(path);
+                }
+                return Err(e);
+            }
+        };
         Ok(ProfileStore {
             conn,
             sealer,

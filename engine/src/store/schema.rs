@@ -68,8 +68,9 @@ const KEY_CHECK: &str = "key_check";
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
 
 /// Creates the parent directory and the file (0600) if missing; refuses an existing file
-/// that is not SQLite or that group/other may access.
-pub(super) fn prepare_file(path: &Path) -> Result<(), StoreError> {
+/// that is not SQLite or that group/other may access. `true`: the file was created here
+/// (empty, for SQLite to initialise).
+pub(super) fn prepare_file(path: &Path) -> Result<bool, StoreError> {
     let io_err = |action: &'static str| {
         move |source| StoreError::Io {
             action,
@@ -84,6 +85,11 @@ pub(super) fn prepare_file(path: &Path) -> Result<(), StoreError> {
             .create(parent)
             .map_err(io_err("create the directory of"))?;
     }
+    if !path.exists() {
+        // Checked before the file exists: a refusal must not leave an empty file behind,
+        // which the next start would take for a truncated store.
+        check_sidecars(path)?;
+    }
     match OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -91,7 +97,7 @@ pub(super) fn prepare_file(path: &Path) -> Result<(), StoreError> {
         .open(path)
     {
         // New and empty: SQLite will initialise it.
-        Ok(_) => return check_sidecars(path),
+        Ok(_) => return Ok(true),
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
         Err(e) => return Err(io_err("create")(e)),
     }
@@ -123,7 +129,8 @@ pub(super) fn prepare_file(path: &Path) -> Result<(), StoreError> {
         });
     }
     check_private(path, meta.permissions().mode())?;
-    check_sidecars(path)
+    check_sidecars(path)?;
+    Ok(false)
 }
 
 /// A leftover `-wal`/`-shm` readable by others would leak page images (or, if SQLite
