@@ -223,7 +223,13 @@ impl Config {
             path: origin.to_string(),
             message,
         };
-        let config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        let mut config: Config = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
+        // A `[session.window_events]` table adds to the default sizes rather than
+        // replacing them: writing only `mouse = 200` must not move keystroke from its
+        // default to the generic fallback without a word.
+        for (name, n) in SessionConfig::default().window_events {
+            config.session.window_events.entry(name).or_insert(n);
+        }
         if config.version != CONFIG_VERSION {
             return Err(invalid(format!(
                 "configuration version {} is not supported (this habitusd reads version {CONFIG_VERSION})",
@@ -336,6 +342,19 @@ mod tests {
             d.input.ignore_session_services
         );
         assert_eq!(c.input.remote_hold_s, d.input.remote_hold_s);
+    }
+
+    #[test]
+    fn window_sizes_written_add_to_the_defaults() {
+        let c = Config::parse(
+            "[plugins.keystroke]\n[plugins.mouse]\n[session.window_events]\nmouse = 200",
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.session.window_events["mouse"], 200);
+        assert_eq!(c.session.window_events["keystroke"], 100);
+        let c = Config::parse("[session.window_events]\nkeystroke = 40", "t.toml").unwrap();
+        assert_eq!(c.session.window_events["keystroke"], 40);
     }
 
     #[test]
