@@ -569,9 +569,12 @@ impl Core {
     /// The shift keeps the events' spacing, which is all the plugins read; evidence age
     /// and pauses are measured on arrival. (The fusion window counts in event time, so
     /// with `idle_reset_s` off, evidence may count up to the shift longer: documented.)
-    fn after_what_was_fed(live: &mut LiveUser, events: &[Event]) -> Vec<Event> {
+    fn after_what_was_fed<'a>(
+        live: &mut LiveUser,
+        events: &'a [Event],
+    ) -> std::borrow::Cow<'a, [Event]> {
         let Some(first) = events.first().map(|e| e.t_us) else {
-            return Vec::new();
+            return events.into();
         };
         if first > live.last_t_us {
             live.device_offset = 0;
@@ -579,6 +582,10 @@ impl Core {
             live.device_offset = live.last_t_us + 1000 - first;
         }
         let offset = live.device_offset;
+        if offset == 0 {
+            // The usual case: the events' own times, no copy.
+            return events.into();
+        }
         events
             .iter()
             .map(|e| Event {

@@ -63,7 +63,7 @@ const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// and without a bound a burst of wrong-password posts (one blocking thread each, up to
 /// 512) exhausted memory. One per core, at least 2 and at most 8; further posts queue
 /// in arrival order.
-pub(crate) fn password_check_slots() -> usize {
+fn password_check_slots() -> usize {
     std::thread::available_parallelism()
         .map_or(2, |n| n.get())
         .clamp(2, 8)
@@ -1759,28 +1759,21 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     // sleeps through its fail delay (≈ 2 s) holding little memory, and a handful of
     // wrong passwords would otherwise keep every slot and turn real users away.
     let slot = match p.config.primary.method {
-        PrimaryMethod::UsersFile => Some(
-            tokio::time::timeout(
-                PASSWORD_CHECK_WAIT,
-                p.password_checks.clone().acquire_owned(),
-            )
-            .await,
-        ),
         PrimaryMethod::Pam => None,
-    };
-    let slot = match slot {
-        None => None,
-        Some(Ok(Ok(permit))) => Some(permit),
-        Some(_) => {
-            // Nothing of the login was touched: the same form can be posted again.
-            let mut r = html(pages::error_page(
-            "temporarily_unavailable",
-            "too many sign-ins are being checked right now; go back and post the form again in a moment",
-        ));
-            *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
+        PrimaryMethod::UsersFile => {
+            let permit = p.password_checks.clone().acquire_owned();
+            let Ok(Ok(permit)) = tokio::time::timeout(PASSWORD_CHECK_WAIT, permit).await else {
+                // Nothing of the login was touched: the same form can be posted again.
+                let mut r = html(pages::error_page(
+                    "temporarily_unavailable",
+                    "too many sign-ins are being checked right now; go back and post the form again in a moment",
+                ));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+                return r;
+            };
+            Some(permit)
         }
     };
     match tokio::task::spawn_blocking(move || {
@@ -2137,10 +2130,6 @@ async fn end_session_post(State(p): State<Shared>, headers: HeaderMap, body: Byt
                 && cross_site_form_refused(&p, &headers).is_none();
             end_session_response(&p, &q, &headers, confirmed)
         }
-        Err(e) => {
-            let mut r = html(pages::error_page(e.code, &e.description));
-            *r.status_mut() = StatusCode::BAD_REQUEST;
-            r
-        }
+        Err(e) => invalid_request_page(&e.description),
     }
 }
