@@ -45,7 +45,10 @@ fn assess_once(socket: &std::path::Path, user: &str) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_millis(300)));
     if write_message(
         &mut stream,
-        &Request::new(RequestBody::Assess { user: user.into() }),
+        &Request::new(RequestBody::Assess {
+            user: user.into(),
+            tty: None,
+        }),
     )
     .is_err()
     {

@@ -151,6 +151,10 @@ pub struct InputConfig {
     /// systemd-logind's session records (`REMOTE=1` marks SSH sessions): no verdict for
     /// a process in a remote session, nor about a user who has one open.
     pub logind_sessions: PathBuf,
+    /// The kernel's active virtual console (`tty1`): a verdict asked for a virtual console
+    /// (`login` on `tty3`) is given only for the one in front. Unreadable: no verdict for
+    /// any virtual console.
+    pub active_vt: PathBuf,
     /// Seconds a user stays "remote" after their last remote logind session was seen
     /// (habitusd looks every 2 s): a job started from an SSH session can outlive it.
     /// 0: only open sessions count.
@@ -184,6 +188,7 @@ impl Default for InputConfig {
             .collect(),
             logind_seat: PathBuf::from("/run/systemd/seats/seat0"),
             logind_sessions: PathBuf::from("/run/systemd/sessions"),
+            active_vt: PathBuf::from("/sys/class/tty/tty0/active"),
             remote_hold_s: 3600,
         }
     }

@@ -19,7 +19,8 @@ use habitus_protocol::{
 };
 
 use crate::config::{Config, DriftAction};
-use crate::peer::{remote_session, remote_session_users, user_name, Peer};
+use crate::peer::{logind_session_of, remote_session, remote_session_users, user_name, Peer};
+use crate::seat::{not_at_seat, SeatFiles};
 
 /// A loaded modality plugin and how habitusd uses it.
 pub struct ModalityPlugin {
@@ -261,7 +262,7 @@ impl Core {
             }
         };
         match request {
-            RequestBody::Assess { user } => own(user, "assess"),
+            RequestBody::Assess { user, .. } => own(user, "assess"),
             RequestBody::Ingest { user, .. } => own(user, "feed events for"),
             RequestBody::Export { user } => own(user, "export"),
             RequestBody::Status { user: Some(user) } => own(user, "read the status of"),
@@ -284,7 +285,7 @@ impl Core {
 
     fn dispatch(&mut self, peer: &Peer, request: RequestBody) -> Handled {
         let user = match &request {
-            RequestBody::Assess { user }
+            RequestBody::Assess { user, .. }
             | RequestBody::SessionOpen { user, .. }
             | RequestBody::SessionClose { user, .. }
             | RequestBody::Ingest { user, .. }
@@ -303,7 +304,7 @@ impl Core {
             }
         }
         match request {
-            RequestBody::Assess { user } => {
+            RequestBody::Assess { user, tty } => {
                 let from_remote_process = peer
                     .pid
                     .and_then(|pid| remote_session(pid, &self.config.input.logind_sessions));
@@ -311,6 +312,20 @@ impl Core {
                     return Err(Refusal(
                         ErrorKind::RemoteSession,
                         format!("assessment refused: {reason}; local behaviour says nothing about a remote session"),
+                    ));
+                }
+                let input = &self.config.input;
+                let caller_session = peer.pid.and_then(logind_session_of);
+                let files = SeatFiles {
+                    seat: &input.logind_seat,
+                    sessions: &input.logind_sessions,
+                    active_vt: &input.active_vt,
+                };
+                if let Some(reason) = not_at_seat(tty.as_deref(), caller_session.as_deref(), files)
+                {
+                    return Err(Refusal(
+                        ErrorKind::NotAtSeat,
+                        format!("assessment refused: {reason}; the behaviour habitusd measures is seat0's"),
                     ));
                 }
                 self.assess(&user).map(ResponseBody::Assessment)

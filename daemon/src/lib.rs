@@ -17,5 +17,6 @@ pub mod peer;
 pub mod population;
 pub mod replay;
 pub mod scratch;
+pub mod seat;
 pub mod server;
 pub mod stepup;

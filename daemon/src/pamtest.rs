@@ -160,10 +160,38 @@ impl PamHarness {
         stdin: &str,
         env: &[(&str, &str)],
     ) -> Result<PamOutcome> {
+        self.run_full(user, operations, stdin, env, &[])
+    }
+
+    /// [`PamHarness::run`] with PAM items set before the operations (`("tty",
+    /// "/dev/tty2")`, `("rhost", …)`: pamtester's `-I item=value`).
+    pub fn run_with_items(
+        &self,
+        user: &str,
+        operations: &[&str],
+        stdin: &str,
+        items: &[(&str, &str)],
+    ) -> Result<PamOutcome> {
+        self.run_full(user, operations, stdin, &[], items)
+    }
+
+    fn run_full(
+        &self,
+        user: &str,
+        operations: &[&str],
+        stdin: &str,
+        env: &[(&str, &str)],
+        items: &[(&str, &str)],
+    ) -> Result<PamOutcome> {
         let _serial = WrapperLock::acquire()?;
         let start = Instant::now();
         let mut child = Command::new("pamtester")
             .arg("-v")
+            .args(
+                items
+                    .iter()
+                    .flat_map(|(item, value)| ["-I".to_string(), format!("{item}={value}")]),
+            )
             .arg(&self.service)
             .arg(user)
             .args(operations)

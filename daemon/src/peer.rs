@@ -59,6 +59,17 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
             }
         }
     }
+    let session = logind_session_of(pid)?;
+    let info = std::fs::read_to_string(sessions_dir.join(&session)).ok()?;
+    (logind_field(&info, "REMOTE") == Some("1"))
+        .then(|| format!("process {pid} is in remote logind session {session}"))
+}
+
+/// The systemd-logind session process `pid` runs in, from its cgroup
+/// (`…/session-ID.scope`): `None` when it runs in none (a system service such as a
+/// getty before its login, the user's systemd manager and the apps it starts, no
+/// systemd at all).
+pub fn logind_session_of(pid: u32) -> Option<String> {
     let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
     let session = cgroup.split('/').find_map(|part| {
         part.trim()
@@ -66,13 +77,18 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
             .and_then(|s| s.strip_suffix(".scope"))
             .map(str::to_string)
     })?;
-    if !session.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        return None;
-    }
-    let info = std::fs::read_to_string(sessions_dir.join(&session)).ok()?;
-    info.lines()
-        .any(|l| l.trim() == "REMOTE=1")
-        .then(|| format!("process {pid} is in remote logind session {session}"))
+    // logind's own ids are alphanumeric: anything else is not one of its scopes.
+    (!session.is_empty() && session.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(session)
+}
+
+/// The value of `KEY=value` in one of logind's state files (`/run/systemd/seats/*`,
+/// `/run/systemd/sessions/*`).
+pub fn logind_field<'a>(info: &'a str, key: &str) -> Option<&'a str> {
+    info.lines().find_map(|l| {
+        l.trim()
+            .strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix('='))
+    })
 }
 
 /// The users with a systemd-logind session marked `REMOTE=1` in `sessions_dir` (open,
@@ -102,12 +118,8 @@ pub fn remote_session_users(sessions_dir: &std::path::Path) -> Vec<(String, Stri
         .into_iter()
         .filter_map(|session| {
             let info = std::fs::read_to_string(sessions_dir.join(&session)).ok()?;
-            let field = |key: &str| {
-                info.lines()
-                    .find_map(|l| l.trim().strip_prefix(key).map(str::to_string))
-            };
-            let user = field("USER=").filter(|u| !u.is_empty())?;
-            (field("REMOTE=").as_deref() == Some("1")).then_some((user, session))
+            let user = logind_field(&info, "USER").filter(|u| !u.is_empty())?;
+            (logind_field(&info, "REMOTE") == Some("1")).then(|| (user.to_string(), session))
         })
         .collect()
 }

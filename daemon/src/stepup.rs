@@ -193,7 +193,13 @@ pub fn run(
                     events: people[typist].live.clone(),
                 },
             )?;
-            let state = match ask(&mut core, RequestBody::Assess { user: user.clone() })? {
+            let state = match ask(
+                &mut core,
+                RequestBody::Assess {
+                    user: user.clone(),
+                    tty: None,
+                },
+            )? {
                 ResponseBody::Assessment(a) => a.state,
                 other => bail!("unexpected reply {other:?}"),
             };

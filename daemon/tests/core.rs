@@ -72,7 +72,14 @@ fn refused(core: &mut Core, peer: &Peer, body: RequestBody) -> (ErrorKind, Strin
 }
 
 fn assess(core: &mut Core, user: &str) -> habitus_protocol::AssessmentReply {
-    match ok(core, &root(), RequestBody::Assess { user: user.into() }) {
+    match ok(
+        core,
+        &root(),
+        RequestBody::Assess {
+            user: user.into(),
+            tty: None,
+        },
+    ) {
         ResponseBody::Assessment(a) => a,
         other => panic!("{other:?}"),
     }
@@ -122,6 +129,7 @@ fn a_users_own_batches_are_bounded_and_roots_are_not() {
         &root(),
         RequestBody::Assess {
             user: "alice".into(),
+            tty: None,
         },
     );
     assert_eq!(kind, ErrorKind::UnknownUser);
@@ -143,6 +151,7 @@ fn a_user_is_confined_to_their_own_session() {
         &alice,
         RequestBody::Assess {
             user: "alice".into(),
+            tty: None,
         },
     );
     ok(
@@ -162,7 +171,10 @@ fn a_user_is_confined_to_their_own_session() {
 
     // Anyone else's, and everything root's, refused.
     for body in [
-        RequestBody::Assess { user: "bob".into() },
+        RequestBody::Assess {
+            user: "bob".into(),
+            tty: None,
+        },
         RequestBody::Ingest {
             user: "bob".into(),
             events: typing.clone(),
@@ -202,6 +214,7 @@ fn a_user_is_confined_to_their_own_session() {
         &ghost,
         RequestBody::Assess {
             user: "alice".into(),
+            tty: None,
         },
     );
     assert_eq!(kind, ErrorKind::PermissionDenied);
@@ -232,6 +245,7 @@ fn bad_input_is_refused_whole_and_nothing_is_ingested() {
         &root(),
         RequestBody::Assess {
             user: "alice".into(),
+            tty: None,
         },
     );
     assert_eq!(kind, ErrorKind::UnknownUser);
@@ -263,7 +277,10 @@ fn bad_input_is_refused_whole_and_nothing_is_ingested() {
         let (kind, _) = refused(
             &mut core,
             &root(),
-            RequestBody::Assess { user: user.into() },
+            RequestBody::Assess {
+                user: user.into(),
+                tty: None,
+            },
         );
         assert_eq!(kind, ErrorKind::BadRequest, "{user:?}");
     }
@@ -292,6 +309,7 @@ fn live_typing_enrols_then_genuine_is_trusted_and_an_impostor_drifts() {
         &root(),
         RequestBody::Assess {
             user: "alice".into(),
+            tty: None,
         },
     );
     assert_eq!(kind, ErrorKind::UnknownUser);
@@ -470,6 +488,7 @@ fn no_verdict_while_the_user_has_or_just_had_a_remote_session() {
             &root(),
             RequestBody::Assess {
                 user: "alice".into(),
+                tty: None,
             },
         );
         assert_eq!(kind, ErrorKind::RemoteSession, "{message}");
@@ -892,6 +911,7 @@ fn forget_erases_and_export_holds_no_codes() {
         &root(),
         RequestBody::Assess {
             user: "alice".into(),
+            tty: None,
         },
     );
     assert_eq!(kind, ErrorKind::UnknownUser);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use common::{aalto, pam_module, TestDaemon};
 use habitus::pamtest::{PamHarness, PamOutcome};
-use habitus_protocol::TrustState;
+use habitus_protocol::{RequestBody, TrustState};
 
 const ALICE: &str = "1002_keystrokes.txt.gz";
 const MALLORY: &str = "1005_keystrokes.txt.gz";
@@ -96,6 +96,78 @@ fn genuine_behaviour_skips_the_step_up_and_an_impostor_is_asked() {
     );
     assert!(a.fused_llr < 0.0, "{a:?}");
     assert_strong_factor(&h, "alice", "impostor");
+}
+
+/// The verdict is seat0's: a login asked for another virtual console (or a serial line)
+/// while the owner types at seat0 gets the strong factor; the console in front does not.
+#[test]
+fn a_login_on_another_console_is_asked_for_the_strong_factor() {
+    let (Some(enrol), Some(genuine)) = (aalto(ALICE, 0..10), aalto(ALICE, 10..15)) else {
+        return;
+    };
+    let vt = tempfile::tempdir().unwrap();
+    let active_vt = vt.path().join("active");
+    std::fs::write(&active_vt, "tty1\n").unwrap();
+    let daemon = TestDaemon::start(&format!(
+        "[input]\nevdev = false\nlogind_seat = \"/nonexistent/seat0\"\nactive_vt = {active_vt:?}\n"
+    ));
+    daemon.enroll("alice", &enrol);
+    let h = harness(&daemon, "timeout_ms=300");
+    daemon.session("alice", true);
+    daemon.ingest("alice", &genuine);
+    assert_eq!(daemon.assess("alice").state, TrustState::Trusted);
+
+    let on = |tty: &str| {
+        h.run_with_items(
+            "alice",
+            &["authenticate"],
+            "not the password\n",
+            &[("tty", tty)],
+        )
+        .unwrap()
+    };
+    for tty in ["/dev/tty1", "tty1", "/dev/pts/3"] {
+        let out = on(tty);
+        assert!(out.success && !out.prompted(), "{tty}: {}", out.output);
+    }
+    for tty in ["/dev/tty2", "tty3", "/dev/ttyS0"] {
+        let out = on(tty);
+        assert!(!out.success && out.prompted(), "{tty}: {}", out.output);
+        assert!(
+            out.output
+                .contains("Habitus: this is not the console in use"),
+            "{tty}: {}",
+            out.output
+        );
+    }
+    // The same console becomes the one in front (the owner switched to it).
+    std::fs::write(&active_vt, "tty2\n").unwrap();
+    let out = on("/dev/tty2");
+    assert!(
+        out.success && !out.prompted(),
+        "after the switch: {}",
+        out.output
+    );
+    // Which console is in front cannot be read: no verdict for any console.
+    std::fs::remove_file(&active_vt).unwrap();
+    let out = on("/dev/tty2");
+    assert!(
+        !out.success && out.prompted(),
+        "unknown console: {}",
+        out.output
+    );
+    // What habitusd answers, and why.
+    let refusal = daemon
+        .call(RequestBody::Assess {
+            user: "alice".into(),
+            tty: Some("/dev/tty2".into()),
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("NotAtSeat") && refusal.contains("cannot be told"),
+        "{refusal}"
+    );
 }
 
 #[test]

@@ -254,6 +254,7 @@ mod tests {
     fn assess() -> Request {
         Request::new(RequestBody::Assess {
             user: "alice".into(),
+            tty: None,
         })
     }
 

@@ -34,6 +34,9 @@ pub enum IgnoreReason {
     /// The login comes from another host (`PAM_RHOST` is set), or habitusd found the
     /// caller or the user in a remote session (its reason).
     RemoteSession(String),
+    /// habitusd found the asking terminal elsewhere than in front of the seat it
+    /// measures (another virtual console, another seat, a session in the background).
+    NotAtSeat(String),
     /// A non-root program authenticates someone other than the user running it
     /// (`su bob` run by alice): the keyboard's verdict is about bob's session, not about
     /// the person asking.
@@ -96,6 +99,9 @@ impl IgnoreReason {
         Some(match self {
             ServiceNotCovered(_) => return None,
             RemoteSession(_) => "Habitus: remote session; please use your second factor.",
+            NotAtSeat(_) => {
+                "Habitus: this is not the console in use; please use your second factor."
+            }
             CallerIsAnotherUser { .. } => {
                 "Habitus: authenticating as another user; please use your second factor."
             }
@@ -152,6 +158,7 @@ impl IgnoreReason {
             BadOptions(e) => format!("bad module options: {e}"),
             ServiceNotCovered(s) => format!("service {s:?} not in services="),
             RemoteSession(why) => format!("remote session: {why}"),
+            NotAtSeat(why) => format!("not at the seat: {why}"),
             CallerIsAnotherUser { caller_uid, user } => {
                 format!("caller uid {caller_uid} is not {user:?}")
             }
@@ -212,6 +219,10 @@ fn judge(
             kind: ErrorKind::RemoteSession,
             message,
         } => return Err(IgnoreReason::RemoteSession(printable(message))),
+        ResponseBody::Error {
+            kind: ErrorKind::NotAtSeat,
+            message,
+        } => return Err(IgnoreReason::NotAtSeat(printable(message))),
         ResponseBody::Error { kind, message } => {
             return Err(IgnoreReason::DaemonError {
                 kind: *kind,
@@ -581,6 +592,23 @@ mod tests {
         assert_eq!(
             reason.user_message(),
             Some("Habitus: remote session; please use your second factor.")
+        );
+        assert!(!reason.is_fault());
+        // Likewise for a terminal that is not in front of the seat habitusd measures.
+        let elsewhere = Response::error(
+            ErrorKind::NotAtSeat,
+            "assessment refused: asked for tty2; the console in front of seat0 is tty1",
+        );
+        let reason = ignored(decide(&elsewhere, &options, "alice", NOW));
+        assert_eq!(
+            reason,
+            IgnoreReason::NotAtSeat(
+                "assessment refused: asked for tty2; the console in front of seat0 is tty1".into()
+            )
+        );
+        assert_eq!(
+            reason.user_message(),
+            Some("Habitus: this is not the console in use; please use your second factor.")
         );
         assert!(!reason.is_fault());
         let done = Response::new(ResponseBody::Done {

@@ -186,7 +186,16 @@ fn assess(call: &Call, option_errors: &[String]) -> Result<String, IgnoreReason>
     let caller = unsafe { libc::getuid() };
     decision::caller_guard(caller, uid_of(&user), &user)?;
     call.debug(|| format!("asking habitusd at {:?} about {user}", call.options.socket));
-    let request = Request::new(RequestBody::Assess { user: user.clone() });
+    // The verdict is for the terminal asking: habitusd refuses one that is not in front
+    // of the seat it measures (a login on another virtual console, another seat).
+    let tty = call
+        .item(PAM_TTY)
+        .filter(|v| !v.is_empty())
+        .map(|v| String::from_utf8_lossy(&v).into_owned());
+    let request = Request::new(RequestBody::Assess {
+        user: user.clone(),
+        tty,
+    });
     let started = std::time::Instant::now();
     let response = client::round_trip(&call.options.socket, &request, call.options.timeout)
         .map_err(|e| IgnoreReason::Unavailable(e.to_string()))?;

@@ -114,7 +114,10 @@ fn shipped_sudo_stack(stepup_file: &str) {
     assert!(run.success && !run.prompted(), "{stepup_file}: {run:#?}");
     assert_eq!(
         daemon.requests(),
-        vec![RequestBody::Assess { user: USER.into() }]
+        vec![RequestBody::Assess {
+            user: USER.into(),
+            tty: None
+        }]
     );
     // The session line announces the session.
     let run = pamtester(&pam, "sudo", &["open_session", "close_session"], &[], "");

@@ -50,7 +50,13 @@ fn fault_case(name: &str, behaviour: Behaviour, expected_message: &str) {
     let asked = daemon.requests();
     assert_eq!(asked.len(), 2, "{asked:?}");
     for request in asked {
-        assert_eq!(request, RequestBody::Assess { user: USER.into() });
+        assert_eq!(
+            request,
+            RequestBody::Assess {
+                user: USER.into(),
+                tty: None
+            }
+        );
     }
 }
 
@@ -75,7 +81,10 @@ fn trusted_verdict_skips_the_strong_factor() {
     assert!(run.stderr.contains("step-up skipped"), "{run:#?}");
     assert_eq!(
         daemon.requests(),
-        vec![RequestBody::Assess { user: USER.into() }]
+        vec![RequestBody::Assess {
+            user: USER.into(),
+            tty: None
+        }]
     );
 }
 

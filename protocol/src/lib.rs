@@ -30,8 +30,9 @@ use std::io::{Read, Write};
 use serde::{Deserialize, Serialize};
 
 /// The version this crate speaks. Bump on any change to the JSON. 2 (2026-12-07): error
-/// kind `remote_session`.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// kind `remote_session`. 3 (2026-12-07): `assess` carries the asking terminal (`tty`),
+/// error kind `not_at_seat`.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame accepted (and sent): 4 MiB, room for an ingest batch of ~20 000 events.
 pub const MAX_FRAME_BYTES: u32 = 4 << 20;
@@ -63,7 +64,13 @@ impl Request {
 pub enum RequestBody {
     /// The live verdict on `user`'s behaviour. Root may ask about anyone; a user only
     /// about themselves.
-    Assess { user: String },
+    Assess {
+        user: String,
+        /// The terminal the verdict is asked for (`PAM_TTY`: `/dev/pts/3`, `tty2`, `:0`),
+        /// `None` when the caller has none. habitusd gives no verdict for a terminal that
+        /// is not the one in front of seat0, whose devices it reads.
+        tty: Option<String>,
+    },
     /// A PAM session was opened (from `session optional pam_habitus.so`): evidence from
     /// this seat/tty is now attributed to `user`. Root only.
     SessionOpen {
@@ -277,6 +284,10 @@ pub enum ErrorKind {
     /// No verdict: the asking process is in a remote session, or the user asked about
     /// has one open. Behaviour at the local devices says nothing about who is there.
     RemoteSession,
+    /// No verdict: the verdict was asked for a terminal other than the one in front of
+    /// seat0 (another virtual console, a serial line, another seat's display, a session
+    /// in the background), where the behaviour habitusd measures is not happening.
+    NotAtSeat,
     /// Something failed inside habitusd (store, plugin); details are in its log.
     Internal,
 }
@@ -400,6 +411,7 @@ mod tests {
     fn frames_round_trip() {
         let req = Request::new(RequestBody::Assess {
             user: "alice".into(),
+            tty: Some("/dev/pts/3".into()),
         });
         let frame = encode(&req).unwrap();
         let body = read_frame(&mut &frame[..]).unwrap();

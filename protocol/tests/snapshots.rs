@@ -94,6 +94,14 @@ fn requests() {
         "request_assess",
         RequestBody::Assess {
             user: "alice".into(),
+            tty: Some("/dev/pts/3".into()),
+        },
+    );
+    request(
+        "request_assess_no_tty",
+        RequestBody::Assess {
+            user: "alice".into(),
+            tty: None,
         },
     );
     request(
@@ -183,6 +191,14 @@ fn responses() {
         ResponseBody::Error {
             kind: ErrorKind::RemoteSession,
             message: "assessment refused: alice has remote logind session 9 open".into(),
+        },
+    );
+    response(
+        "response_error_not_at_seat",
+        ResponseBody::Error {
+            kind: ErrorKind::NotAtSeat,
+            message: "assessment refused: asked for tty2; the console in front of seat0 is tty1"
+                .into(),
         },
     );
 }

@@ -208,7 +208,10 @@ impl TestDaemon {
     }
 
     pub fn assess(&self, user: &str) -> habitus_protocol::AssessmentReply {
-        match self.call(RequestBody::Assess { user: user.into() }) {
+        match self.call(RequestBody::Assess {
+            user: user.into(),
+            tty: None,
+        }) {
             Ok(ResponseBody::Assessment(a)) => a,
             other => panic!("assess {user}: {other:?}"),
         }

@@ -296,7 +296,7 @@ fn frame(response: &Response) -> Vec<u8> {
 /// The bytes the fake daemon sends back, or `None` to stay silent.
 fn answer(behaviour: Behaviour, request: &RequestBody) -> Option<Vec<u8>> {
     let asked = match request {
-        RequestBody::Assess { user } => user.clone(),
+        RequestBody::Assess { user, .. } => user.clone(),
         RequestBody::SessionOpen { .. } | RequestBody::SessionClose { .. } => {
             if behaviour == Behaviour::NeverAnswer {
                 return None;
