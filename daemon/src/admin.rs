@@ -64,9 +64,17 @@ pub fn print_status(users: &[UserStatus]) -> Result<()> {
         if !u.sessions.is_empty() {
             outln!("  sessions: {}", u.sessions.join(", "));
         }
+        if u.forgotten {
+            outln!(
+                "  forgotten: nothing is learned until `habitus enroll {}`",
+                u.user
+            );
+        }
         for m in &a.modalities {
             let progress = if m.enrolled {
                 format!("enrolled ({} windows)", m.enrol_windows)
+            } else if u.forgotten {
+                "not learning".to_string()
             } else {
                 format!("learning {}/{} windows", m.enrol_windows, m.enrol_needed)
             };

@@ -915,9 +915,11 @@ impl Core {
                 .filter(|b| b.user == name)
                 .map(Binding::label)
                 .collect();
+            let forgotten = self.is_forgotten(&name);
             users.push(UserStatus {
                 user: name,
                 sessions,
+                forgotten,
                 assessment,
             });
         }

@@ -812,6 +812,18 @@ fn forgotten_users_are_not_learned_again_until_enrolled() {
         (TrustState::Unenrolled, 0),
         "{a:?}"
     );
+    // status says why the count stays at 0.
+    let forgotten = |core: &mut Core| match ok(
+        core,
+        &root(),
+        RequestBody::Status {
+            user: Some("alice".into()),
+        },
+    ) {
+        ResponseBody::Status { users } => users[0].forgotten,
+        other => panic!("{other:?}"),
+    };
+    assert!(forgotten(&mut core));
     // The mark is in the store: a restarted daemon does not learn her again either.
     let mut config = Config::default();
     config.plugins.get_mut("keystroke").unwrap().enrol_windows = 2;
@@ -838,6 +850,7 @@ fn forgotten_users_are_not_learned_again_until_enrolled() {
         },
     );
     assert!(assess(&mut core, "alice").modalities[0].enrolled);
+    assert!(!forgotten(&mut core));
     // The explicit enrolment ended the stored mark (kept as a keyed tag, not her name).
     drop(core);
     let secrets = Secrets::load_or_create(&dir.path().join("secrets.key")).unwrap();

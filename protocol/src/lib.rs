@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 /// The version this crate speaks. Bump on any change to the JSON. 2 (2026-12-07): error
 /// kind `remote_session`. 3 (2026-12-07): `assess` carries the asking terminal (`tty`),
-/// error kind `not_at_seat`.
+/// error kind `not_at_seat`, `status` tells a forgotten user (`forgotten`).
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Largest frame accepted (and sent): 4 MiB, room for an ingest batch of ~20 000 events.
@@ -266,6 +266,9 @@ pub struct UserStatus {
     pub user: String,
     /// Live sessions bound to this user (tty or service names).
     pub sessions: Vec<String>,
+    /// The user was erased with `forget`: nothing is learned from their behaviour until
+    /// an administrator enrols them again (the enrolment counts stay at 0).
+    pub forgotten: bool,
     pub assessment: AssessmentReply,
 }
 

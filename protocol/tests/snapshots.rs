@@ -168,6 +168,7 @@ fn responses() {
             users: vec![UserStatus {
                 user: "alice".into(),
                 sessions: vec!["login:tty2".into()],
+                forgotten: false,
                 assessment: assessment(),
             }],
         },
