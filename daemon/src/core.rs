@@ -19,8 +19,8 @@ use habitus_protocol::{
 };
 
 use crate::config::{Config, DriftAction};
-use crate::peer::{logind_session_of, remote_session, remote_session_users, user_name, Peer};
-use crate::seat::{not_at_seat, SeatFiles};
+use crate::peer::{remote_session, remote_session_users, user_name, Peer};
+use crate::seat::{not_at_seat, Asker, SeatFiles};
 
 /// A loaded modality plugin and how habitusd uses it.
 pub struct ModalityPlugin {
@@ -305,6 +305,14 @@ impl Core {
         }
         match request {
             RequestBody::Assess { user, tty } => {
+                if let Some(t) = &tty {
+                    if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_graphic()) {
+                        return Err(Refusal(
+                            ErrorKind::BadRequest,
+                            "tty must be 1-64 printable ASCII characters".to_string(),
+                        ));
+                    }
+                }
                 let from_remote_process = peer
                     .pid
                     .and_then(|pid| remote_session(pid, &self.config.input.logind_sessions));
@@ -314,19 +322,21 @@ impl Core {
                         format!("assessment refused: {reason}; local behaviour says nothing about a remote session"),
                     ));
                 }
-                let input = &self.config.input;
-                let caller_session = peer.pid.and_then(logind_session_of);
-                let files = SeatFiles {
-                    seat: &input.logind_seat,
-                    sessions: &input.logind_sessions,
-                    active_vt: &input.active_vt,
-                };
-                if let Some(reason) = not_at_seat(tty.as_deref(), caller_session.as_deref(), files)
-                {
-                    return Err(Refusal(
-                        ErrorKind::NotAtSeat,
-                        format!("assessment refused: {reason}; the behaviour habitusd measures is seat0's"),
-                    ));
+                // Over the socket only: the daemon's own callers (evaluations, tests)
+                // have no process and no terminal.
+                if let Some(pid) = peer.pid {
+                    let input = &self.config.input;
+                    let files = SeatFiles {
+                        seat: &input.logind_seat,
+                        active_vt: &input.active_vt,
+                    };
+                    let asker = Asker::process(pid, &user, tty.as_deref());
+                    if let Some(reason) = not_at_seat(&asker, files) {
+                        return Err(Refusal(
+                            ErrorKind::NotAtSeat,
+                            format!("assessment refused: {reason}; the behaviour habitusd measures is seat0's"),
+                        ));
+                    }
                 }
                 self.assess(&user).map(ResponseBody::Assessment)
             }

@@ -216,14 +216,20 @@ pub fn run(args: DemoArgs) -> Result<()> {
     };
     let socket = dir.join("habitusd.sock");
     let config = dir.join("habitusd.toml");
+    // alice is a replay, not someone logged in here: this machine's logind records
+    // (whose session is in front, who is logged in remotely) are not hers, so the demo's
+    // daemon is pointed at none.
+    let no_logind = dir.join("no-logind");
     std::fs::write(
         &config,
         format!(
-            "version = 1\nsocket = {:?}\ndatabase = {:?}\nsecrets = {:?}\nplugin_dir = {:?}\n\n[input]\nevdev = false\n",
+            "version = 1\nsocket = {:?}\ndatabase = {:?}\nsecrets = {:?}\nplugin_dir = {:?}\n\n[input]\nevdev = false\nlogind_seat = {:?}\nlogind_sessions = {:?}\n",
             socket,
             dir.join("profiles.sqlite"),
             dir.join("secrets.key"),
-            exe_dir
+            exe_dir,
+            no_logind.join("seat0"),
+            no_logind.join("sessions"),
         ),
     )
     .with_context(|| format!("writing {}", config.display()))?;

@@ -90,26 +90,29 @@ fn emit(report: &balabit::BalabitReport, common: &Common) -> Result<()> {
     outln!("protocol: {}", report.protocol);
     outln!();
     outln!(
-        "{:<48} {:>7} {:>16} {:>8} {:>8} {:>6}",
+        "{:<48} {:>7} {:>16} {:>8} {:>8} {:>6} {:>9}",
         "variant",
         "actions",
         "legal / illegal",
         "AUC",
         "EER",
-        "Cllr"
+        "Cllr",
+        "AUC/acct"
     );
-    outln!("{}", "-".repeat(98));
+    outln!("{}", "-".repeat(108));
     for r in &report.rows {
         outln!(
-            "{:<48} {:>7} {:>16} {:>8.4} {:>7.2}% {:>6.3}",
+            "{:<48} {:>7} {:>16} {:>8.4} {:>7.2}% {:>6.3} {:>9.4}",
             r.variant,
             r.actions,
             format!("{} / {}", r.genuine, r.impostor),
             r.auc,
             r.eer * 100.0,
-            r.cllr
+            r.cllr,
+            r.auc_per_account
         );
     }
+    outln!("AUC/acct: the mean of each account's own AUC (its legal against its illegal runs)");
     outln!();
     outln!(
         "median actions per session: {}",

@@ -65,20 +65,56 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
         .then(|| format!("process {pid} is in remote logind session {session}"))
 }
 
-/// The systemd-logind session process `pid` runs in, from its cgroup
-/// (`…/session-ID.scope`): `None` when it runs in none (a system service such as a
-/// getty before its login, the user's systemd manager and the apps it starts, no
-/// systemd at all).
+/// The systemd-logind session process `pid` runs in, from its cgroup: `None` when it
+/// runs in none (a system service such as a getty before its login or a display
+/// manager's worker, the user's systemd manager and the apps it starts, no systemd).
 pub fn logind_session_of(pid: u32) -> Option<String> {
-    let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let session = cgroup.split('/').find_map(|part| {
-        part.trim()
-            .strip_prefix("session-")
-            .and_then(|s| s.strip_suffix(".scope"))
-            .map(str::to_string)
-    })?;
+    session_of_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+}
+
+/// The logind session of a `/proc/PID/cgroup` text, as systemd itself finds it
+/// (`sd_pid_get_session`): the systemd hierarchy's path (the unified `0::` line, else
+/// the `name=systemd` one), its `.slice` components skipped, and the first unit left
+/// must be `session-ID.scope`. A scope of that name deeper down, e.g. one a user made
+/// inside their own delegated `user@UID.service` subtree, is not a session.
+pub fn session_of_cgroup(cgroup: &str) -> Option<String> {
+    let unified = cgroup
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .filter(|p| *p != "/");
+    let named = || {
+        cgroup
+            .lines()
+            .find_map(|l| l.split_once(":name=systemd:").map(|(_, path)| path))
+    };
+    let path = unified.or_else(named)?;
+    let unit = path
+        .split('/')
+        .find(|c| !c.is_empty() && !c.ends_with(".slice"))?;
+    let session = unit.strip_prefix("session-")?.strip_suffix(".scope")?;
     // logind's own ids are alphanumeric: anything else is not one of its scopes.
-    (!session.is_empty() && session.bytes().all(|b| b.is_ascii_alphanumeric())).then_some(session)
+    (!session.is_empty() && session.bytes().all(|b| b.is_ascii_alphanumeric()))
+        .then(|| session.to_string())
+}
+
+/// Process `pid`'s controlling terminal, from `/proc/PID/stat`: `Ok(Some(n))` for virtual
+/// console `n`, `Ok(None)` for none or another kind (a pseudo-terminal, a serial line),
+/// `Err` when it cannot be read.
+pub fn controlling_console(pid: u32) -> Result<Option<u32>, String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).map_err(|e| e.to_string())?;
+    console_of_stat(&stat).ok_or_else(|| format!("/proc/{pid}/stat has no tty field"))
+}
+
+/// [`controlling_console`] of a `/proc/PID/stat` text. The command name may hold spaces
+/// and parentheses, so fields are counted after the last `)`: state, ppid, pgrp,
+/// session, tty_nr.
+pub fn console_of_stat(stat: &str) -> Option<Option<u32>> {
+    let (_, rest) = stat.rsplit_once(')')?;
+    let tty_nr: u64 = rest.split_whitespace().nth(4)?.parse().ok()?;
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    // Major 4, minors 1–63 are the virtual consoles (64 and up are serial lines).
+    Some((major == 4 && (1..=63).contains(&minor)).then_some(minor as u32))
 }
 
 /// The value of `KEY=value` in one of logind's state files (`/run/systemd/seats/*`,
@@ -206,6 +242,65 @@ mod tests {
         assert_eq!(of("alice", sessions), ["12"]);
         // No logind (no directory): nothing to say.
         assert!(super::remote_session_users(&sessions.join("absent")).is_empty());
+    }
+
+    #[test]
+    fn sessions_are_read_from_the_cgroup_as_systemd_does() {
+        use super::session_of_cgroup as of;
+        // cgroup v2, and hybrid with the unified line last.
+        assert_eq!(
+            of("0::/user.slice/user-1000.slice/session-3.scope\n").as_deref(),
+            Some("3")
+        );
+        assert_eq!(
+            of("1:name=systemd:/user.slice/user-1000.slice/session-c2.scope\n0::/user.slice/user-1000.slice/session-c2.scope\n")
+                .as_deref(),
+            Some("c2")
+        );
+        // cgroup v1 with name=systemd not last; a unified line of "/" means no v2 path.
+        assert_eq!(
+            of("9:name=systemd:/user.slice/user-1000.slice/session-7.scope\n4:memory:/x\n0::/\n")
+                .as_deref(),
+            Some("7")
+        );
+        // A sub-cgroup of a session scope is still in the session.
+        assert_eq!(
+            of("0::/user.slice/user-1000.slice/session-3.scope/inner\n").as_deref(),
+            Some("3")
+        );
+        // Not sessions: the user's manager and what it starts (also a scope the user
+        // named like a session inside it), system services, the root, odd ids.
+        for text in [
+            "0::/user.slice/user-1000.slice/user@1000.service/app.slice/session-2.scope\n",
+            "0::/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Terminal.slice/vte-spawn-1.scope\n",
+            "0::/system.slice/getty@tty3.service\n",
+            "0::/\n",
+            "0::/user.slice/user-1000.slice/session-.scope\n",
+            "0::/user.slice/user-1000.slice/session-3-x.scope\n",
+            "",
+        ] {
+            assert_eq!(of(text), None, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn the_controlling_console_is_read_from_stat() {
+        use super::console_of_stat as of;
+        let stat = |comm: &str, tty_nr: u64| {
+            format!("1234 ({comm}) S 1 1234 1234 {tty_nr} 1234 4194560 100 0 0 0 0 0")
+        };
+        assert_eq!(of(&stat("login", 4 << 8 | 3)), Some(Some(3)));
+        assert_eq!(of(&stat("a) (b", 4 << 8 | 1)), Some(Some(1)));
+        // tty0 (the current console, not one of its own), serial lines, pseudo-terminals,
+        // none.
+        assert_eq!(of(&stat("x", 4 << 8)), Some(None));
+        assert_eq!(of(&stat("agetty", 4 << 8 | 64)), Some(None));
+        assert_eq!(of(&stat("sudo", 136 << 8 | 2)), Some(None));
+        assert_eq!(of(&stat("gdm-session-wor", 0)), Some(None));
+        assert_eq!(of("1234 (x"), None);
+        assert_eq!(of("garbage"), None);
+        // This process: readable, whatever its terminal is.
+        assert!(super::controlling_console(std::process::id()).is_ok());
     }
 
     #[test]

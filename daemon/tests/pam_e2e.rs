@@ -99,7 +99,8 @@ fn genuine_behaviour_skips_the_step_up_and_an_impostor_is_asked() {
 }
 
 /// The verdict is seat0's: a login asked for another virtual console (or a serial line)
-/// while the owner types at seat0 gets the strong factor; the console in front does not.
+/// while the owner types at seat0 gets the strong factor, and so does anyone once another
+/// user's session is in front; the console in front does not.
 #[test]
 fn a_login_on_another_console_is_asked_for_the_strong_factor() {
     let (Some(enrol), Some(genuine)) = (aalto(ALICE, 0..10), aalto(ALICE, 10..15)) else {
@@ -108,8 +109,10 @@ fn a_login_on_another_console_is_asked_for_the_strong_factor() {
     let vt = tempfile::tempdir().unwrap();
     let active_vt = vt.path().join("active");
     std::fs::write(&active_vt, "tty1\n").unwrap();
+    // logind's seat record does not exist at first (no logind); it is written below.
+    let seat0 = vt.path().join("seats").join("seat0");
     let daemon = TestDaemon::start(&format!(
-        "[input]\nevdev = false\nlogind_seat = \"/nonexistent/seat0\"\nactive_vt = {active_vt:?}\n"
+        "[input]\nevdev = false\nlogind_seat = {seat0:?}\nactive_vt = {active_vt:?}\n"
     ));
     daemon.enroll("alice", &enrol);
     let h = harness(&daemon, "timeout_ms=300");
@@ -166,6 +169,29 @@ fn a_login_on_another_console_is_asked_for_the_strong_factor() {
         .to_string();
     assert!(
         refusal.contains("NotAtSeat") && refusal.contains("cannot be told"),
+        "{refusal}"
+    );
+
+    // With logind: someone else's session (root's) is active on seat0, e.g. after a
+    // switch to another console: alice's fresh evidence vouches for nobody asking now.
+    std::fs::write(&active_vt, "tty1\n").unwrap();
+    std::fs::create_dir(vt.path().join("seats")).unwrap();
+    std::fs::write(&seat0, "IS_SEAT0=1\nACTIVE=4\nACTIVE_UID=0\n").unwrap();
+    let out = on("/dev/pts/3");
+    assert!(
+        !out.success && out.prompted(),
+        "root in front: {}",
+        out.output
+    );
+    let refusal = daemon
+        .call(RequestBody::Assess {
+            user: "alice".into(),
+            tty: None,
+        })
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refusal.contains("seat0's active session is \"root\"'s, not alice's"),
         "{refusal}"
     );
 }

@@ -385,6 +385,10 @@ pub struct BalabitRow {
     pub auc: f64,
     /// Pooled equal error rate.
     pub eer: f64,
+    /// The mean over accounts of each account's own AUC (its legal against its illegal
+    /// runs; accounts lacking either are left out). Beside the pooled AUC it shows how
+    /// much is lost because different accounts' scores are not on one scale.
+    pub auc_per_account: f64,
     /// Log-likelihood-ratio cost of the scores as LLRs (bits; 0 perfect, 1 = no
     /// information, above 1 = miscalibrated): how far the plugin's LLRs can be taken at
     /// face value.
@@ -616,9 +620,17 @@ fn score_runs(
     Ok(out)
 }
 
-fn row(variant: &str, k: Option<usize>, genuine_llr: &[f64], impostor_llr: &[f64]) -> BalabitRow {
-    let g: Vec<f64> = genuine_llr.iter().map(|x| -x).collect();
-    let i: Vec<f64> = impostor_llr.iter().map(|x| -x).collect();
+fn row(p: &Pooled) -> BalabitRow {
+    let (variant, k, genuine_llr, impostor_llr) = (p.variant, p.actions, &p.genuine, &p.impostor);
+    let anomaly = |llr: &[f64]| -> Vec<f64> { llr.iter().map(|x| -x).collect() };
+    let g = anomaly(genuine_llr);
+    let i = anomaly(impostor_llr);
+    let account_aucs: Vec<f64> = p
+        .per_account
+        .iter()
+        .filter(|(g, i)| !g.is_empty() && !i.is_empty())
+        .map(|(g, i)| auc(&anomaly(g), &anomaly(i)))
+        .collect();
     let (e, det) = if g.is_empty() || i.is_empty() {
         (f64::NAN, Vec::new())
     } else {
@@ -631,6 +643,7 @@ fn row(variant: &str, k: Option<usize>, genuine_llr: &[f64], impostor_llr: &[f64
         impostor: i.len(),
         auc: auc(&g, &i),
         eer: e,
+        auc_per_account: account_aucs.iter().sum::<f64>() / account_aucs.len() as f64,
         cllr: cllr(genuine_llr, impostor_llr),
         det,
     }
@@ -692,7 +705,9 @@ fn evaluate(
     for variant in variants {
         for (c, &k) in ACTION_COUNTS.iter().enumerate() {
             let (mut gen, mut imp) = (Vec::new(), Vec::new());
+            let mut per_account = Vec::new();
             for account in 0..users {
+                let (gen_before, imp_before) = (gen.len(), imp.len());
                 let own: Vec<&Query> = queries.iter().filter(|q| q.account == account).collect();
                 let job_of = |left_out: Option<usize>| {
                     jobs.iter()
@@ -727,12 +742,14 @@ fn evaluate(
                         }
                     }
                 }
+                per_account.push((gen[gen_before..].to_vec(), imp[imp_before..].to_vec()));
             }
             pooled.push(Pooled {
                 variant,
                 actions: k,
                 genuine: gen,
                 impostor: imp,
+                per_account,
             });
         }
     }
@@ -745,13 +762,12 @@ struct Pooled {
     actions: Option<usize>,
     genuine: Vec<f64>,
     impostor: Vec<f64>,
+    /// The same runs by claimed account: `(legal, illegal)`.
+    per_account: Vec<(Vec<f64>, Vec<f64>)>,
 }
 
 fn rows_of(pooled: &[Pooled]) -> Vec<BalabitRow> {
-    pooled
-        .iter()
-        .map(|p| row(p.variant, p.actions, &p.genuine, &p.impostor))
-        .collect()
+    pooled.iter().map(row).collect()
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -1015,6 +1031,27 @@ mod tests {
         // genuine 1,2,3; impostor 2,4: pairs won 1(vs1)+1(vs2)... = (1 + 0.5 + 0) + 3 = 4.5 of 6
         assert!((auc(&[1.0, 2.0, 3.0], &[2.0, 4.0]) - 4.5 / 6.0).abs() < 1e-12);
         assert!(auc(&[], &[1.0]).is_nan());
+    }
+
+    #[test]
+    fn per_account_auc_ignores_scales_between_accounts() {
+        // Each account separates its own sessions perfectly, but account 1's scores sit
+        // lower: pooled, some of its legal runs fall below account 0's illegal ones.
+        let p = Pooled {
+            variant: CLOSED_SET,
+            actions: None,
+            genuine: vec![5.0, 6.0, 1.0, 2.0],
+            impostor: vec![3.0, 4.0, -1.0, 0.0],
+            per_account: vec![
+                (vec![5.0, 6.0], vec![3.0, 4.0]),
+                (vec![1.0, 2.0], vec![-1.0, 0.0]),
+                // No illegal session: left out of the mean.
+                (vec![9.0], vec![]),
+            ],
+        };
+        let r = row(&p);
+        assert_eq!(r.auc_per_account, 1.0);
+        assert!((r.auc - 12.0 / 16.0).abs() < 1e-12, "{}", r.auc);
     }
 
     #[test]
