@@ -88,6 +88,34 @@ fn trusted_verdict_skips_the_strong_factor() {
     );
 }
 
+/// The module forwards `PAM_TTY` exactly (habitusd decides whether that terminal is in
+/// front of seat0), and sends none when PAM has none or an empty one.
+#[test]
+fn the_asking_terminal_is_sent_with_the_question() {
+    if !pam_tests_can_run() {
+        return;
+    }
+    let daemon = FakeDaemon::start(Behaviour::Trusted);
+    let pam = PamDir::new("tty");
+    pam.write_canonical("tty", &habitus_args(&daemon.socket, ""));
+    for items in [&["tty=/dev/tty3"][..], &["tty=:1"], &["tty="]] {
+        let run = pamtester(&pam, "tty", &["authenticate"], items, WRONG_PASSWORD);
+        assert!(run.success, "{items:?}: {run:#?}");
+    }
+    assert_eq!(
+        daemon.requests(),
+        ["/dev/tty3", ":1"]
+            .into_iter()
+            .map(|tty| Some(tty.to_string()))
+            .chain([None])
+            .map(|tty| RequestBody::Assess {
+                user: USER.into(),
+                tty
+            })
+            .collect::<Vec<_>>()
+    );
+}
+
 #[test]
 fn verdict_about_another_user_is_ignored() {
     fault_case("otheruser", Behaviour::OtherUser, UNAVAILABLE);
