@@ -16,6 +16,7 @@ pub mod provider;
 pub mod signals;
 pub mod step_up;
 pub mod store;
+pub mod throttle;
 pub mod totp;
 pub mod upkeep;
 pub mod users;

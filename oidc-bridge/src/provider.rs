@@ -32,6 +32,7 @@ use crate::keys::{core_alg, KeySet};
 use crate::pages;
 use crate::signals::{self, Revocation};
 use crate::store::{Db, RefreshGrant, Rotation, SsoSession};
+use crate::throttle::FailureThrottle;
 use crate::users::UsersFile;
 
 /// The `behavior` claim's name (namespaced, so it can never collide with a registered one).
@@ -40,6 +41,11 @@ pub const ACR_PREFIX: &str = "urn:habitus:loa:";
 const SESSION_COOKIE: &str = "habitus_oidc_session";
 /// Binds a login to the browser that opened its page (see [`Provider::authorize`]).
 const BROWSER_COOKIE: &str = "habitus_oidc_browser";
+/// Marks a browser in which a user signed in before: its wrong passwords are counted
+/// apart from the account's, so someone throttling the account from elsewhere does not
+/// lock the user out of their own browser (see [`Provider::device_vouches`]).
+const DEVICE_COOKIE: &str = "habitus_oidc_device";
+const DEVICE_COOKIE_MAX_AGE_S: u64 = 180 * 24 * 3600;
 /// `/collect` request bodies larger than this are refused (512 events fit well below).
 pub const MAX_COLLECT_BODY: usize = 64 * 1024;
 /// Form bodies (authorize, login, token, userinfo, end-session).
@@ -56,6 +62,13 @@ const MAX_PASSWORD_ATTEMPTS: u32 = 5;
 /// window has passed: RFC 4226 §7.3 / RFC 6238 §5.2 throttling.
 const MAX_TOTP_FAILURES: u32 = 10;
 const TOTP_FAILURE_WINDOW_S: i64 = 900;
+/// Wrong passwords accepted per account name within [`PASSWORD_FAILURE_WINDOW_S`], across
+/// all login transactions; beyond it the password is not checked until the window has
+/// passed (see [`crate::throttle`]).
+const MAX_PASSWORD_FAILURES: u32 = 10;
+const PASSWORD_FAILURE_WINDOW_S: i64 = 900;
+/// Account names whose failures are counted at once (SHA-256 digests, ≈ 50 bytes each).
+const MAX_THROTTLED_NAMES: usize = 100_000;
 /// How long a login post waits for a password-check slot before it is answered 503.
 const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -174,8 +187,10 @@ pub struct Provider {
     txs: Mutex<HashMap<String, LoginTx>>,
     codes: Mutex<HashMap<String, CodeGrant>>,
     totp_used: Mutex<HashMap<String, u64>>,
-    /// Per user: start of the current throttling window and wrong codes in it.
-    totp_failures: Mutex<HashMap<String, (i64, u32)>>,
+    /// Wrong TOTP codes per user.
+    totp_failures: Mutex<FailureThrottle>,
+    /// Wrong passwords per account name.
+    password_failures: Mutex<FailureThrottle>,
     /// Bounds the password checks running at once ([`password_check_slots`]).
     password_checks: Arc<tokio::sync::Semaphore>,
     /// The TLS client of `https://` signal deliveries, or why there is none.
@@ -183,6 +198,8 @@ pub struct Provider {
     /// Signs collect tokens (see [`Provider::collect_token`]); random per start, so a
     /// restart invalidates them until the relying party's next token response.
     collect_key: ring::hmac::Key,
+    /// Signs device cookies; kept in the store so they outlive a restart.
+    device_key: ring::hmac::Key,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -242,10 +259,11 @@ pub enum LoginOutcome {
     ErrorPage(String),
     /// An error page (403): the request is not allowed from where it came.
     Refused(String),
-    /// Redirect with a new session cookie.
+    /// Redirect with a new session cookie, and the device cookie of the user.
     SignedIn {
         location: String,
         cookie: String,
+        device: String,
     },
 }
 
@@ -261,12 +279,21 @@ impl Provider {
         let collect_key =
             ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
                 .expect("system random generator");
+        let device_key = match db.secret("device_cookie") {
+            Ok(secret) => ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+            Err(e) => {
+                eprintln!("habitus-oidc: warning: device cookies will not outlive this run: {e}");
+                ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+                    .expect("system random generator")
+            }
+        };
         let db = Arc::new(Mutex::new(db));
         if let Err(e) = crate::upkeep::start(&db) {
             eprintln!("habitus-oidc: warning: no database upkeep thread: {e}");
         }
         Provider {
             collect_key,
+            device_key,
             signals_tls,
             config,
             keys,
@@ -276,7 +303,16 @@ impl Provider {
             txs: Mutex::new(HashMap::new()),
             codes: Mutex::new(HashMap::new()),
             totp_used: Mutex::new(HashMap::new()),
-            totp_failures: Mutex::new(HashMap::new()),
+            totp_failures: Mutex::new(FailureThrottle::new(
+                MAX_TOTP_FAILURES,
+                TOTP_FAILURE_WINDOW_S,
+                MAX_THROTTLED_NAMES,
+            )),
+            password_failures: Mutex::new(FailureThrottle::new(
+                MAX_PASSWORD_FAILURES,
+                PASSWORD_FAILURE_WINDOW_S,
+                MAX_THROTTLED_NAMES,
+            )),
             password_checks: Arc::new(tokio::sync::Semaphore::new(password_check_slots())),
         }
     }
@@ -767,11 +803,44 @@ impl Provider {
 
     // ---------------------------------------------------------------- login
 
+    /// The device cookie value for `user` (see [`DEVICE_COOKIE`]): their lower-cased
+    /// name and its HMAC under the store's device key.
+    fn device_cookie_for(&self, user: &str) -> String {
+        let name = user.to_lowercase();
+        let tag = ring::hmac::sign(&self.device_key, format!("device:{name}").as_bytes());
+        format!(
+            "v1.{}.{}",
+            URL_SAFE_NO_PAD.encode(name.as_bytes()),
+            URL_SAFE_NO_PAD.encode(tag.as_ref())
+        )
+    }
+
+    /// Whether `cookie` is a device cookie this provider gave to a browser in which
+    /// `user` signed in.
+    fn device_vouches(&self, cookie: &str, user: &str) -> bool {
+        let mut parts = cookie.split('.');
+        let (Some("v1"), Some(name), Some(tag), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return false;
+        };
+        let (Ok(name), Ok(tag)) = (URL_SAFE_NO_PAD.decode(name), URL_SAFE_NO_PAD.decode(tag))
+        else {
+            return false;
+        };
+        let name = String::from_utf8_lossy(&name);
+        name == user.to_lowercase()
+            && ring::hmac::verify(&self.device_key, format!("device:{name}").as_bytes(), &tag)
+                .is_ok()
+    }
+
     /// POST /login (password). Blocking (argon2, plugins): call from a blocking thread.
+    /// `device`: the browser's device cookie, if it sent one.
     pub fn login_password(
         &self,
         tx_id: &str,
         browser: Option<&str>,
+        device: Option<&str>,
         user: &str,
         password: &str,
     ) -> LoginOutcome {
@@ -805,7 +874,26 @@ impl Provider {
             }
             (std::mem::take(&mut tx.events), tx.request.clone())
         };
+        // Failures are counted per account, except in a browser where this user signed
+        // in before: there per browser, so a throttled account stays open to its owner.
+        let counted = match device.filter(|d| self.device_vouches(d, user)) {
+            Some(d) => format!("device\n{d}"),
+            None => user.to_string(),
+        };
+        let wait_s = lock(&self.password_failures).wait_s(&counted, now);
+        if let Some(wait_s) = wait_s {
+            // Not checked at all: a guess now tells nothing. The attempt still counted
+            // against this login's own limit above.
+            return LoginOutcome::Page(pages::login_page(
+                tx_id,
+                Some(&format!(
+                    "Too many failed sign-ins for this account; wait {} minutes and try again.",
+                    (wait_s + 59) / 60
+                )),
+            ));
+        }
         if !self.primary_authentication(user, password) {
+            lock(&self.password_failures).failed(&counted, now);
             // Behaviour of a failed attempt is discarded, and the collector starts over.
             if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
                 tx.last_t_us = 0;
@@ -817,6 +905,7 @@ impl Provider {
                 Some("Wrong user name or password."),
             ));
         };
+        lock(&self.password_failures).succeeded(&counted);
         let has_totp = self.users.users.get(user).is_some_and(|u| u.totp.is_some());
         let (behavior, learning) = match &self.behavior {
             Some(engine) => {
@@ -931,13 +1020,7 @@ impl Provider {
             }
             (user, behavior, learning)
         };
-        let throttled = {
-            let mut failures = lock(&self.totp_failures);
-            failures.retain(|_, (start, _)| now - *start < TOTP_FAILURE_WINDOW_S);
-            failures
-                .get(&user)
-                .is_some_and(|(_, n)| *n >= MAX_TOTP_FAILURES)
-        };
+        let throttled = lock(&self.totp_failures).wait_s(&user, now).is_some();
         if throttled {
             return LoginOutcome::Page(pages::totp_page(
                 tx_id,
@@ -957,8 +1040,7 @@ impl Provider {
             }
         });
         if fresh.is_none() {
-            let mut failures = lock(&self.totp_failures);
-            failures.entry(user.clone()).or_insert((now, 0)).1 += 1;
+            lock(&self.totp_failures).failed(&user, now);
             return LoginOutcome::Page(pages::totp_page(
                 tx_id,
                 Some("Wrong or already used code."),
@@ -1013,7 +1095,11 @@ impl Provider {
             engine.commit_login(learning, now);
         }
         let location = self.issue_code(&tx.request, &session.sid, now);
-        LoginOutcome::SignedIn { location, cookie }
+        LoginOutcome::SignedIn {
+            location,
+            cookie,
+            device: self.device_cookie_for(user),
+        }
     }
 
     // ---------------------------------------------------------------- tokens
@@ -1592,6 +1678,16 @@ fn other_browser(tx: &LoginTx, browser: Option<&str>) -> Option<LoginOutcome> {
 
 /// The browser cookie: the first well-formed one (a malformed cookie of the same name,
 /// say one planted by a sibling domain, must not hide the real one).
+/// The device cookie, if one of a plausible shape was sent (checked by
+/// [`Provider::device_vouches`]).
+fn device_cookie(p: &Provider, headers: &HeaderMap) -> Option<String> {
+    named_cookies(headers, &cookie_name(p, DEVICE_COOKIE)).find(|v| {
+        (1..=300).contains(&v.len())
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    })
+}
+
 fn browser_cookie(p: &Provider, headers: &HeaderMap) -> Option<String> {
     named_cookies(headers, &cookie_name(p, BROWSER_COOKIE)).find(|v| {
         (20..=64).contains(&v.len())
@@ -1614,7 +1710,11 @@ fn outcome(p: &Provider, o: LoginOutcome) -> Response {
             r
         }
         LoginOutcome::Redirect(to) => no_store(Redirect::to(&to).into_response()),
-        LoginOutcome::SignedIn { location, cookie } => {
+        LoginOutcome::SignedIn {
+            location,
+            cookie,
+            device,
+        } => {
             let mut r = no_store(Redirect::to(&location).into_response());
             set_cookie(
                 p,
@@ -1623,6 +1723,7 @@ fn outcome(p: &Provider, o: LoginOutcome) -> Response {
                 &cookie,
                 p.config.lifetimes.session_s,
             );
+            set_cookie(p, &mut r, DEVICE_COOKIE, &device, DEVICE_COOKIE_MAX_AGE_S);
             r
         }
     }
@@ -1755,6 +1856,7 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     };
     let p2 = p.clone();
     let browser = browser_cookie(&p, &headers);
+    let device = device_cookie(&p, &headers);
     // Argon2 checks (the users file) are bounded; PAM's are not: a failed PAM login
     // sleeps through its fail delay (≈ 2 s) holding little memory, and a handful of
     // wrong passwords would otherwise keep every slot and turn real users away.
@@ -1780,7 +1882,13 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         // The permit goes with the check: a client that hangs up drops this handler,
         // not the Argon2 work already running, which must keep its slot until done.
         let _slot = slot;
-        p2.login_password(&f.tx, browser.as_deref(), &f.username, &f.password)
+        p2.login_password(
+            &f.tx,
+            browser.as_deref(),
+            device.as_deref(),
+            &f.username,
+            &f.password,
+        )
     })
     .await
     {

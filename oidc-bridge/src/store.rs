@@ -184,6 +184,48 @@ impl Db {
     }
 
     /// The database file.
+    /// A 32-byte secret kept in the store under `name`, made (randomly) the first time it
+    /// is asked for: keys whose tags must outlive a restart.
+    pub fn secret(&self, name: &str) -> Result<[u8; 32], DbError> {
+        let mut fresh = [0u8; 32];
+        ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh).map_err(
+            |_| DbError::File {
+                path: self.path().display().to_string(),
+                reason: "the system random generator failed".into(),
+            },
+        )?;
+        let key = format!("secret:{name}");
+        let hex: String = fresh.iter().map(|b| format!("{b:02x}")).collect();
+        self.conn.execute(
+            "INSERT OR IGNORE INTO meta (key, value) VALUES (?1, ?2)",
+            rusqlite::params![key, hex],
+        )?;
+        let stored: String =
+            self.conn
+                .query_row("SELECT value FROM meta WHERE key = ?1", [&key], |r| {
+                    r.get(0)
+                })?;
+        let bytes: Option<Vec<u8>> = (stored.len() == 64
+            && stored.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| {
+            (0..32)
+                .map(|i| u8::from_str_radix(&stored[2 * i..2 * i + 2], 16).ok())
+                .collect()
+        })
+        .flatten();
+        let mut out = [0u8; 32];
+        match bytes {
+            Some(b) => {
+                out.copy_from_slice(&b);
+                Ok(out)
+            }
+            None => Err(DbError::File {
+                path: self.path().display().to_string(),
+                reason: format!("meta {key} is not 64 hex digits"),
+            }),
+        }
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -698,6 +740,28 @@ pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_are_made_once_and_kept() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("oidc.db");
+        let db = Db::open(&path).expect("open");
+        let a = db.secret("device_cookie").unwrap();
+        assert_eq!(db.secret("device_cookie").unwrap(), a);
+        assert_ne!(db.secret("other").unwrap(), a);
+        drop(db);
+        let db = Db::open(&path).expect("reopen");
+        assert_eq!(db.secret("device_cookie").unwrap(), a, "lost at a restart");
+        // A damaged value is an error, never a panic or a silently new key.
+        db.conn
+            .execute(
+                "UPDATE meta SET value = ?1 WHERE key = 'secret:device_cookie'",
+                ["é".repeat(32)],
+            )
+            .unwrap();
+        let e = db.secret("device_cookie").unwrap_err().to_string();
+        assert!(e.contains("not 64 hex digits"), "{e}");
+    }
 
     #[test]
     fn sessions_and_refresh_rotation() {

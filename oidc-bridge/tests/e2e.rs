@@ -795,6 +795,115 @@ fn after_a_wrong_password_the_new_page_collects_from_seq_0() {
 }
 
 #[test]
+fn wrong_passwords_are_throttled_per_account_across_logins() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let fresh_login = || {
+        let pk = pkce();
+        open_login(issuer, &auth_params("rp", "openid", "n", &pk))
+    };
+    // bob signed in once in his own browser, which keeps a device cookie.
+    let pk = pkce();
+    let signed_in = browser_login(issuer, "rp", "bob", &[], Vec::new(), &pk, "n");
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
+    let device_cookie = signed_in
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .find_map(|(_, v)| v.strip_prefix("habitus_oidc_device="))
+        .and_then(|v| v.split(';').next())
+        .map(|v| format!("habitus_oidc_device={v}"))
+        .expect("a device cookie after signing in");
+    let login_with = |cookie: &str, user: &str, password: &str| {
+        http(
+            "POST",
+            &format!("{issuer}/login"),
+            &[FORM, ("Cookie", cookie)],
+            &form(&[
+                ("tx", &fresh_login()),
+                ("username", user),
+                ("password", password),
+            ]),
+        )
+    };
+    // Ten wrong passwords over two logins (each login allows five tries), for a known
+    // account and for a name that is no account.
+    for user in ["bob", "nobody"] {
+        for _ in 0..2 {
+            let tx = fresh_login();
+            for _ in 0..5 {
+                let r = post_login(issuer, &tx, user, "not the password");
+                assert!(
+                    r.text().contains("Wrong user name or password"),
+                    "{}",
+                    r.text()
+                );
+            }
+        }
+    }
+    // A fresh login does not reset the count: even the right password is not checked,
+    // and the answer is the same for a name that is no account (none are revealed).
+    for (user, password) in [("bob", PASSWORD), ("BOB", PASSWORD), ("nobody", "x")] {
+        let r = post_login(issuer, &fresh_login(), user, password);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(
+            r.text()
+                .contains("Too many failed sign-ins for this account; wait 15 minutes"),
+            "{user}: {}",
+            r.text()
+        );
+    }
+    // Other accounts are not affected.
+    let pk = pkce();
+    let r = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
+    assert_eq!(r.status, 303, "{}", r.text());
+    let alice_cookie = r
+        .headers
+        .iter()
+        .find_map(|(_, v)| v.strip_prefix("habitus_oidc_device="))
+        .and_then(|v| v.split(';').next())
+        .map(|v| format!("habitus_oidc_device={v}"))
+        .unwrap();
+
+    // bob's own browser is still let in: its failures are counted apart.
+    let r = login_with(&device_cookie, "bob", PASSWORD);
+    assert_eq!(r.status, 303, "bob's browser: {}", r.text());
+    // Another user's device cookie, or an altered one, does not vouch for bob.
+    let altered = {
+        let (head, tag) = device_cookie.rsplit_once('.').unwrap();
+        let first = if tag.starts_with('A') { 'B' } else { 'A' };
+        format!("{head}.{first}{}", &tag[1..])
+    };
+    for cookie in [
+        alice_cookie.as_str(),
+        altered.as_str(),
+        "habitus_oidc_device=v1.Ym9i.AAAA",
+    ] {
+        let r = login_with(cookie, "bob", PASSWORD);
+        assert!(
+            r.text().contains("Too many failed sign-ins"),
+            "{cookie}: {}",
+            r.text()
+        );
+    }
+    // The browser's own wrong passwords are limited like an account's.
+    for _ in 0..10 {
+        let r = login_with(&device_cookie, "bob", "not the password");
+        assert!(
+            r.text().contains("Wrong user name or password"),
+            "{}",
+            r.text()
+        );
+    }
+    let r = login_with(&device_cookie, "bob", PASSWORD);
+    assert!(
+        r.text().contains("Too many failed sign-ins"),
+        "{}",
+        r.text()
+    );
+}
+
+#[test]
 fn wrong_totp_codes_are_throttled_per_user_across_logins() {
     let p = start("");
     let issuer = p.issuer.as_str();
