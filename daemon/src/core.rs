@@ -328,6 +328,7 @@ impl Core {
                     let input = &self.config.input;
                     let files = SeatFiles {
                         seat: &input.logind_seat,
+                        sessions: &input.logind_sessions,
                         active_vt: &input.active_vt,
                     };
                     let asker = Asker::process(pid, &user, tty.as_deref());

@@ -185,7 +185,18 @@ impl PamHarness {
     ) -> Result<PamOutcome> {
         let _serial = WrapperLock::acquire()?;
         let start = Instant::now();
-        let mut child = Command::new("pamtester")
+        let mut command = Command::new("pamtester");
+        // Its own session, without a controlling terminal: habitusd places a caller by
+        // its terminal, and the test runner's (a console, a pseudo-terminal or none)
+        // must not decide a test.
+        // SAFETY: setsid is async-signal-safe and touches nothing of the parent's.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut command, || {
+                libc::setsid();
+                Ok(())
+            });
+        }
+        let mut child = command
             .arg("-v")
             .args(
                 items

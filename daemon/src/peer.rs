@@ -69,7 +69,36 @@ pub fn remote_session(pid: u32, sessions_dir: &std::path::Path) -> Option<String
 /// runs in none (a system service such as a getty before its login or a display
 /// manager's worker, the user's systemd manager and the apps it starts, no systemd).
 pub fn logind_session_of(pid: u32) -> Option<String> {
-    session_of_cgroup(&std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?)
+    logind_session_checked(pid).ok().flatten()
+}
+
+/// [`logind_session_of`], with an unreadable cgroup file an error rather than "none".
+pub fn logind_session_checked(pid: u32) -> Result<Option<String>, String> {
+    let path = format!("/proc/{pid}/cgroup");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    Ok(session_of_cgroup(&text))
+}
+
+/// The audit login uid of process `pid` (`/proc/PID/loginuid`): the user whose login
+/// (pam_loginuid: console, display manager, SSH, and the user's systemd manager) it
+/// descends from. Only a privileged process can set it, once, and setuid programs such
+/// as sudo keep it. `None` when unset (system services), or unreadable (a kernel without
+/// audit).
+pub fn login_uid_of(pid: u32) -> Option<u32> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/loginuid")).ok()?;
+    text.trim().parse::<u32>().ok().filter(|&u| u != u32::MAX)
+}
+
+/// The real uid of process `pid` (`/proc/PID/status`, first field of `Uid:`): who ran
+/// it (sudo switches its own to root before it authenticates; lockers keep the user's).
+pub fn real_uid_of(pid: u32) -> Result<u32, String> {
+    let path = format!("/proc/{pid}/status");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e}"))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().next())
+        .and_then(|uid| uid.parse().ok())
+        .ok_or_else(|| format!("{path} has no Uid line"))
 }
 
 /// The logind session of a `/proc/PID/cgroup` text, as systemd itself finds it
@@ -87,11 +116,21 @@ pub fn session_of_cgroup(cgroup: &str) -> Option<String> {
             .lines()
             .find_map(|l| l.split_once(":name=systemd:").map(|(_, path)| path))
     };
-    let path = unified.or_else(named)?;
-    let unit = path
-        .split('/')
-        .find(|c| !c.is_empty() && !c.ends_with(".slice"))?;
-    let session = unit.strip_prefix("session-")?.strip_suffix(".scope")?;
+    let session = match unified.or_else(named) {
+        Some(path) => {
+            let unit = path
+                .split('/')
+                .find(|c| !c.is_empty() && !c.ends_with(".slice"))?;
+            unit.strip_prefix("session-")?.strip_suffix(".scope")?
+        }
+        // elogind (systemd's logind without systemd) keeps its own hierarchy, named
+        // after it, with one cgroup per session: `N:name=elogind:/3`.
+        None => cgroup
+            .lines()
+            .find_map(|l| l.split_once(":name=elogind:/").map(|(_, path)| path))?
+            .split('/')
+            .next()?,
+    };
     // logind's own ids are alphanumeric: anything else is not one of its scopes.
     (!session.is_empty() && session.bytes().all(|b| b.is_ascii_alphanumeric()))
         .then(|| session.to_string())
@@ -158,6 +197,26 @@ pub fn remote_session_users(sessions_dir: &std::path::Path) -> Vec<(String, Stri
             (logind_field(&info, "REMOTE") == Some("1")).then(|| (user.to_string(), session))
         })
         .collect()
+}
+
+/// The uid of account `name` (`getpwnam_r`, thread-safe), `None` if it has no passwd
+/// entry.
+pub fn user_uid(name: &str) -> Option<u32> {
+    let c_name = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 4096];
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer refers to live, correctly sized storage owned by this frame.
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
 }
 
 /// The passwd name of `uid` (`getpwuid_r`, thread-safe).
@@ -268,6 +327,9 @@ mod tests {
             of("0::/user.slice/user-1000.slice/session-3.scope/inner\n").as_deref(),
             Some("3")
         );
+        // elogind's own hierarchy.
+        assert_eq!(of("1:name=elogind:/3\n2:cpu:/\n").as_deref(), Some("3"));
+        assert_eq!(of("1:name=elogind:/\n"), None);
         // Not sessions: the user's manager and what it starts (also a scope the user
         // named like a session inside it), system services, the root, odd ids.
         for text in [
@@ -307,5 +369,20 @@ mod tests {
     fn root_has_a_name_and_unknown_uids_do_not() {
         assert_eq!(super::user_name(0).as_deref(), Some("root"));
         assert_eq!(super::user_name(4_000_000_000), None);
+        assert_eq!(super::user_uid("root"), Some(0));
+        assert_eq!(super::user_uid("no-such-user-habitus"), None);
+        assert_eq!(super::user_uid("nul\0byte"), None);
+    }
+
+    #[test]
+    fn the_real_uid_of_a_process_is_read_and_an_absent_one_is_an_error() {
+        let me = unsafe { libc::getuid() };
+        assert_eq!(super::real_uid_of(std::process::id()), Ok(me));
+        assert!(super::real_uid_of(0).is_err());
+        // Unset here or not, never u32::MAX ("unset") as a uid.
+        assert_ne!(super::login_uid_of(std::process::id()), Some(u32::MAX));
+        assert_eq!(super::login_uid_of(0), None);
+        assert!(super::logind_session_checked(0).is_err());
+        assert!(super::controlling_console(0).is_err());
     }
 }

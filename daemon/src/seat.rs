@@ -10,41 +10,45 @@
 //!
 //! The PAM module sends the asking terminal (`PAM_TTY`) with every `assess`, and
 //! habitusd knows the asking process (`SO_PEERCRED`): its logind session (from its
-//! cgroup) and its controlling terminal. The rules:
+//! cgroup), its controlling terminal and its real uid. The rules:
 //!
 //! 1. A `PAM_TTY` that is neither a virtual console (`ttyN`), a local X display (`:N`)
 //!    nor a pseudo-terminal (`pts/N`) — serial lines, `/dev/console`, a forwarded X
 //!    display (`host:10.0`), names such as `ssh` or `cron` — gets no verdict.
-//! 2. A caller whose controlling terminal is a virtual console gets a verdict only if
+//! 2. A process that cannot be seen (pid 0 from another pid namespace, gone, `/proc`
+//!    unreadable) gets no verdict.
+//! 3. A caller whose controlling terminal is a virtual console gets a verdict only if
 //!    that console is the one in front (the kernel's active VT). `login` and `sudo` on a
 //!    console have it as their controlling terminal; a display manager's worker has
 //!    none, and its `PAM_TTY` (GDM names `/dev/tty1` even for an unlock on tty2) is a
 //!    label, not a place.
-//! 3. With systemd-logind (its seat0 record readable):
-//!    * seat0's active session must be the assessed user's (`ACTIVE_UID`). Whoever
-//!      switched to another console or to the greeter is in front now, not alice;
-//!    * a caller inside a logind session must be in seat0's active one (`sudo` in a
-//!      session in the background, at another seat);
-//!    * on a machine with more than one seat, a caller that is neither in seat0's active
-//!      session nor on the console in front gets nothing: it could be at any seat
-//!      (apps started by the user's systemd manager, a greeter's worker).
-//! 4. Without logind, a `PAM_TTY` naming a virtual console must name the one in front.
+//! 4. With systemd-logind (its seat0 record readable):
+//!    * seat0's active session must be the assessed user's (`ACTIVE_UID`, compared by
+//!      uid). Whoever switched to another console or to the greeter is in front now.
+//!    * A caller inside a logind session must be in seat0's active one (`sudo` in a
+//!      session in the background or at another seat).
+//!    * A caller in no session and on no console must be the user's own process: its
+//!      real uid (lockers) or its audit login uid (sudo, whose real uid is root by the
+//!      time it authenticates; apps of the user's systemd manager) is the user's. The
+//!      user must also have no session at another seat. A root-run service in no
+//!      session (a display manager's worker, an RDP server) is placed nowhere.
+//! 5. Without logind, a `PAM_TTY` naming a virtual console must name the one in front.
 //!
-//! What cannot be told is let through, as before this check: on a single-seat machine,
-//! a pseudo-terminal or no terminal asked by a process outside every logind session
-//! (GNOME's terminal runs under the user's systemd manager; polkit agents). The
-//! remote-session checks ([`crate::peer`]) still apply to them.
+//! Not covered: a pid reused between the connection and the check (the PAM caller
+//! waits for the answer, so only a client that hangs up can lose its pid, and the answer
+//! is then read by no one); systemd's cgroup-root shifting for a daemon in a container.
 
 use std::path::Path;
 
-use crate::peer::{logind_field, user_name};
+use crate::peer::{logind_field, user_uid};
 
 /// The files the check reads (paths from `[input]`, so tests can point them elsewhere).
 #[derive(Clone, Copy, Debug)]
 pub struct SeatFiles<'a> {
-    /// logind's record of seat0 (`ACTIVE=`, `ACTIVE_UID=`); the other seats' records
-    /// are beside it. Unreadable: no logind.
+    /// logind's record of seat0 (`ACTIVE=`, `ACTIVE_UID=`). Unreadable: no logind.
     pub seat: &'a Path,
+    /// logind's session records (`UID=`, `SEAT=`).
+    pub sessions: &'a Path,
     /// The kernel's active virtual console (`/sys/class/tty/tty0/active`: `tty1`).
     pub active_vt: &'a Path,
 }
@@ -99,7 +103,9 @@ impl Terminal {
     }
 }
 
-/// Who asks for a verdict, as habitusd sees them.
+/// Who asks for a verdict, as habitusd sees them. Every fact about the process is
+/// `Err` when it could not be read (the process is gone, pid 0 from another pid
+/// namespace, a hardened `/proc`): a caller that cannot be seen gets no verdict.
 #[derive(Clone, Debug)]
 pub struct Asker<'a> {
     /// The user the verdict is about.
@@ -107,20 +113,38 @@ pub struct Asker<'a> {
     /// `PAM_TTY`, as the module sent it.
     pub tty: Option<&'a str>,
     /// The asking process's logind session, `None` if it is in none.
-    pub session: Option<String>,
-    /// The asking process's controlling terminal: `Ok(Some(n))` virtual console `n`,
-    /// `Ok(None)` none or another kind, `Err` unknown.
+    pub session: Result<Option<String>, String>,
+    /// The asking process's controlling terminal: `Some(n)` virtual console `n`, `None`
+    /// none or another kind.
     pub console: Result<Option<u32>, String>,
+    /// The asking process's real uid.
+    pub real_uid: Result<u32, String>,
+    /// The asking process's audit login uid, `None` if unset or unknown (sudo keeps the
+    /// invoking user's, though it runs as root).
+    pub login_uid: Option<u32>,
 }
 
 impl<'a> Asker<'a> {
     /// The process `pid` asking about `user` for terminal `tty`.
     pub fn process(pid: u32, user: &'a str, tty: Option<&'a str>) -> Asker<'a> {
+        if pid == 0 {
+            let unseen = "pid 0: the process is in another pid namespace".to_string();
+            return Asker {
+                user,
+                tty,
+                session: Err(unseen.clone()),
+                console: Err(unseen.clone()),
+                real_uid: Err(unseen),
+                login_uid: None,
+            };
+        }
         Asker {
             user,
             tty,
-            session: crate::peer::logind_session_of(pid),
+            session: crate::peer::logind_session_checked(pid),
             console: crate::peer::controlling_console(pid),
+            real_uid: crate::peer::real_uid_of(pid),
+            login_uid: crate::peer::login_uid_of(pid),
         }
     }
 }
@@ -136,8 +160,11 @@ pub fn not_at_seat(asker: &Asker, files: SeatFiles) -> Option<String> {
         ));
     }
     let front = || active_vt(files.active_vt);
-    let on_console = matches!(asker.console, Ok(Some(_)));
-    if let Ok(Some(n)) = asker.console {
+    let console = match &asker.console {
+        Ok(console) => *console,
+        Err(why) => return Some(format!("the asking process cannot be seen ({why})")),
+    };
+    if let Some(n) = console {
         if let Some(why) = console_in_front(n, "the asking process's terminal", front()) {
             return Some(why);
         }
@@ -149,40 +176,63 @@ pub fn not_at_seat(asker: &Asker, files: SeatFiles) -> Option<String> {
             _ => None,
         };
     };
+    let Some(uid) = user_uid(asker.user) else {
+        return Some(format!("{} has no account on this machine", asker.user));
+    };
     let active = logind_field(&seat, "ACTIVE").filter(|s| !s.is_empty());
-    let active_user = logind_field(&seat, "ACTIVE_UID")
-        .and_then(|uid| uid.trim().parse::<u32>().ok())
-        .and_then(user_name);
-    if active_user.as_deref() != Some(asker.user) {
-        return Some(match active_user {
-            Some(other) => format!(
-                "seat0's active session is {}'s, not {}'s",
-                shown(&other),
+    let active_uid = logind_field(&seat, "ACTIVE_UID").and_then(|u| u.trim().parse::<u32>().ok());
+    match (active, active_uid) {
+        (Some(_), Some(u)) if u == uid => {}
+        (_, Some(other)) if other != uid => {
+            return Some(format!(
+                "seat0's active session is uid {other}'s, not {}'s",
                 asker.user
-            ),
-            None => format!(
-                "no session of {} is active on seat0 (a console or greeter without one is in front)",
-                asker.user
-            ),
-        });
+            ))
+        }
+        _ => {
+            return Some(format!(
+            "no session of {} is active on seat0 (a console or greeter without one is in front)",
+            asker.user
+        ))
+        }
     }
-    if let Some(session) = &asker.session {
-        if active != Some(session.as_str()) {
+    let session = match &asker.session {
+        Ok(session) => session.as_deref(),
+        Err(why) => return Some(format!("the asking process cannot be seen ({why})")),
+    };
+    if let Some(session) = session {
+        if active != Some(session) {
             return Some(format!(
                 "the asking process is in logind session {session}, which is not seat0's active session ({})",
                 active.unwrap_or("none")
             ));
         }
+        return None;
     }
-    let in_active_session = asker.session.is_some();
-    if !in_active_session && !on_console {
-        if let Some(other) = other_seat(files.seat) {
-            return Some(format!(
-                "this machine has more than one seat ({other} besides seat0), and the asking process is neither in seat0's active session nor on its console"
-            ));
-        }
+    if console.is_some() {
+        return None;
     }
-    None
+    // In no session and on no console: the process must be the user's, run by them
+    // (lockers) or descending from their login (sudo, whose real uid is root by now;
+    // apps of the user's systemd manager), and the user must be at no other seat,
+    // where it could be running instead.
+    let real_uid = match &asker.real_uid {
+        Ok(u) => *u,
+        Err(why) => return Some(format!("the asking process cannot be seen ({why})")),
+    };
+    if real_uid != uid && asker.login_uid != Some(uid) {
+        return Some(format!(
+            "the asking process (real uid {real_uid}, login uid {}) is in no logind session and on no console, and is not {}'s: nothing places it at seat0",
+            asker.login_uid.map_or("unset".to_string(), |u| u.to_string()),
+            asker.user
+        ));
+    }
+    session_at_other_seat(files.sessions, uid).map(|(session, seat)| {
+        format!(
+            "the asking process is in no logind session, and {} also has session {session} at {seat}",
+            asker.user
+        )
+    })
 }
 
 /// Why console `n` (from `what`) is not the one in front, if it is not.
@@ -211,20 +261,22 @@ fn active_vt(path: &Path) -> Result<u32, String> {
     }
 }
 
-/// A seat other than seat0 in logind's seat directory (beside seat0's record), if any.
-fn other_seat(seat0: &Path) -> Option<String> {
-    let own = seat0.file_name()?;
-    let mut others: Vec<String> = std::fs::read_dir(seat0.parent()?)
+/// A logind session of `uid` at a seat other than seat0, as `(session, seat)`.
+fn session_at_other_seat(sessions: &Path, uid: u32) -> Option<(String, String)> {
+    let mut names: Vec<String> = std::fs::read_dir(sessions)
         .ok()?
         .filter_map(|e| e.ok())
-        .map(|e| e.file_name())
-        .filter(|n| n != own)
-        .map(|n| n.to_string_lossy().into_owned())
-        // logind's temporary files (`.#seat1…`) are not seats.
-        .filter(|n| !n.starts_with('.'))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        // logind's own names are alphanumeric; its temporary files (`.#…`) are skipped.
+        .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric()))
         .collect();
-    others.sort();
-    others.into_iter().next().map(|n| shown(&n))
+    names.sort();
+    names.into_iter().find_map(|name| {
+        let info = std::fs::read_to_string(sessions.join(&name)).ok()?;
+        let theirs = logind_field(&info, "UID").and_then(|u| u.trim().parse::<u32>().ok());
+        let seat = logind_field(&info, "SEAT").filter(|s| !s.is_empty() && *s != "seat0")?;
+        (theirs == Some(uid)).then(|| (name.clone(), shown(seat)))
+    })
 }
 
 /// A name for a log line: at most 64 characters, escaped.
@@ -267,57 +319,59 @@ mod tests {
         }
     }
 
-    /// A logind-like seat directory (seat0 with active session `active` of uid
-    /// `active_uid`, plus `more_seats`) and the kernel's active VT.
+    /// A logind-like layout: seat0 with active session `active` of uid `active_uid`,
+    /// session records `(id, contents)`, and the kernel's active VT.
     struct Fixture {
         dir: tempfile::TempDir,
     }
 
     impl Fixture {
-        fn new(active: Option<(&str, u32)>, vt: &str, more_seats: &[&str]) -> Fixture {
+        fn new(active: Option<(&str, u32)>, vt: &str, sessions: &[(&str, &str)]) -> Fixture {
             let dir = tempfile::tempdir().unwrap();
-            std::fs::create_dir(dir.path().join("seats")).unwrap();
+            std::fs::create_dir(dir.path().join("sessions")).unwrap();
             let mut seat =
                 "# This is private data. Do not parse.\nIS_SEAT0=1\nCAN_TTY=1\n".to_string();
             if let Some((session, uid)) = active {
                 seat.push_str(&format!("ACTIVE={session}\nACTIVE_UID={uid}\n"));
             }
-            std::fs::write(dir.path().join("seats/seat0"), seat).unwrap();
-            for s in more_seats {
-                std::fs::write(dir.path().join("seats").join(s), "IS_SEAT0=0\n").unwrap();
+            std::fs::write(dir.path().join("seat0"), seat).unwrap();
+            for (id, text) in sessions {
+                std::fs::write(dir.path().join("sessions").join(id), text).unwrap();
             }
             std::fs::write(dir.path().join("active"), format!("{vt}\n")).unwrap();
             Fixture { dir }
         }
 
         fn check(&self, asker: Asker) -> Option<String> {
-            let (seat, active_vt) = (
-                self.dir.path().join("seats/seat0"),
-                self.dir.path().join("active"),
-            );
+            let p = self.dir.path();
+            let (seat, sessions, active_vt) =
+                (p.join("seat0"), p.join("sessions"), p.join("active"));
             not_at_seat(
                 &asker,
                 SeatFiles {
                     seat: &seat,
+                    sessions: &sessions,
                     active_vt: &active_vt,
                 },
             )
         }
     }
 
-    /// `user` asking for `tty` from logind session `session` with controlling console
-    /// `console`. Tests use root, the one account every machine has.
-    fn asker<'a>(
-        user: &'a str,
+    /// Root (the one account every machine has) asking for `tty` from a process in
+    /// logind session `session`, on console `console`, of real uid `real_uid`.
+    fn root_asks<'a>(
         tty: Option<&'a str>,
         session: Option<&str>,
         console: Option<u32>,
+        real_uid: u32,
     ) -> Asker<'a> {
         Asker {
-            user,
+            user: "root",
             tty,
-            session: session.map(str::to_string),
+            session: Ok(session.map(str::to_string)),
             console: Ok(console),
+            real_uid: Ok(real_uid),
+            login_uid: None,
         }
     }
 
@@ -332,47 +386,63 @@ mod tests {
     fn the_user_in_front_of_seat0_gets_a_verdict() {
         let f = Fixture::new(Some(("2", 0)), "tty2", &[]);
         // sudo in a terminal window of the active session; its screen locker (no tty,
-        // or its display); GDM's unlock worker, whose PAM_TTY names tty1 but which has
-        // no terminal; sudo on the console in front.
+        // or its display); sudo on the console in front.
         assert_eq!(
-            f.check(asker("root", Some("/dev/pts/4"), Some("2"), None)),
+            f.check(root_asks(Some("/dev/pts/4"), Some("2"), None, 0)),
             None
         );
-        assert_eq!(f.check(asker("root", None, Some("2"), None)), None);
-        assert_eq!(f.check(asker("root", Some(":0"), Some("2"), None)), None);
-        assert_eq!(f.check(asker("root", Some("/dev/tty1"), None, None)), None);
+        assert_eq!(f.check(root_asks(None, Some("2"), None, 0)), None);
+        assert_eq!(f.check(root_asks(Some(":0"), Some("2"), None, 0)), None);
         assert_eq!(
-            f.check(asker("root", Some("/dev/tty2"), Some("2"), Some(2))),
+            f.check(root_asks(Some("/dev/tty2"), Some("2"), Some(2), 0)),
             None
         );
-        // Outside every session on a single-seat machine (an app of the user's systemd
-        // manager, a polkit agent): cannot be told, let through.
-        assert_eq!(f.check(asker("root", Some("/dev/pts/7"), None, None)), None);
-        assert_eq!(f.check(asker("root", None, None, None)), None);
+        // Outside every session, run by the user (sudo from an app of the user's systemd
+        // manager, a polkit agent's helper), PAM_TTY a label.
+        assert_eq!(f.check(root_asks(Some("/dev/pts/7"), None, None, 0)), None);
+        assert_eq!(f.check(root_asks(None, None, None, 0)), None);
+        assert_eq!(f.check(root_asks(Some("/dev/tty1"), None, None, 0)), None);
     }
 
     #[test]
-    fn other_consoles_users_sessions_and_seats_get_none() {
+    fn other_consoles_users_sessions_and_services_get_none() {
         let f = Fixture::new(Some(("2", 0)), "tty2", &[]);
         // Someone else's session is in front.
+        let f_other = Fixture::new(Some(("2", 4_000_000_000)), "tty2", &[]);
         refused(
-            f.check(asker("nobody", Some("/dev/pts/4"), Some("2"), None)),
-            "seat0's active session is \"root\"'s, not nobody's",
+            f_other.check(root_asks(Some("/dev/pts/4"), Some("2"), None, 0)),
+            "seat0's active session is uid 4000000000's, not root's",
         );
+        // A user with no account here.
+        let mut ghost = root_asks(None, None, None, 0);
+        ghost.user = "no-such-user-habitus";
+        refused(f.check(ghost), "has no account on this machine");
         // sudo on tty3's console, which is not in front (its controlling terminal).
         refused(
-            f.check(asker("root", Some("/dev/tty3"), Some("5"), Some(3))),
+            f.check(root_asks(Some("/dev/tty3"), Some("5"), Some(3), 0)),
             "the asking process's terminal is tty3; the console in front of seat0 is tty2",
         );
         // sudo in a session in the background, whatever PAM_TTY says.
         refused(
-            f.check(asker("root", Some("/dev/pts/1"), Some("5"), None)),
+            f.check(root_asks(Some("/dev/pts/1"), Some("5"), None, 0)),
             "logind session 5, which is not seat0's active session (2)",
         );
+        // A service in no session, run by someone else (a display manager's worker run
+        // by root asking about alice; here uid 1 asking about root): not placed.
+        refused(
+            f.check(root_asks(Some(":10"), None, None, 1)),
+            "(real uid 1, login uid unset) is in no logind session and on no console, and is not root's",
+        );
+        // sudo run by the user: real uid root by then, login uid the user's.
+        let mut sudo = root_asks(Some("/dev/pts/7"), None, None, 1);
+        sudo.login_uid = Some(0);
+        assert_eq!(f.check(sudo.clone()), None);
+        sudo.login_uid = Some(5);
+        refused(f.check(sudo), "login uid 5");
         // Serial lines and names that are no terminal.
         for tty in ["/dev/ttyS0", "ssh", "localhost:10.0"] {
             refused(
-                f.check(asker("root", Some(tty), Some("2"), None)),
+                f.check(root_asks(Some(tty), Some("2"), None, 0)),
                 "not a local console",
             );
         }
@@ -381,39 +451,68 @@ mod tests {
         // as her. tty3 is in front now, and no session is active on seat0.
         let f = Fixture::new(None, "tty3", &[]);
         refused(
-            f.check(asker("root", Some("tty3"), None, Some(3))),
+            f.check(root_asks(Some("tty3"), None, Some(3), 0)),
             "no session of root is active on seat0",
         );
-        // GDM's greeter in front (its own session, uid 120 has no name here).
-        let f = Fixture::new(Some(("c1", 4_000_000_000)), "tty1", &[]);
+        // ACTIVE_UID without ACTIVE is no active session either.
+        let f = Fixture::new(None, "tty3", &[]);
+        std::fs::write(f.dir.path().join("seat0"), "ACTIVE_UID=0\n").unwrap();
         refused(
-            f.check(asker("root", Some("/dev/tty1"), None, None)),
-            "no session of root is active on seat0",
+            f.check(root_asks(None, Some("2"), None, 0)),
+            "no session of root is active",
         );
     }
 
     #[test]
-    fn with_more_than_one_seat_only_placed_callers_get_a_verdict() {
-        let f = Fixture::new(Some(("2", 0)), "tty2", &["seat1", ".#seat1x"]);
+    fn what_cannot_be_seen_gets_nothing() {
+        let f = Fixture::new(Some(("2", 0)), "tty2", &[]);
+        let gone = || "gone".to_string();
+        let mut a = root_asks(None, Some("2"), None, 0);
+        a.console = Err(gone());
+        refused(f.check(a), "cannot be seen (gone)");
+        let mut a = root_asks(None, None, None, 0);
+        a.session = Err(gone());
+        refused(f.check(a), "cannot be seen");
+        let mut a = root_asks(None, None, None, 0);
+        a.real_uid = Err(gone());
+        refused(f.check(a), "cannot be seen");
+        // pid 0 (a peer in another pid namespace) is seen as nothing.
+        refused(
+            f.check(Asker::process(0, "root", None)),
+            "another pid namespace",
+        );
+        // This very process can be seen (whatever the verdict on it).
+        let me = Asker::process(std::process::id(), "root", None);
+        assert!(me.console.is_ok() && me.session.is_ok() && me.real_uid.is_ok());
+    }
+
+    #[test]
+    fn a_user_at_another_seat_is_placed_only_by_session_or_console() {
+        let at_seat1 = "UID=0\nUSER=root\nSTATE=active\nSEAT=seat1\nREMOTE=0\n";
+        let at_seat0 = "UID=0\nUSER=root\nSTATE=online\nSEAT=seat0\nREMOTE=0\n";
+        let f = Fixture::new(
+            Some(("2", 0)),
+            "tty2",
+            &[("2", at_seat0), ("c7", at_seat1), (".#c8", at_seat1)],
+        );
         // In seat0's active session, or on its console in front: placed.
         assert_eq!(
-            f.check(asker("root", Some("/dev/pts/4"), Some("2"), None)),
+            f.check(root_asks(Some("/dev/pts/4"), Some("2"), None, 0)),
             None
         );
-        assert_eq!(f.check(asker("root", Some("tty2"), None, Some(2))), None);
-        // Anywhere else: could be seat1 (a terminal app of the user's manager there, a
-        // greeter's worker setting no PAM_TTY).
+        assert_eq!(f.check(root_asks(Some("tty2"), None, Some(2), 0)), None);
+        // Anywhere else it could be seat1 (a terminal app of the user's manager there).
         refused(
-            f.check(asker("root", Some("/dev/pts/4"), None, None)),
-            "more than one seat (\"seat1\" besides seat0)",
+            f.check(root_asks(Some("/dev/pts/4"), None, None, 0)),
+            "root also has session c7 at \"seat1\"",
         );
-        refused(
-            f.check(asker("root", None, None, None)),
-            "more than one seat",
+        // Only sessions at seat0 (and logind's temporary files): nothing elsewhere.
+        let f = Fixture::new(
+            Some(("2", 0)),
+            "tty2",
+            &[("2", at_seat0), (".#c8", at_seat1)],
         );
-        // Only logind's temporary file beside seat0: one seat.
-        let f = Fixture::new(Some(("2", 0)), "tty2", &[".#seat1x"]);
-        assert_eq!(f.check(asker("root", None, None, None)), None);
+        assert_eq!(f.check(root_asks(None, None, None, 0)), None);
     }
 
     #[test]
@@ -426,46 +525,41 @@ mod tests {
                 &a,
                 SeatFiles {
                     seat: &missing,
+                    sessions: &missing,
                     active_vt: vt,
                 },
             )
         };
-        assert_eq!(
-            check(asker("alice", Some("/dev/pts/4"), None, None), &active_vt),
-            None
-        );
-        assert_eq!(
-            check(asker("alice", Some(":0"), None, None), &active_vt),
-            None
-        );
-        assert_eq!(
-            check(asker("alice", Some("tty1"), None, Some(1)), &active_vt),
-            None
-        );
+        // Any user, any real uid: without logind nothing else is known.
+        let alice = |tty, console, real_uid| Asker {
+            user: "alice",
+            tty,
+            session: Ok(None),
+            console: Ok(console),
+            real_uid: Ok(real_uid),
+            login_uid: None,
+        };
+        assert_eq!(check(alice(Some("/dev/pts/4"), None, 0), &active_vt), None);
+        assert_eq!(check(alice(Some(":0"), None, 1000), &active_vt), None);
+        assert_eq!(check(alice(Some("tty1"), Some(1), 0), &active_vt), None);
         // Without logind, PAM_TTY is all there is to place a console login.
         refused(
-            check(asker("alice", Some("tty2"), None, None), &active_vt),
+            check(alice(Some("tty2"), None, 0), &active_vt),
             "PAM_TTY is tty2; the console in front of seat0 is tty1",
         );
         refused(
-            check(
-                asker("alice", Some("/dev/pts/1"), None, Some(4)),
-                &active_vt,
-            ),
+            check(alice(Some("/dev/pts/1"), Some(4), 0), &active_vt),
             "terminal is tty4",
         );
         // Which console is in front cannot be read: no console gets a verdict.
         refused(
-            check(asker("alice", Some("tty1"), None, None), &missing),
+            check(alice(Some("tty1"), None, 0), &missing),
             "cannot be told",
         );
-        refused(
-            check(asker("alice", None, None, Some(1)), &missing),
-            "cannot be told",
-        );
+        refused(check(alice(None, Some(1), 0), &missing), "cannot be told");
         std::fs::write(&active_vt, "ttyS0\n").unwrap();
         refused(
-            check(asker("alice", Some("tty1"), None, None), &active_vt),
+            check(alice(Some("tty1"), None, 0), &active_vt),
             "is not a virtual console",
         );
     }

@@ -111,8 +111,9 @@ fn a_login_on_another_console_is_asked_for_the_strong_factor() {
     std::fs::write(&active_vt, "tty1\n").unwrap();
     // logind's seat record does not exist at first (no logind); it is written below.
     let seat0 = vt.path().join("seats").join("seat0");
+    let sessions = vt.path().join("sessions");
     let daemon = TestDaemon::start(&format!(
-        "[input]\nevdev = false\nlogind_seat = {seat0:?}\nactive_vt = {active_vt:?}\n"
+        "[input]\nevdev = false\nlogind_seat = {seat0:?}\nlogind_sessions = {sessions:?}\nactive_vt = {active_vt:?}\n"
     ));
     daemon.enroll("alice", &enrol);
     let h = harness(&daemon, "timeout_ms=300");
@@ -172,26 +173,73 @@ fn a_login_on_another_console_is_asked_for_the_strong_factor() {
         "{refusal}"
     );
 
-    // With logind: someone else's session (root's) is active on seat0, e.g. after a
-    // switch to another console: alice's fresh evidence vouches for nobody asking now.
+    // With logind. Only a real account can be matched with seat0's active user, so
+    // root (whose profile is alice's typing) stands in for the user from here on;
+    // pamtester runs as root, in no session, on no console (setsid).
     std::fs::write(&active_vt, "tty1\n").unwrap();
+    std::fs::create_dir_all(&sessions).unwrap();
     std::fs::create_dir(vt.path().join("seats")).unwrap();
+    daemon.enroll("root", &enrol);
+    daemon.session("root", true);
+    daemon.ingest("root", &genuine);
+    let root_on = |tty: &str| {
+        h.run_with_items("root", &["authenticate"], "x\n", &[("tty", tty)])
+            .unwrap()
+    };
+    // root's session is the active one: the verdict stands.
     std::fs::write(&seat0, "IS_SEAT0=1\nACTIVE=4\nACTIVE_UID=0\n").unwrap();
-    let out = on("/dev/pts/3");
+    let out = root_on("/dev/pts/3");
+    assert!(
+        out.success && !out.prompted(),
+        "root in front: {}",
+        out.output
+    );
+    // Someone else's session is in front (uid 1, e.g. after a switch of user or
+    // console): root's fresh evidence vouches for nobody asking now. alice has no
+    // account here, so nothing can place her at seat0 at all.
+    std::fs::write(&seat0, "IS_SEAT0=1\nACTIVE=7\nACTIVE_UID=1\n").unwrap();
+    let out = root_on("/dev/pts/3");
     assert!(
         !out.success && out.prompted(),
-        "root in front: {}",
+        "uid 1 in front: {}",
+        out.output
+    );
+    for (user, says) in [
+        ("root", "seat0's active session is uid 1's, not root's"),
+        ("alice", "alice has no account on this machine"),
+    ] {
+        let refusal = daemon
+            .call(RequestBody::Assess {
+                user: user.into(),
+                tty: None,
+            })
+            .unwrap_err()
+            .to_string();
+        assert!(refusal.contains(says), "{refusal}");
+    }
+    // root in front again, but also logged in at a second seat: a caller in no session
+    // could be there.
+    std::fs::write(&seat0, "IS_SEAT0=1\nACTIVE=4\nACTIVE_UID=0\n").unwrap();
+    std::fs::write(
+        sessions.join("c9"),
+        "UID=0\nUSER=root\nSEAT=seat1\nSTATE=active\n",
+    )
+    .unwrap();
+    let out = root_on("/dev/pts/3");
+    assert!(
+        !out.success && out.prompted(),
+        "root at seat1 too: {}",
         out.output
     );
     let refusal = daemon
         .call(RequestBody::Assess {
-            user: "alice".into(),
+            user: "root".into(),
             tty: None,
         })
         .unwrap_err()
         .to_string();
     assert!(
-        refusal.contains("seat0's active session is \"root\"'s, not alice's"),
+        refusal.contains("root also has session c9 at \"seat1\""),
         "{refusal}"
     );
 }
