@@ -240,6 +240,27 @@ unsafe fn strerror(handle: *mut PamHandle, rc: c_int) -> String {
 }
 
 /// A PAM service name: a file name in `/etc/pam.d`.
+/// The uid of account `name` (`getpwnam_r`, NSS: files, LDAP, sssd), `None` if it has
+/// none. A directory may answer for several spellings of one account.
+pub fn uid_of(name: &str) -> Option<u32> {
+    let c_name = CString::new(name).ok()?;
+    let mut buf = vec![0 as c_char; 16 * 1024];
+    // SAFETY: a zeroed passwd is a valid out-parameter; every pointer refers to storage
+    // that outlives the call.
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    let rc = unsafe {
+        libc::getpwnam_r(
+            c_name.as_ptr(),
+            &mut pwd,
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut result,
+        )
+    };
+    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+}
+
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -252,6 +273,13 @@ pub fn valid_service_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accounts_resolve_to_their_uid() {
+        assert_eq!(uid_of("root"), Some(0));
+        assert_eq!(uid_of("no-such-user-habitus"), None);
+        assert_eq!(uid_of("nul\0byte"), None);
+    }
 
     #[test]
     fn service_names() {

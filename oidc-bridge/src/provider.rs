@@ -62,13 +62,17 @@ const MAX_PASSWORD_ATTEMPTS: u32 = 5;
 /// window has passed: RFC 4226 §7.3 / RFC 6238 §5.2 throttling.
 const MAX_TOTP_FAILURES: u32 = 10;
 const TOTP_FAILURE_WINDOW_S: i64 = 900;
-/// Wrong passwords accepted per account name within [`PASSWORD_FAILURE_WINDOW_S`], across
-/// all login transactions; beyond it the password is not checked until the window has
-/// passed (see [`crate::throttle`]).
+/// Password attempts per account within [`PASSWORD_FAILURE_WINDOW_S`], across all login
+/// transactions; beyond them the password is not checked until the window has passed
+/// (see [`crate::throttle`]). A success clears the count.
 const MAX_PASSWORD_FAILURES: u32 = 10;
 const PASSWORD_FAILURE_WINDOW_S: i64 = 900;
-/// Account names whose failures are counted at once (SHA-256 digests, ≈ 50 bytes each).
+/// Accounts whose attempts are counted at once before old entries are dropped (SHA-256
+/// digests, ≈ 50 bytes each).
 const MAX_THROTTLED_NAMES: usize = 100_000;
+/// What a failed or throttled password attempt is told (the same words for both).
+const SIGN_IN_FAILED: &str =
+    "Wrong user name or password. After 10 failed sign-ins an account is paused for 15 minutes.";
 /// How long a login post waits for a password-check slot before it is answered 503.
 const PASSWORD_CHECK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -803,44 +807,70 @@ impl Provider {
 
     // ---------------------------------------------------------------- login
 
-    /// The device cookie value for `user` (see [`DEVICE_COOKIE`]): their lower-cased
-    /// name and its HMAC under the store's device key.
+    /// A new device cookie value for `user` (see [`DEVICE_COOKIE`]): their name, a
+    /// random id for this browser, and an HMAC of both under the store's device key.
     fn device_cookie_for(&self, user: &str) -> String {
-        let name = user.to_lowercase();
-        let tag = ring::hmac::sign(&self.device_key, format!("device:{name}").as_bytes());
+        let id = random_token();
+        let tag = ring::hmac::sign(&self.device_key, format!("device:{user}\n{id}").as_bytes());
         format!(
-            "v1.{}.{}",
-            URL_SAFE_NO_PAD.encode(name.as_bytes()),
+            "v2.{}.{id}.{}",
+            URL_SAFE_NO_PAD.encode(user.as_bytes()),
             URL_SAFE_NO_PAD.encode(tag.as_ref())
         )
     }
 
-    /// Whether `cookie` is a device cookie this provider gave to a browser in which
-    /// `user` signed in.
-    fn device_vouches(&self, cookie: &str, user: &str) -> bool {
+    /// The browser id of `cookie` if it is a device cookie this provider gave to a
+    /// browser in which `user` (exactly) signed in.
+    fn device_vouches(&self, cookie: &str, user: &str) -> Option<String> {
         let mut parts = cookie.split('.');
-        let (Some("v1"), Some(name), Some(tag), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return false;
+        let (Some("v2"), Some(name), Some(id), Some(tag), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return None;
         };
-        let (Ok(name), Ok(tag)) = (URL_SAFE_NO_PAD.decode(name), URL_SAFE_NO_PAD.decode(tag))
-        else {
-            return false;
-        };
-        let name = String::from_utf8_lossy(&name);
-        name == user.to_lowercase()
-            && ring::hmac::verify(&self.device_key, format!("device:{name}").as_bytes(), &tag)
-                .is_ok()
+        let name = URL_SAFE_NO_PAD.decode(name).ok()?;
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        (name == user.as_bytes()
+            && ring::hmac::verify(
+                &self.device_key,
+                format!("device:{user}\n{id}").as_bytes(),
+                &tag,
+            )
+            .is_ok())
+        .then(|| id.to_string())
+    }
+
+    /// The key `user`'s failed passwords are counted under, or `None` for a name that
+    /// can never sign in (nothing to protect; counting invented names would let a flood
+    /// of them push real accounts' counts out of the table). Users file: the exact name,
+    /// as the file compares names. PAM: the account's uid, so that the spellings a
+    /// directory back end takes for one account (`Bob`, `bob@EXAMPLE`) share one count;
+    /// a name without a passwd entry is not counted.
+    fn account_key(&self, user: &str) -> Option<String> {
+        match self.config.primary.method {
+            PrimaryMethod::UsersFile => self
+                .users
+                .users
+                .contains_key(user)
+                .then(|| format!("user:{user}")),
+            PrimaryMethod::Pam => crate::users::valid_user_name(user)
+                .then(|| crate::pam::uid_of(user))
+                .flatten()
+                .map(|uid| format!("uid:{uid}")),
+        }
     }
 
     /// POST /login (password). Blocking (argon2, plugins): call from a blocking thread.
-    /// `device`: the browser's device cookie, if it sent one.
+    /// `device`: the browser's device cookies, if it sent any.
     pub fn login_password(
         &self,
         tx_id: &str,
         browser: Option<&str>,
-        device: Option<&str>,
+        device: &[String],
         user: &str,
         password: &str,
     ) -> LoginOutcome {
@@ -876,36 +906,31 @@ impl Provider {
         };
         // Failures are counted per account, except in a browser where this user signed
         // in before: there per browser, so a throttled account stays open to its owner.
-        let counted = match device.filter(|d| self.device_vouches(d, user)) {
-            Some(d) => format!("device\n{d}"),
-            None => user.to_string(),
+        // Each attempt is counted before it is checked, so parallel posts cannot race
+        // past the limit.
+        let counted = match device.iter().find_map(|d| self.device_vouches(d, user)) {
+            Some(id) => Some(format!("device:{id}")),
+            None => self.account_key(user),
         };
-        let wait_s = lock(&self.password_failures).wait_s(&counted, now);
-        if let Some(wait_s) = wait_s {
-            // Not checked at all: a guess now tells nothing. The attempt still counted
-            // against this login's own limit above.
-            return LoginOutcome::Page(pages::login_page(
-                tx_id,
-                Some(&format!(
-                    "Too many failed sign-ins for this account; wait {} minutes and try again.",
-                    (wait_s + 59) / 60
-                )),
-            ));
-        }
-        if !self.primary_authentication(user, password) {
-            lock(&self.password_failures).failed(&counted, now);
+        let allowed = match &counted {
+            Some(key) => lock(&self.password_failures).attempt(key, now).is_ok(),
+            None => true,
+        };
+        // A throttled attempt is not checked at all (a guess now tells nothing), and is
+        // answered exactly like a wrong password, so that neither the pause nor which
+        // names are accounts can be told apart.
+        if !allowed || !self.primary_authentication(user, password) {
             // Behaviour of a failed attempt is discarded, and the collector starts over.
             if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
                 tx.last_t_us = 0;
                 // The re-rendered page runs a new collector, which numbers from 0.
                 tx.next_seq = 0;
             }
-            return LoginOutcome::Page(pages::login_page(
-                tx_id,
-                Some("Wrong user name or password."),
-            ));
+            return LoginOutcome::Page(pages::login_page(tx_id, Some(SIGN_IN_FAILED)));
         };
-        lock(&self.password_failures).succeeded(&counted);
+        if let Some(key) = &counted {
+            lock(&self.password_failures).succeeded(key);
+        }
         let has_totp = self.users.users.get(user).is_some_and(|u| u.totp.is_some());
         let (behavior, learning) = match &self.behavior {
             Some(engine) => {
@@ -1020,7 +1045,7 @@ impl Provider {
             }
             (user, behavior, learning)
         };
-        let throttled = lock(&self.totp_failures).wait_s(&user, now).is_some();
+        let throttled = lock(&self.totp_failures).attempt(&user, now).is_err();
         if throttled {
             return LoginOutcome::Page(pages::totp_page(
                 tx_id,
@@ -1040,12 +1065,12 @@ impl Provider {
             }
         });
         if fresh.is_none() {
-            lock(&self.totp_failures).failed(&user, now);
             return LoginOutcome::Page(pages::totp_page(
                 tx_id,
                 Some("Wrong or already used code."),
             ));
         }
+        lock(&self.totp_failures).succeeded(&user);
         self.finish_login(tx_id, &user, behavior, true, learning)
     }
 
@@ -1678,14 +1703,18 @@ fn other_browser(tx: &LoginTx, browser: Option<&str>) -> Option<LoginOutcome> {
 
 /// The browser cookie: the first well-formed one (a malformed cookie of the same name,
 /// say one planted by a sibling domain, must not hide the real one).
-/// The device cookie, if one of a plausible shape was sent (checked by
-/// [`Provider::device_vouches`]).
-fn device_cookie(p: &Provider, headers: &HeaderMap) -> Option<String> {
-    named_cookies(headers, &cookie_name(p, DEVICE_COOKIE)).find(|v| {
-        (1..=300).contains(&v.len())
-            && v.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-    })
+/// The device cookies of a plausible shape that were sent, every one (a cookie planted
+/// under a narrower path comes first and must not hide the real one); each is checked
+/// by [`Provider::device_vouches`].
+fn device_cookies(p: &Provider, headers: &HeaderMap) -> Vec<String> {
+    named_cookies(headers, &cookie_name(p, DEVICE_COOKIE))
+        .filter(|v| {
+            (1..=300).contains(&v.len())
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        })
+        .take(8)
+        .collect()
 }
 
 fn browser_cookie(p: &Provider, headers: &HeaderMap) -> Option<String> {
@@ -1856,7 +1885,7 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
     };
     let p2 = p.clone();
     let browser = browser_cookie(&p, &headers);
-    let device = device_cookie(&p, &headers);
+    let device = device_cookies(&p, &headers);
     // Argon2 checks (the users file) are bounded; PAM's are not: a failed PAM login
     // sleeps through its fail delay (≈ 2 s) holding little memory, and a handful of
     // wrong passwords would otherwise keep every slot and turn real users away.
@@ -1882,13 +1911,7 @@ async fn login(State(p): State<Shared>, headers: HeaderMap, body: Bytes) -> Resp
         // The permit goes with the check: a client that hangs up drops this handler,
         // not the Argon2 work already running, which must keep its slot until done.
         let _slot = slot;
-        p2.login_password(
-            &f.tx,
-            browser.as_deref(),
-            device.as_deref(),
-            &f.username,
-            &f.password,
-        )
+        p2.login_password(&f.tx, browser.as_deref(), &device, &f.username, &f.password)
     })
     .await
     {

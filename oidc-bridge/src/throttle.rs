@@ -1,22 +1,19 @@
-//! Failed attempts per account name, across every login transaction.
+//! Failed attempts per account, across every login transaction.
 //!
 //! A login transaction allows a few attempts, but a new one is a single unauthenticated
 //! request away. Without a count per account, guessing was limited only by the Argon2
-//! cost (or the PAM stack's fail delay). Beyond `max_failures` failures within `window_s`
-//! of the first one, the account's password or code is **not checked at all** until the
-//! window has passed, so a guess during that time tells nothing. This is RFC 6238 §5.2's
-//! throttling, and what `pam_faillock` does for local logins.
+//! cost (or the PAM stack's fail delay). Each attempt is **counted before it is
+//! checked**, so posts racing in parallel cannot get past the limit while earlier checks
+//! still run. After `max_failures` attempts within `window_s` of the first, nothing is
+//! checked until the window has passed, so a guess during that time tells nothing. A
+//! success clears the count. This is RFC 6238 §5.2's throttling, and what
+//! `pam_faillock` does for local logins.
 //!
-//! The trade-off: anyone can lock an account out of this provider for a window by
-//! failing on purpose. The strong alternative, delays that grow per source address, is
-//! meaningless behind the reverse proxy the provider usually runs behind. So the window
-//! is short (15 minutes) and a success clears the count. docs/oidc.md says so.
-//!
-//! Names are counted case-insensitively (`Alice` and `alice` are the same account to
-//! many PAM back ends) and kept as SHA-256 digests. Unknown names are counted like
-//! known ones: the answer must not tell which accounts exist, and nothing the attacker
-//! types is kept. The table is bounded. When it is full, the entries that throttle
-//! nobody go first.
+//! The caller chooses the keys (see `Provider::account_key`). Only names that can sign
+//! in are counted, so the table cannot be flooded with invented names, and a flood
+//! cannot push out a victim's partial count. Keys are kept as SHA-256 digests. The table
+//! is bounded all the same: when it is full, entries whose window has ended go first,
+//! then those that throttle nobody.
 
 use std::collections::HashMap;
 
@@ -25,69 +22,67 @@ use std::collections::HashMap;
 pub struct FailureThrottle {
     max_failures: u32,
     window_s: i64,
-    max_names: usize,
-    /// digest of the lower-cased name → (start of its window, failures in it)
+    max_keys: usize,
+    /// digest of the key → (start of its window, attempts counted in it)
     counts: HashMap<[u8; 32], (i64, u32)>,
 }
 
 impl FailureThrottle {
-    pub fn new(max_failures: u32, window_s: i64, max_names: usize) -> FailureThrottle {
+    pub fn new(max_failures: u32, window_s: i64, max_keys: usize) -> FailureThrottle {
         FailureThrottle {
             max_failures,
             window_s,
-            max_names,
+            max_keys,
             counts: HashMap::new(),
         }
     }
 
-    fn key(name: &str) -> [u8; 32] {
-        let digest = crate::store::sha256(name.to_lowercase().as_bytes());
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&digest);
-        key
+    fn digest(key: &str) -> [u8; 32] {
+        let digest = crate::store::sha256(key.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(&digest);
+        out
     }
 
-    /// Seconds until `name` may be tried again at `now`, or `None` if it may be now.
-    pub fn wait_s(&mut self, name: &str, now: i64) -> Option<i64> {
-        let key = Self::key(name);
-        let &(start, failures) = self.counts.get(&key)?;
-        let left = start + self.window_s - now;
-        if left <= 0 {
-            self.counts.remove(&key);
-            return None;
-        }
-        (failures >= self.max_failures).then_some(left)
-    }
-
-    /// One more failure for `name` at `now`.
-    pub fn failed(&mut self, name: &str, now: i64) {
-        let key = Self::key(name);
-        if !self.counts.contains_key(&key) && self.counts.len() >= self.max_names {
-            let window = self.window_s;
-            self.counts.retain(|_, (start, _)| now - *start < window);
-            if self.counts.len() >= self.max_names {
-                let max = self.max_failures;
-                self.counts.retain(|_, (_, n)| *n >= max);
+    /// Counts one attempt for `key` at `now`, to be checked next: `Err(seconds)` instead
+    /// when `key` may not be tried again for that long (nothing is counted then).
+    pub fn attempt(&mut self, key: &str, now: i64) -> Result<(), i64> {
+        let digest = Self::digest(key);
+        if let Some(&(start, attempts)) = self.counts.get(&digest) {
+            let left = start + self.window_s - now;
+            if left > 0 && attempts >= self.max_failures {
+                return Err(left);
             }
-            if self.counts.len() >= self.max_names {
-                // Every entry throttles someone: keep them, count this one not at all
-                // (reaching here takes max_failures × max_names failures in a window).
-                return;
-            }
+        } else if self.counts.len() >= self.max_keys {
+            self.make_room(now);
         }
-        let entry = self.counts.entry(key).or_insert((now, 0));
+        let entry = self.counts.entry(digest).or_insert((now, 0));
         if now - entry.0 >= self.window_s {
             *entry = (now, 0);
         }
         entry.1 = entry.1.saturating_add(1);
+        Ok(())
     }
 
-    /// `name` passed: its count starts over.
-    pub fn succeeded(&mut self, name: &str) {
-        self.counts.remove(&Self::key(name));
+    /// The attempt for `key` succeeded: its count starts over.
+    pub fn succeeded(&mut self, key: &str) {
+        self.counts.remove(&Self::digest(key));
     }
 
-    /// Names counted now (for tests and bounds).
+    /// Frees a slot in a full table: ended windows first, then counts that throttle
+    /// nobody. If every key is throttled the table grows past its bound rather than
+    /// forget one: that takes `max_failures` attempts on each of `max_keys` accounts
+    /// within one window.
+    fn make_room(&mut self, now: i64) {
+        let window = self.window_s;
+        self.counts.retain(|_, (start, _)| now - *start < window);
+        if self.counts.len() >= self.max_keys {
+            let max = self.max_failures;
+            self.counts.retain(|_, (_, n)| *n >= max);
+        }
+    }
+
+    /// Keys counted now (for tests and bounds).
     pub fn len(&self) -> usize {
         self.counts.len()
     }
@@ -102,56 +97,74 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_account_is_throttled_after_its_failures_until_the_window_ends() {
+    fn an_account_is_throttled_after_its_attempts_until_the_window_ends() {
         let mut t = FailureThrottle::new(3, 900, 100);
         for i in 0..3 {
-            assert_eq!(t.wait_s("alice", 1000 + i), None, "failure {i}");
-            t.failed("alice", 1000 + i);
+            assert_eq!(t.attempt("alice", 1000 + i), Ok(()), "attempt {i}");
         }
-        // Three failures from t = 1000: nothing is checked until 1900.
-        assert_eq!(t.wait_s("alice", 1003), Some(897));
-        assert_eq!(t.wait_s("ALICE", 1500), Some(400), "names are case-blind");
-        assert_eq!(t.wait_s("bob", 1500), None, "other accounts are untouched");
-        assert_eq!(t.wait_s("alice", 1900), None);
+        // Three attempts from t = 1000: nothing is checked until 1900.
+        assert_eq!(t.attempt("alice", 1003), Err(897));
+        assert_eq!(
+            t.attempt("alice", 1500),
+            Err(400),
+            "a refusal is not counted"
+        );
+        assert_eq!(t.attempt("Alice", 1500), Ok(()), "keys are exact");
+        assert_eq!(
+            t.attempt("bob", 1500),
+            Ok(()),
+            "other accounts are untouched"
+        );
         // A fresh window.
-        t.failed("alice", 1901);
-        assert_eq!(t.wait_s("alice", 1902), None);
+        assert_eq!(t.attempt("alice", 1900), Ok(()));
+        assert_eq!(t.attempt("alice", 1901), Ok(()));
+    }
+
+    #[test]
+    fn attempts_in_flight_count_before_they_are_checked() {
+        // Ten posts arrive together; none has been checked yet: only three may run.
+        let mut t = FailureThrottle::new(3, 900, 100);
+        let let_through = (0..10).filter(|_| t.attempt("alice", 0).is_ok()).count();
+        assert_eq!(let_through, 3);
     }
 
     #[test]
     fn a_success_clears_the_count() {
         let mut t = FailureThrottle::new(3, 900, 100);
-        t.failed("alice", 0);
-        t.failed("alice", 1);
-        t.succeeded("Alice");
-        t.failed("alice", 2);
-        t.failed("alice", 3);
-        assert_eq!(t.wait_s("alice", 4), None);
-        t.failed("alice", 4);
-        assert!(t.wait_s("alice", 5).is_some());
+        t.attempt("alice", 0).unwrap();
+        t.attempt("alice", 1).unwrap();
+        t.succeeded("alice");
+        for i in 2..5 {
+            assert_eq!(t.attempt("alice", i), Ok(()));
+        }
+        assert!(t.attempt("alice", 5).is_err());
     }
 
     #[test]
-    fn the_table_is_bounded_and_keeps_the_throttled() {
-        let mut t = FailureThrottle::new(2, 900, 10);
-        t.failed("victim", 0);
-        t.failed("victim", 0);
-        // A flood of distinct names within the window.
-        for i in 0..1000 {
-            t.failed(&format!("name{i}"), 1);
+    fn a_full_table_drops_what_throttles_nobody_and_keeps_what_does() {
+        let mut t = FailureThrottle::new(2, 900, 4);
+        t.attempt("victim", 0).unwrap();
+        t.attempt("victim", 0).unwrap();
+        t.attempt("partial", 0).unwrap();
+        for i in 0..20 {
+            t.attempt(&format!("account{i}"), 1).unwrap();
         }
-        assert!(t.len() <= 10, "{}", t.len());
-        assert!(
-            t.wait_s("victim", 2).is_some(),
-            "the throttled name was dropped"
-        );
-        // Names that throttle nobody fill the table only until they are evicted:
-        // a throttled flood name stays too.
-        t.failed("flood", 3);
-        t.failed("flood", 3);
-        assert!(t.wait_s("flood", 4).is_some());
-        // Expired windows are cleared first.
-        t.failed("late", 2000);
-        assert!(t.wait_s("victim", 2000).is_none());
+        assert!(t.len() <= 4, "{}", t.len());
+        // The throttled key survived every eviction.
+        assert!(t.attempt("victim", 2).is_err());
+        // Keys whose window ended go before anything else.
+        let mut t = FailureThrottle::new(2, 900, 2);
+        t.attempt("old", 0).unwrap();
+        t.attempt("recent", 500).unwrap();
+        t.attempt("recent", 500).unwrap();
+        t.attempt("new", 1000).unwrap();
+        assert!(t.attempt("recent", 1001).is_err(), "recent was dropped");
+        // Every key throttled: the table grows rather than forget one.
+        let mut t = FailureThrottle::new(1, 900, 2);
+        for name in ["a", "b", "c"] {
+            t.attempt(name, 0).unwrap();
+        }
+        assert_eq!(t.len(), 3);
+        assert!(t.attempt("a", 1).is_err() && t.attempt("b", 1).is_err());
     }
 }

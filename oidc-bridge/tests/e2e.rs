@@ -794,6 +794,18 @@ fn after_a_wrong_password_the_new_page_collects_from_seq_0() {
     assert_eq!(batch(0, 1).status, 409, "a repeated seq is still refused");
 }
 
+/// The device cookie a sign-in reply sets, as a `Cookie` header value.
+fn device_cookie_of(reply: &Reply) -> String {
+    reply
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
+        .find_map(|(_, v)| v.strip_prefix("habitus_oidc_device="))
+        .and_then(|v| v.split(';').next())
+        .map(|v| format!("habitus_oidc_device={v}"))
+        .unwrap_or_else(|| panic!("no device cookie: {:?}", reply.headers))
+}
+
 #[test]
 fn wrong_passwords_are_throttled_per_account_across_logins() {
     let p = start("");
@@ -802,18 +814,6 @@ fn wrong_passwords_are_throttled_per_account_across_logins() {
         let pk = pkce();
         open_login(issuer, &auth_params("rp", "openid", "n", &pk))
     };
-    // bob signed in once in his own browser, which keeps a device cookie.
-    let pk = pkce();
-    let signed_in = browser_login(issuer, "rp", "bob", &[], Vec::new(), &pk, "n");
-    assert_eq!(signed_in.status, 303, "{}", signed_in.text());
-    let device_cookie = signed_in
-        .headers
-        .iter()
-        .filter(|(k, _)| k.eq_ignore_ascii_case("set-cookie"))
-        .find_map(|(_, v)| v.strip_prefix("habitus_oidc_device="))
-        .and_then(|v| v.split(';').next())
-        .map(|v| format!("habitus_oidc_device={v}"))
-        .expect("a device cookie after signing in");
     let login_with = |cookie: &str, user: &str, password: &str| {
         http(
             "POST",
@@ -826,49 +826,57 @@ fn wrong_passwords_are_throttled_per_account_across_logins() {
             ]),
         )
     };
-    // Ten wrong passwords over two logins (each login allows five tries), for a known
-    // account and for a name that is no account.
+    let signed_in = |r: &Reply| r.status == 303;
+    // The one answer to a wrong and to a throttled attempt alike.
+    let refused = |r: &Reply, case: &str| {
+        assert_eq!(r.status, 200, "{case}: {}", r.text());
+        assert!(
+            r.text().contains(
+                "Wrong user name or password. After 10 failed sign-ins an account is paused for 15 minutes."
+            ),
+            "{case}: {}",
+            r.text()
+        );
+    };
+    // bob signed in in his own browser, twice: each sign-in gets its own browser id.
+    let pk = pkce();
+    let first = browser_login(issuer, "rp", "bob", &[], Vec::new(), &pk, "n");
+    assert!(signed_in(&first), "{}", first.text());
+    let device_cookie = device_cookie_of(&first);
+    let again = browser_login(issuer, "rp", "bob", &[], Vec::new(), &pk, "n");
+    assert_ne!(device_cookie_of(&again), device_cookie);
+
+    // Ten wrong passwords over two logins (each login allows five tries), for an
+    // account and for a name that is none.
     for user in ["bob", "nobody"] {
         for _ in 0..2 {
             let tx = fresh_login();
             for _ in 0..5 {
-                let r = post_login(issuer, &tx, user, "not the password");
-                assert!(
-                    r.text().contains("Wrong user name or password"),
-                    "{}",
-                    r.text()
-                );
+                refused(&post_login(issuer, &tx, user, "not the password"), user);
             }
         }
     }
     // A fresh login does not reset the count: even the right password is not checked,
-    // and the answer is the same for a name that is no account (none are revealed).
-    for (user, password) in [("bob", PASSWORD), ("BOB", PASSWORD), ("nobody", "x")] {
-        let r = post_login(issuer, &fresh_login(), user, password);
-        assert_eq!(r.status, 200, "{}", r.text());
-        assert!(
-            r.text()
-                .contains("Too many failed sign-ins for this account; wait 15 minutes"),
-            "{user}: {}",
-            r.text()
-        );
-    }
+    // and the answer is the one a wrong password gets (the pause reveals neither the
+    // password nor which names are accounts).
+    refused(
+        &post_login(issuer, &fresh_login(), "bob", PASSWORD),
+        "bob throttled",
+    );
+    refused(
+        &post_login(issuer, &fresh_login(), "nobody", "x"),
+        "no account",
+    );
     // Other accounts are not affected.
     let pk = pkce();
-    let r = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
-    assert_eq!(r.status, 303, "{}", r.text());
-    let alice_cookie = r
-        .headers
-        .iter()
-        .find_map(|(_, v)| v.strip_prefix("habitus_oidc_device="))
-        .and_then(|v| v.split(';').next())
-        .map(|v| format!("habitus_oidc_device={v}"))
-        .unwrap();
+    let alice = browser_login(issuer, "rp", "alice", &[], Vec::new(), &pk, "n");
+    assert!(signed_in(&alice), "{}", alice.text());
+    let alice_cookie = device_cookie_of(&alice);
 
-    // bob's own browser is still let in: its failures are counted apart.
-    let r = login_with(&device_cookie, "bob", PASSWORD);
-    assert_eq!(r.status, 303, "bob's browser: {}", r.text());
-    // Another user's device cookie, or an altered one, does not vouch for bob.
+    // bob's own browser is still let in: its attempts are counted per browser.
+    assert!(signed_in(&login_with(&device_cookie, "bob", PASSWORD)));
+    // Another user's device cookie, or an altered one, does not vouch for bob; a
+    // cookie planted before the real one does not hide it.
     let altered = {
         let (head, tag) = device_cookie.rsplit_once('.').unwrap();
         let first = if tag.starts_with('A') { 'B' } else { 'A' };
@@ -877,30 +885,29 @@ fn wrong_passwords_are_throttled_per_account_across_logins() {
     for cookie in [
         alice_cookie.as_str(),
         altered.as_str(),
-        "habitus_oidc_device=v1.Ym9i.AAAA",
+        "habitus_oidc_device=v2.Ym9i.x.AAAA",
     ] {
-        let r = login_with(cookie, "bob", PASSWORD);
-        assert!(
-            r.text().contains("Too many failed sign-ins"),
-            "{cookie}: {}",
-            r.text()
-        );
+        refused(&login_with(cookie, "bob", PASSWORD), cookie);
     }
-    // The browser's own wrong passwords are limited like an account's.
+    let planted = format!("{}; {device_cookie}", alice_cookie);
+    assert!(signed_in(&login_with(&planted, "bob", PASSWORD)));
+    // The browser's own wrong passwords are limited like an account's, and only that
+    // browser's: bob's other browser is still let in.
     for _ in 0..10 {
-        let r = login_with(&device_cookie, "bob", "not the password");
-        assert!(
-            r.text().contains("Wrong user name or password"),
-            "{}",
-            r.text()
+        refused(
+            &login_with(&device_cookie, "bob", "not the password"),
+            "own browser",
         );
     }
-    let r = login_with(&device_cookie, "bob", PASSWORD);
-    assert!(
-        r.text().contains("Too many failed sign-ins"),
-        "{}",
-        r.text()
+    refused(
+        &login_with(&device_cookie, "bob", PASSWORD),
+        "own browser throttled",
     );
+    assert!(signed_in(&login_with(
+        &device_cookie_of(&again),
+        "bob",
+        PASSWORD
+    )));
 }
 
 #[test]
