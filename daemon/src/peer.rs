@@ -204,6 +204,7 @@ pub fn remote_session_users(sessions_dir: &std::path::Path) -> Vec<(String, Stri
 pub fn user_uid(name: &str) -> Option<u32> {
     let c_name = std::ffi::CString::new(name).ok()?;
     let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: a zeroed passwd is a valid out-parameter (plain integers and pointers).
     let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
     let mut result: *mut libc::passwd = std::ptr::null_mut();
     // SAFETY: every pointer refers to live, correctly sized storage owned by this frame.

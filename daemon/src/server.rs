@@ -386,7 +386,17 @@ async fn connection(mut stream: UnixStream, core: SharedCore, per_uid: UidCounts
             _ => return,
         }
         let response = match decode_request(&body) {
-            Ok(request) => lock(&core).handle(&peer, request.body),
+            // Off the runtime's threads: a request may look up accounts through NSS
+            // (LDAP, sssd), which can block, and read /proc.
+            Ok(request) => {
+                let (core, peer) = (core.clone(), peer.clone());
+                match tokio::task::spawn_blocking(move || lock(&core).handle(&peer, request.body))
+                    .await
+                {
+                    Ok(response) => response,
+                    Err(_) => return,
+                }
+            }
             Err(e) => {
                 if let ProtocolError::UnsupportedVersion { found } = e {
                     if !version_logged {
