@@ -10,7 +10,7 @@
 //!
 //! The PAM module sends the asking terminal (`PAM_TTY`) with every `assess`, and
 //! habitusd knows the asking process (`SO_PEERCRED`): its logind session (from its
-//! cgroup), its controlling terminal and its real uid. The rules:
+//! cgroup), its controlling terminal, and its real and audit login uids. The rules:
 //!
 //! 1. A `PAM_TTY` that is neither a virtual console (`ttyN`), a local X display (`:N`)
 //!    nor a pseudo-terminal (`pts/N`) — serial lines, `/dev/console`, a forwarded X
@@ -181,20 +181,15 @@ pub fn not_at_seat(asker: &Asker, files: SeatFiles) -> Option<String> {
     };
     let active = logind_field(&seat, "ACTIVE").filter(|s| !s.is_empty());
     let active_uid = logind_field(&seat, "ACTIVE_UID").and_then(|u| u.trim().parse::<u32>().ok());
-    match (active, active_uid) {
-        (Some(_), Some(u)) if u == uid => {}
-        (_, Some(other)) if other != uid => {
-            return Some(format!(
-                "seat0's active session is uid {other}'s, not {}'s",
+    if active.is_none() || active_uid != Some(uid) {
+        let why = match active_uid.filter(|&u| u != uid) {
+            Some(other) => format!("seat0's active session is uid {other}'s, not {}'s", asker.user),
+            None => format!(
+                "no session of {} is active on seat0 (a console or greeter without one is in front)",
                 asker.user
-            ))
-        }
-        _ => {
-            return Some(format!(
-            "no session of {} is active on seat0 (a console or greeter without one is in front)",
-            asker.user
-        ))
-        }
+            ),
+        };
+        return Some(why);
     }
     let session = match &asker.session {
         Ok(session) => session.as_deref(),
