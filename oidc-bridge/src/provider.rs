@@ -41,9 +41,10 @@ pub const ACR_PREFIX: &str = "urn:habitus:loa:";
 const SESSION_COOKIE: &str = "habitus_oidc_session";
 /// Binds a login to the browser that opened its page (see [`Provider::authorize`]).
 const BROWSER_COOKIE: &str = "habitus_oidc_browser";
-/// Marks a browser in which a user signed in before: its wrong passwords are counted
-/// apart from the account's, so someone throttling the account from elsewhere does not
-/// lock the user out of their own browser (see [`Provider::device_vouches`]).
+/// Marks a browser in which a user signed in before: its password attempts are counted
+/// for that browser, apart from the account's, so someone throttling the account from
+/// elsewhere does not lock the user out of their own browser (see
+/// [`Provider::device_vouches`]).
 const DEVICE_COOKIE: &str = "habitus_oidc_device";
 const DEVICE_COOKIE_MAX_AGE_S: u64 = 180 * 24 * 3600;
 /// `/collect` request bodies larger than this are refused (512 events fit well below).
@@ -193,7 +194,7 @@ pub struct Provider {
     totp_used: Mutex<HashMap<String, u64>>,
     /// Wrong TOTP codes per user.
     totp_failures: Mutex<FailureThrottle>,
-    /// Wrong passwords per account name.
+    /// Password attempts per account (or per browser, see [`DEVICE_COOKIE`]).
     password_failures: Mutex<FailureThrottle>,
     /// Bounds the password checks running at once ([`password_check_slots`]).
     password_checks: Arc<tokio::sync::Semaphore>,
@@ -1701,8 +1702,6 @@ fn other_browser(tx: &LoginTx, browser: Option<&str>) -> Option<LoginOutcome> {
     })
 }
 
-/// The browser cookie: the first well-formed one (a malformed cookie of the same name,
-/// say one planted by a sibling domain, must not hide the real one).
 /// The device cookies of a plausible shape that were sent, every one (a cookie planted
 /// under a narrower path comes first and must not hide the real one); each is checked
 /// by [`Provider::device_vouches`].
@@ -1717,6 +1716,8 @@ fn device_cookies(p: &Provider, headers: &HeaderMap) -> Vec<String> {
         .collect()
 }
 
+/// The browser cookie: the first well-formed one (a malformed cookie of the same name,
+/// say one planted by a sibling domain, must not hide the real one).
 fn browser_cookie(p: &Provider, headers: &HeaderMap) -> Option<String> {
     named_cookies(headers, &cookie_name(p, BROWSER_COOKIE)).find(|v| {
         (20..=64).contains(&v.len())
