@@ -239,10 +239,10 @@ unsafe fn strerror(handle: *mut PamHandle, rc: c_int) -> String {
     }
 }
 
-/// A PAM service name: a file name in `/etc/pam.d`.
-/// The uid of account `name` (`getpwnam_r`, NSS: files, LDAP, sssd), `None` if it has
-/// none. A directory may answer for several spellings of one account.
-pub fn uid_of(name: &str) -> Option<u32> {
+/// The account `name` resolves to (`getpwnam_r`, NSS: files, LDAP, sssd) as its uid and
+/// its own name, `None` if NSS knows no such account. A directory may answer for several
+/// spellings of one account (`Bob`, `bob@EXAMPLE` → `bob`).
+pub fn account_of(name: &str) -> Option<(u32, String)> {
     let c_name = CString::new(name).ok()?;
     let mut buf = vec![0 as c_char; 16 * 1024];
     // SAFETY: a zeroed passwd is a valid out-parameter; every pointer refers to storage
@@ -258,9 +258,15 @@ pub fn uid_of(name: &str) -> Option<u32> {
             &mut result,
         )
     };
-    (rc == 0 && !result.is_null()).then_some(pwd.pw_uid)
+    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
+        return None;
+    }
+    // SAFETY: pw_name is a NUL-terminated string inside `buf`, checked non-null above.
+    let own = unsafe { CStr::from_ptr(pwd.pw_name) };
+    Some((pwd.pw_uid, own.to_string_lossy().into_owned()))
 }
 
+/// A PAM service name: a file name in `/etc/pam.d`.
 pub fn valid_service_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -275,10 +281,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn accounts_resolve_to_their_uid() {
-        assert_eq!(uid_of("root"), Some(0));
-        assert_eq!(uid_of("no-such-user-habitus"), None);
-        assert_eq!(uid_of("nul\0byte"), None);
+    fn accounts_resolve_to_their_uid_and_name() {
+        assert_eq!(account_of("root"), Some((0, "root".to_string())));
+        assert_eq!(account_of("no-such-user-habitus"), None);
+        assert_eq!(account_of("nul\0byte"), None);
     }
 
     #[test]

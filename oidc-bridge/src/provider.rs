@@ -194,8 +194,12 @@ pub struct Provider {
     totp_used: Mutex<HashMap<String, u64>>,
     /// Wrong TOTP codes per user.
     totp_failures: Mutex<FailureThrottle>,
-    /// Password attempts per account (or per browser, see [`DEVICE_COOKIE`]).
+    /// Password attempts per account.
     password_failures: Mutex<FailureThrottle>,
+    /// Password attempts per browser with a device cookie (see [`DEVICE_COOKIE`]): a
+    /// table of its own, so that the many browsers a user can make for themselves
+    /// cannot crowd accounts' counts out.
+    device_failures: Mutex<FailureThrottle>,
     /// Bounds the password checks running at once ([`password_check_slots`]).
     password_checks: Arc<tokio::sync::Semaphore>,
     /// The TLS client of `https://` signal deliveries, or why there is none.
@@ -314,6 +318,11 @@ impl Provider {
                 MAX_THROTTLED_NAMES,
             )),
             password_failures: Mutex::new(FailureThrottle::new(
+                MAX_PASSWORD_FAILURES,
+                PASSWORD_FAILURE_WINDOW_S,
+                MAX_THROTTLED_NAMES,
+            )),
+            device_failures: Mutex::new(FailureThrottle::new(
                 MAX_PASSWORD_FAILURES,
                 PASSWORD_FAILURE_WINDOW_S,
                 MAX_THROTTLED_NAMES,
@@ -809,48 +818,51 @@ impl Provider {
     // ---------------------------------------------------------------- login
 
     /// A new device cookie value for `user` (see [`DEVICE_COOKIE`]): their name, a
-    /// random id for this browser, and an HMAC of both under the store's device key.
-    fn device_cookie_for(&self, user: &str) -> String {
+    /// random id for this browser, the time it was issued, and an HMAC of the three
+    /// under the store's device key.
+    fn device_cookie_for(&self, user: &str, now: i64) -> String {
         let id = random_token();
-        let tag = ring::hmac::sign(&self.device_key, format!("device:{user}\n{id}").as_bytes());
+        let tag = ring::hmac::sign(&self.device_key, device_message(user, &id, now).as_bytes());
         format!(
-            "v2.{}.{id}.{}",
+            "v2.{}.{id}.{now}.{}",
             URL_SAFE_NO_PAD.encode(user.as_bytes()),
             URL_SAFE_NO_PAD.encode(tag.as_ref())
         )
     }
 
-    /// The browser id of `cookie` if it is a device cookie this provider gave to a
-    /// browser in which `user` (exactly) signed in.
-    fn device_vouches(&self, cookie: &str, user: &str) -> Option<String> {
-        let mut parts = cookie.split('.');
-        let (Some("v2"), Some(name), Some(id), Some(tag), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) else {
+    /// The browser id of `cookie` if it is a device cookie this provider gave, within
+    /// [`DEVICE_COOKIE_MAX_AGE_S`] of `now`, to a browser in which `user` (exactly)
+    /// signed in.
+    fn device_vouches(&self, cookie: &str, user: &str, now: i64) -> Option<String> {
+        let parts: Vec<&str> = cookie.split('.').collect();
+        let ["v2", name, id, issued, tag] = parts[..] else {
             return None;
         };
+        let issued: i64 = issued.parse().ok()?;
+        let age = now.checked_sub(issued)?;
+        if !(-300..=DEVICE_COOKIE_MAX_AGE_S as i64).contains(&age) {
+            return None;
+        }
         let name = URL_SAFE_NO_PAD.decode(name).ok()?;
         let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
         (name == user.as_bytes()
             && ring::hmac::verify(
                 &self.device_key,
-                format!("device:{user}\n{id}").as_bytes(),
+                device_message(user, id, issued).as_bytes(),
                 &tag,
             )
             .is_ok())
         .then(|| id.to_string())
     }
 
-    /// The key `user`'s failed passwords are counted under, or `None` for a name that
+    /// The key `user`'s password attempts are counted under, or `None` for a name that
     /// can never sign in (nothing to protect; counting invented names would let a flood
-    /// of them push real accounts' counts out of the table). Users file: the exact name,
-    /// as the file compares names. PAM: the account's uid, so that the spellings a
-    /// directory back end takes for one account (`Bob`, `bob@EXAMPLE`) share one count;
-    /// a name without a passwd entry is not counted.
+    /// of them crowd real accounts' counts out of the table). Users file: the exact
+    /// name, as the file compares names. PAM: the account NSS resolves the name to (uid
+    /// and its own name), so that the spellings a directory takes for one account
+    /// (`Bob`, `bob@EXAMPLE`) share one count; a name NSS does not know (a stack that
+    /// signs in users without a passwd entry, such as pam_radius) is counted by its
+    /// exact spelling.
     fn account_key(&self, user: &str) -> Option<String> {
         match self.config.primary.method {
             PrimaryMethod::UsersFile => self
@@ -858,10 +870,11 @@ impl Provider {
                 .users
                 .contains_key(user)
                 .then(|| format!("user:{user}")),
-            PrimaryMethod::Pam => crate::users::valid_user_name(user)
-                .then(|| crate::pam::uid_of(user))
-                .flatten()
-                .map(|uid| format!("uid:{uid}")),
+            PrimaryMethod::Pam if !crate::users::valid_user_name(user) => None,
+            PrimaryMethod::Pam => Some(match crate::pam::account_of(user) {
+                Some((uid, own)) => format!("account:{uid}:{own}"),
+                None => format!("name:{user}"),
+            }),
         }
     }
 
@@ -905,22 +918,29 @@ impl Provider {
             }
             (std::mem::take(&mut tx.events), tx.request.clone())
         };
-        // Failures are counted per account, except in a browser where this user signed
+        // Attempts are counted per account, except in a browser where this user signed
         // in before: there per browser, so a throttled account stays open to its owner.
         // Each attempt is counted before it is checked, so parallel posts cannot race
         // past the limit.
-        let counted = match device.iter().find_map(|d| self.device_vouches(d, user)) {
-            Some(id) => Some(format!("device:{id}")),
-            None => self.account_key(user),
+        let counted = match device
+            .iter()
+            .find_map(|d| self.device_vouches(d, user, now))
+        {
+            Some(id) => Some((&self.device_failures, id)),
+            None => self
+                .account_key(user)
+                .map(|key| (&self.password_failures, key)),
         };
         let allowed = match &counted {
-            Some(key) => lock(&self.password_failures).attempt(key, now).is_ok(),
+            Some((table, key)) => lock(table).attempt(key, now).is_ok(),
             None => true,
         };
-        // A throttled attempt is not checked at all (a guess now tells nothing), and is
-        // answered exactly like a wrong password, so that neither the pause nor which
-        // names are accounts can be told apart.
-        if !allowed || !self.primary_authentication(user, password) {
+        // A throttled attempt is checked all the same, so that it takes as long as any
+        // other, but its outcome is ignored (a guess now tells nothing), and it is
+        // answered exactly like a wrong password: neither the pause nor which names are
+        // accounts can be told from the answer or its timing.
+        let passed = self.primary_authentication(user, password);
+        if !allowed || !passed {
             // Behaviour of a failed attempt is discarded, and the collector starts over.
             if let Some(tx) = lock(&self.txs).get_mut(tx_id) {
                 tx.last_t_us = 0;
@@ -929,8 +949,8 @@ impl Provider {
             }
             return LoginOutcome::Page(pages::login_page(tx_id, Some(SIGN_IN_FAILED)));
         };
-        if let Some(key) = &counted {
-            lock(&self.password_failures).succeeded(key);
+        if let Some((table, key)) = &counted {
+            lock(table).succeeded(key);
         }
         let has_totp = self.users.users.get(user).is_some_and(|u| u.totp.is_some());
         let (behavior, learning) = match &self.behavior {
@@ -1124,7 +1144,7 @@ impl Provider {
         LoginOutcome::SignedIn {
             location,
             cookie,
-            device: self.device_cookie_for(user),
+            device: self.device_cookie_for(user, now),
         }
     }
 
@@ -1709,11 +1729,18 @@ fn device_cookies(p: &Provider, headers: &HeaderMap) -> Vec<String> {
     named_cookies(headers, &cookie_name(p, DEVICE_COOKIE))
         .filter(|v| {
             (1..=300).contains(&v.len())
+                && v.starts_with("v2.")
+                && v.split('.').count() == 5
                 && v.bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
         })
-        .take(8)
+        .take(32)
         .collect()
+}
+
+/// What a device cookie's tag is computed over.
+fn device_message(user: &str, id: &str, issued: i64) -> String {
+    format!("device:{user}\n{id}\n{issued}")
 }
 
 /// The browser cookie: the first well-formed one (a malformed cookie of the same name,

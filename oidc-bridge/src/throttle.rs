@@ -5,15 +5,16 @@
 //! cost (or the PAM stack's fail delay). Each attempt is **counted before it is
 //! checked**, so posts racing in parallel cannot get past the limit while earlier checks
 //! still run. After `max_failures` attempts within `window_s` of the first, nothing is
-//! checked until the window has passed, so a guess during that time tells nothing. A
+//! accepted until the window has passed, so a guess during that time tells nothing (the
+//! provider still runs the check, to take the same time, and ignores its outcome). A
 //! success clears the count. This is RFC 6238 §5.2's throttling, and what
 //! `pam_faillock` does for local logins.
 //!
-//! The caller chooses the keys (see `Provider::account_key`). Only names that can sign
-//! in are counted, so the table cannot be flooded with invented names, and a flood
-//! cannot push out a victim's partial count. Keys are kept as SHA-256 digests. The table
-//! is bounded all the same: when it is full, entries whose window has ended go first,
-//! then those that throttle nobody.
+//! The caller chooses the keys (see `Provider::account_key`), and counts only names that
+//! can sign in where it can tell. Keys are kept as SHA-256 digests. The table is bounded:
+//! when it is full, entries whose window has ended go first, then the newest of those
+//! that throttle nobody, so that a flood of new keys cannot push out a count begun
+//! before it.
 
 use std::collections::HashMap;
 
@@ -69,16 +70,29 @@ impl FailureThrottle {
         self.counts.remove(&Self::digest(key));
     }
 
-    /// Frees a slot in a full table: ended windows first, then counts that throttle
-    /// nobody. If every key is throttled the table grows past its bound rather than
-    /// forget one: that takes `max_failures` attempts on each of `max_keys` accounts
-    /// within one window.
+    /// Frees room in a full table: ended windows first; if that is not enough, the
+    /// newest tenth of the counts that throttle nobody. A flood of new keys then pushes
+    /// out its own keys, never a count begun before it (such as the one of an account
+    /// someone is guessing at).
+    /// Throttled keys are never dropped: if every key is throttled the table grows past
+    /// its bound rather than forget one (that takes `max_failures` attempts on each of
+    /// `max_keys` accounts within one window).
     fn make_room(&mut self, now: i64) {
         let window = self.window_s;
         self.counts.retain(|_, (start, _)| now - *start < window);
-        if self.counts.len() >= self.max_keys {
-            let max = self.max_failures;
-            self.counts.retain(|_, (_, n)| *n >= max);
+        if self.counts.len() < self.max_keys {
+            return;
+        }
+        let max = self.max_failures;
+        let mut open: Vec<(i64, [u8; 32])> = self
+            .counts
+            .iter()
+            .filter(|(_, (_, n))| *n < max)
+            .map(|(k, (start, _))| (*start, *k))
+            .collect();
+        open.sort_unstable();
+        for (_, key) in open.iter().rev().take((self.max_keys / 10).max(1)) {
+            self.counts.remove(key);
         }
     }
 
@@ -141,17 +155,27 @@ mod tests {
     }
 
     #[test]
-    fn a_full_table_drops_what_throttles_nobody_and_keeps_what_does() {
-        let mut t = FailureThrottle::new(2, 900, 4);
-        t.attempt("victim", 0).unwrap();
-        t.attempt("victim", 0).unwrap();
-        t.attempt("partial", 0).unwrap();
-        for i in 0..20 {
-            t.attempt(&format!("account{i}"), 1).unwrap();
+    fn a_full_table_drops_the_newest_that_throttle_nobody_and_keeps_what_does() {
+        let mut t = FailureThrottle::new(3, 900, 20);
+        for _ in 0..3 {
+            t.attempt("victim", 0).unwrap();
         }
-        assert!(t.len() <= 4, "{}", t.len());
+        // Someone is guessing at "target" (one attempt counted), then floods the table
+        // with new keys to push that count out.
+        t.attempt("target", 5).unwrap();
+        for i in 0..100 {
+            t.attempt(&format!("flood{i}"), 10 + i).unwrap();
+        }
+        assert!(t.len() <= 20, "{}", t.len());
+        // The count begun before the flood is intact: two more attempts, then paused.
+        assert!(t.attempt("target", 200).is_ok());
+        assert!(t.attempt("target", 201).is_ok());
+        assert!(
+            t.attempt("target", 202).is_err(),
+            "the flood reset the count"
+        );
         // The throttled key survived every eviction.
-        assert!(t.attempt("victim", 2).is_err());
+        assert!(t.attempt("victim", 203).is_err());
         // Keys whose window ended go before anything else.
         let mut t = FailureThrottle::new(2, 900, 2);
         t.attempt("old", 0).unwrap();
