@@ -120,7 +120,25 @@ pub fn enroll(user: String, file: &Path, replace: bool, daemon: &DaemonArgs) -> 
             );
         }
     }
-    print_done(ask(daemon, RequestBody::Enroll { user, events })?, daemon)
+    let no_account = habitus::peer::user_uid(&user).is_none();
+    print_done(
+        ask(
+            daemon,
+            RequestBody::Enroll {
+                user: user.clone(),
+                events,
+            },
+        )?,
+        daemon,
+    )?;
+    if no_account {
+        // Stored all the same (a replay, a test, a user of another machine's directory
+        // that is not reachable now), but worth knowing before counting on it.
+        eprintln!(
+            "warning: {user} has no account on this machine: where systemd-logind runs, pam_habitus gets no verdict for a name that is not an account (docs/habitusd.md, \"The verdict is seat0's\")"
+        );
+    }
+    Ok(())
 }
 
 /// "plugin (N windows)" for every profile in a store export.

@@ -390,6 +390,11 @@ fn the_cli_talks_to_the_daemon_and_a_non_root_peer_is_confined_to_itself() {
         ok && out.contains("enrolled alice: keystroke from"),
         "{out}"
     );
+    // alice is no account here: stored, with a warning that the seat check needs one.
+    assert!(
+        out.contains("warning: alice has no account on this machine"),
+        "{out}"
+    );
     let (ok, out) = cli(0, &["status", "alice"]);
     assert!(ok && out.contains("alice: Learning"), "{out}");
     assert!(out.contains("keystroke: enrolled"), "{out}");
