@@ -910,6 +910,66 @@ fn wrong_passwords_are_throttled_per_account_across_logins() {
     )));
 }
 
+/// Device cookies are honoured for 180 days from issue, by the server's own clock, and
+/// only with the store's key.
+#[test]
+fn device_cookies_end_on_the_server_after_180_days() {
+    use base64::Engine as _;
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    // The key the provider keeps in its store (read through a second connection).
+    let db = habitus_oidc::store::Db::open(&p.provider.config.state_dir.join("oidc.db")).unwrap();
+    let key = ring::hmac::Key::new(
+        ring::hmac::HMAC_SHA256,
+        &db.secret("device_cookie").unwrap(),
+    );
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let cookie = |key: &ring::hmac::Key, issued: i64| {
+        let id = "browserid0123456789abcdef";
+        let tag = ring::hmac::sign(key, format!("device:bob\n{id}\n{issued}").as_bytes());
+        format!(
+            "habitus_oidc_device=v2.{}.{id}.{issued}.{}",
+            b64(b"bob"),
+            b64(tag.as_ref())
+        )
+    };
+    // Pause bob's account.
+    for _ in 0..2 {
+        let pk = pkce();
+        let tx = open_login(issuer, &auth_params("rp", "openid", "n", &pk));
+        for _ in 0..5 {
+            post_login(issuer, &tx, "bob", "not the password");
+        }
+    }
+    let login_with = |cookie: &str| {
+        let pk = pkce();
+        let tx = open_login(issuer, &auth_params("rp", "openid", "n", &pk));
+        http(
+            "POST",
+            &format!("{issuer}/login"),
+            &[FORM, ("Cookie", cookie)],
+            &form(&[("tx", &tx), ("username", "bob"), ("password", PASSWORD)]),
+        )
+    };
+    // Ten days old: bob's browser. 181 days old, or issued in the future, or signed
+    // with another key: no exemption, the account's pause applies.
+    assert_eq!(login_with(&cookie(&key, now - 10 * 86_400)).status, 303);
+    let other_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &[7u8; 32]);
+    for (case, c) in [
+        ("181 days old", cookie(&key, now - 181 * 86_400)),
+        ("from the future", cookie(&key, now + 3600)),
+        ("another key", cookie(&other_key, now)),
+    ] {
+        let r = login_with(&c);
+        assert_eq!(r.status, 200, "{case}: {}", r.text());
+        assert!(r.text().contains("Wrong user name or password"), "{case}");
+    }
+}
+
 #[test]
 fn wrong_totp_codes_are_throttled_per_user_across_logins() {
     let p = start("");
