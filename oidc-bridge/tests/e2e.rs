@@ -548,6 +548,44 @@ fn only_completed_logins_teach_and_totp_users_enrol_with_the_code() {
     assert!(r.text().contains("/login/totp"));
 }
 
+/// A password entry whose timings repeat an earlier login's (a capture sent again) is
+/// `replayed`: it vouches for nobody (loa:0) and teaches nothing; the same typist typing
+/// again is scored as usual.
+#[test]
+fn a_replayed_password_entry_is_not_behaviour() {
+    let p = start("");
+    let issuer = p.issuer.as_str();
+    let genuine = |login: u64| typist(12, 95.0, 190.0, 1, login);
+    let state_of = |events: Vec<serde_json::Value>| {
+        let pk = pkce();
+        let r = browser_login(issuer, "rp", "bob", &[], events, &pk, "n");
+        assert_eq!(r.status, 303, "{}", r.text());
+        let c = behaviour_of(issuer, &r, &pk);
+        (c["urn:habitus:behavior"]["state"].clone(), c["acr"].clone())
+    };
+    let (first, _) = state_of(genuine(1));
+    assert_ne!(first, "replayed");
+    // The same entry again, to the microsecond, and with every time shifted by 5 s.
+    let (state, acr) = state_of(genuine(1));
+    assert_eq!(
+        (state.as_str(), acr.as_str()),
+        (Some("replayed"), Some("urn:habitus:loa:0"))
+    );
+    let shifted: Vec<serde_json::Value> = genuine(1)
+        .into_iter()
+        .map(|mut e| {
+            e["t"] = serde_json::json!(e["t"].as_f64().unwrap() + 5000.0);
+            e
+        })
+        .collect();
+    assert_eq!(state_of(shifted).0, "replayed");
+    // Typed again (the typist's own variation): not a replay.
+    for login in 2..5 {
+        let (state, _) = state_of(genuine(login));
+        assert_ne!(state, "replayed", "login {login}");
+    }
+}
+
 #[test]
 fn a_login_form_posted_from_another_site_is_refused() {
     let p = start("");
