@@ -15,7 +15,7 @@
 //! at every login, which breaks enrolment. The timing itself is the biometric and is sent
 //! by design (see docs/oidc.md for the residual risk).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +26,7 @@ use habitus_plugin::{Event, EventKind, RVec};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{BehaviorConfig, WindowKind};
+use crate::replay::{EntryTimings, RecentEntries};
 
 /// Key codes for password positions live here, far from evdev and DOM key codes.
 pub const POSITION_CODE_BASE: u32 = 0x0100_0000;
@@ -198,58 +199,6 @@ pub fn password_entry(events: &[Event]) -> Option<Vec<Event>> {
     Some(out)
 }
 
-/// Password entries kept per user for the replay check (memory only).
-const RECENT_ENTRIES: usize = 32;
-/// Users whose recent entries are kept at once (the oldest-seen user goes first).
-const RECENT_USERS: usize = 10_000;
-/// Two entries of the same keys whose hold times and press-to-press latencies differ by
-/// less than this on average (µs) are one entry sent twice. A person's own entries of a
-/// password differ by several milliseconds a key even for a very regular typist (a 5 ms
-/// spread per interval puts the mean difference of 20 intervals near 5.6 ms, with
-/// 2 ms about four standard deviations below it).
-const REPLAY_MEAN_DIFF_US: f64 = 2_000.0;
-
-/// A password entry's timing, for the replay check: per keystroke the key id (keyed
-/// hash), its hold time and the latency from the previous press (µs).
-type EntryTimings = Vec<(u32, i64, i64)>;
-
-fn entry_timings(entry: &[Event]) -> EntryTimings {
-    let mut down: HashMap<u32, u64> = HashMap::new();
-    let mut strokes: Vec<(u64, u64, u32)> = Vec::new();
-    for e in entry {
-        if e.kind == EventKind::KEY_DOWN {
-            down.insert(e.key, e.t_us);
-        } else if let Some(d) = down.remove(&e.key) {
-            strokes.push((d, e.t_us, e.key));
-        }
-    }
-    strokes.sort();
-    let mut previous: Option<u64> = None;
-    strokes
-        .into_iter()
-        .map(|(d, u, key)| {
-            let latency = previous.map_or(0, |p| d as i64 - p as i64);
-            previous = Some(d);
-            (key, u as i64 - d as i64, latency)
-        })
-        .collect()
-}
-
-/// The mean difference (µs) of two entries' timings, `None` unless they are the same
-/// keys in the same order.
-fn mean_timing_difference(a: &EntryTimings, b: &EntryTimings) -> Option<f64> {
-    if a.len() != b.len() || a.is_empty() || a.iter().zip(b).any(|(x, y)| x.0 != y.0) {
-        return None;
-    }
-    let total: i64 = a
-        .iter()
-        .zip(b)
-        .map(|(x, y)| (x.1 - y.1).abs() + (x.2 - y.2).abs())
-        .sum();
-    // Holds of every key, latencies of every key but the first.
-    Some(total as f64 / (2 * a.len() - 1) as f64)
-}
-
 /// The namespaced `behavior` claim.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct BehaviorClaim {
@@ -322,9 +271,9 @@ pub struct BehaviorEngine {
     store: Mutex<ProfileStore>,
     learners: Mutex<HashMap<String, Vec<Learner>>>,
     adapt_max_per_day: u32,
-    /// Each user's recent password entries (timings and key ids only, in memory), and
-    /// when the user was last seen, for the replay check.
-    recent: Mutex<HashMap<String, (i64, VecDeque<EntryTimings>)>>,
+    /// Each user's recent password entries that vouched or taught (timings and a digest
+    /// of key ids only, in memory), for the replay check.
+    recent: Mutex<RecentEntries>,
 }
 
 impl BehaviorEngine {
@@ -371,7 +320,7 @@ impl BehaviorEngine {
             hasher,
             store: Mutex::new(store),
             learners: Mutex::new(HashMap::new()),
-            recent: Mutex::new(HashMap::new()),
+            recent: Mutex::new(RecentEntries::default()),
             adapt_max_per_day: config.adapt_max_per_day,
         })
     }
@@ -502,7 +451,16 @@ impl BehaviorEngine {
             .copied()
             .collect();
         if let Some(entry) = password_entry(&events) {
-            feed.extend(entry);
+            // An entry repeating one the user's logins vouched with is a capture sent
+            // again: it is not scored (the rest of the batch is).
+            let repeated = lock(&self.recent).repeated(user, &EntryTimings::of(&entry));
+            match repeated {
+                Some(difference) => eprintln!(
+                    "habitus-oidc: warning: a live batch of {user} repeats a login's password entry timings (mean difference {:.2} ms): not scored",
+                    difference / 1000.0
+                ),
+                None => feed.extend(entry),
+            }
         }
         feed.sort_by_key(|e| e.t_us);
         let before = l.session.assess(l.last_t_us + 1).windows_scored;
@@ -583,9 +541,10 @@ impl BehaviorEngine {
             }
         };
         let entry = password_entry(events);
-        if let Some(difference) = entry
-            .as_deref()
-            .and_then(|entry| self.repeats_a_recent_entry(user, entry, now_unix))
+        let timings = entry.as_deref().map(EntryTimings::of);
+        if let Some(difference) = timings
+            .as_ref()
+            .and_then(|t| lock(&self.recent).repeated(user, t))
         {
             // Genuine typing never repeats itself to the millisecond: this is a capture
             // of an earlier login sent again. It vouches for nobody and teaches nothing.
@@ -687,40 +646,13 @@ impl BehaviorEngine {
                 }
             }
         }
-        (claim, learning)
-    }
-
-    /// The mean timing difference to an earlier entry of `user` that `entry` repeats
-    /// too closely to be typed again ([`REPLAY_MEAN_DIFF_US`]), if any. Every entry
-    /// checked is kept (the last [`RECENT_ENTRIES`] per user, in memory only: a restart
-    /// forgets them).
-    fn repeats_a_recent_entry(&self, user: &str, entry: &[Event], now_unix: i64) -> Option<f64> {
-        let timings = entry_timings(entry);
-        let mut recent = lock(&self.recent);
-        let closest = recent.get(user).and_then(|(_, entries)| {
-            entries
-                .iter()
-                .filter_map(|earlier| mean_timing_difference(&timings, earlier))
-                .min_by(f64::total_cmp)
-        });
-        if !recent.contains_key(user) && recent.len() >= RECENT_USERS {
-            let oldest = recent
-                .iter()
-                .min_by_key(|(_, (seen, _))| *seen)
-                .map(|(u, _)| u.clone());
-            if let Some(oldest) = oldest {
-                recent.remove(&oldest);
+        // Remember entries worth replaying: those that vouched or taught.
+        if let Some(t) = timings {
+            if claim.state == "trusted" || claim.state == "learning" {
+                lock(&self.recent).remember(user, t, now_unix);
             }
         }
-        let (seen, entries) = recent
-            .entry(user.to_string())
-            .or_insert_with(|| (now_unix, VecDeque::new()));
-        *seen = now_unix;
-        if entries.len() >= RECENT_ENTRIES {
-            entries.pop_front();
-        }
-        entries.push_back(timings);
-        closest.filter(|&d| d < REPLAY_MEAN_DIFF_US)
+        (claim, learning)
     }
 
     /// Applies what a completed login teaches: enrolment windows of plugins still
@@ -866,65 +798,6 @@ mod tests {
         let b = convert(&[kd(9.0, 3)], 0, &h).expect("ok");
         assert_eq!(a[0].key, b[0].key);
         assert_ne!(a[0].key, 3);
-    }
-
-    #[test]
-    fn entries_typed_again_differ_and_a_copy_does_not() {
-        let entry = |times: &[(u64, u64)], keys: &[u32]| -> Vec<Event> {
-            let mut ev = Vec::new();
-            for ((d, u), k) in times.iter().zip(keys) {
-                ev.push(Event::key(EventKind::KEY_DOWN, *d, *k));
-                ev.push(Event::key(EventKind::KEY_UP, *u, *k));
-            }
-            ev.sort_by_key(|e| e.t_us);
-            ev
-        };
-        let keys = [1, 2, 3, 4];
-        let a = entry_timings(&entry(
-            &[
-                (0, 90_000),
-                (200_000, 280_000),
-                (390_000, 500_000),
-                (600_000, 690_000),
-            ],
-            &keys,
-        ));
-        assert_eq!(a[1], (2, 80_000, 200_000));
-        // A copy shifted in time is the same entry.
-        let shifted = entry_timings(&entry(
-            &[
-                (5_000_000, 5_090_000),
-                (5_200_000, 5_280_000),
-                (5_390_000, 5_500_000),
-                (5_600_000, 5_690_000),
-            ],
-            &keys,
-        ));
-        assert_eq!(mean_timing_difference(&a, &shifted), Some(0.0));
-        // Typed again, a few milliseconds apart on every key: well above the bound.
-        let again = entry_timings(&entry(
-            &[
-                (0, 96_000),
-                (193_000, 281_000),
-                (398_000, 503_000),
-                (591_000, 688_000),
-            ],
-            &keys,
-        ));
-        let d = mean_timing_difference(&a, &again).unwrap();
-        assert!(d > REPLAY_MEAN_DIFF_US, "{d}");
-        // Other keys or another length: not comparable.
-        let other = entry_timings(&entry(
-            &[
-                (0, 90_000),
-                (200_000, 280_000),
-                (390_000, 500_000),
-                (600_000, 690_000),
-            ],
-            &[1, 2, 3, 5],
-        ));
-        assert_eq!(mean_timing_difference(&a, &other), None);
-        assert_eq!(mean_timing_difference(&a, &a[..3].to_vec()), None);
     }
 
     #[test]

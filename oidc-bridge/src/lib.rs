@@ -13,6 +13,7 @@ pub mod keys;
 pub mod pages;
 pub mod pam;
 pub mod provider;
+pub mod replay;
 pub mod signals;
 pub mod step_up;
 pub mod store;
