@@ -342,6 +342,7 @@ mod tests {
         // The example shows the defaults of what it sets.
         let d = Config::default();
         assert_eq!(c.session.idle_reset_s, d.session.idle_reset_s);
+        assert_eq!(c.session.other_users, d.session.other_users);
         assert_eq!(
             c.input.ignore_session_services,
             d.input.ignore_session_services
@@ -382,6 +383,8 @@ mod tests {
             ("[session]\nidle_reset_s = inf", "idle_reset_s"),
             ("[session]\nidle_reset_s = nan", "idle_reset_s"),
             ("[session]\nidle_reset_s = 0.5", "idle_reset_s"),
+            ("[session]\nother_users = 65", "other_users"),
+            ("[session]\nother_users = -1", "other_users"),
             ("[input]\nremote_hold_s = 999999999", "remote_hold_s"),
             ("[input]\nremote_hold_s = -1", "remote_hold_s"),
             (

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use habitus_engine::{
-    AdaptOutcome, HostError, KeyHasher, PluginInstance, ProfileStore, Session, State,
+    AdaptOutcome, HostError, KeyHasher, PluginInstance, ProfileStore, Session, State, StoreError,
 };
 use habitus_plugin::{Event, EventKind, RVec};
 use habitus_protocol::{
@@ -396,7 +396,13 @@ impl Core {
                 }
                 slots.push((p.instance.clone(), profile.map(|s| s.blob.clone())));
             }
-            let session = Session::new(&self.config.session, slots);
+            let mut session = Session::new(&self.config.session, slots);
+            let others = self
+                .others_of(user)
+                .map_err(|e| Refusal::internal("reading the profile store", e))?;
+            for (i, profiles) in others.into_iter().enumerate() {
+                session.set_others(i, profiles);
+            }
             self.users.insert(
                 user.to_string(),
                 LiveUser {
@@ -416,6 +422,51 @@ impl Core {
             );
         }
         Ok(self.users.get_mut(user))
+    }
+
+    /// Per plugin, the profiles of the users enrolled besides `user` (most recently
+    /// updated first, at most `session.other_users`): a window of `user`'s that looks
+    /// like one of them loses that evidence (engine `others`).
+    fn others_of(&self, user: &str) -> Result<Vec<Vec<Vec<u8>>>, StoreError> {
+        let limit = self.config.session.other_users;
+        self.plugins
+            .iter()
+            .map(|p| {
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                Ok(self
+                    .store
+                    .others_profiles(&p.name, user, limit)?
+                    .into_iter()
+                    .map(|s| s.blob)
+                    .collect())
+            })
+            .collect()
+    }
+
+    /// Gives every live session the current set of other users' profiles: after an
+    /// enrolment (someone new to tell apart) and after `forget` (nothing of a forgotten
+    /// user may stay in memory). When the store cannot be read the comparison is
+    /// switched off until the next refresh, never left holding a forgotten profile.
+    fn refresh_others(&mut self) {
+        let users: Vec<String> = self.users.keys().cloned().collect();
+        for user in users {
+            let others = match self.others_of(&user) {
+                Ok(o) => o,
+                Err(e) => {
+                    log::error(&format!(
+                        "reading other users' profiles for {user} failed, comparison with them off: {e}"
+                    ));
+                    vec![Vec::new(); self.plugins.len()]
+                }
+            };
+            if let Some(live) = self.users.get_mut(&user) {
+                for (i, profiles) in others.into_iter().enumerate() {
+                    live.session.set_others(i, profiles);
+                }
+            }
+        }
     }
 
     fn assess(&mut self, user: &str) -> Result<AssessmentReply, Refusal> {
@@ -750,6 +801,7 @@ impl Core {
                     live.enrolled_windows[i] = n;
                 }
                 log::info(&format!("enrolled {user}: {name} from {n} live windows"));
+                self.refresh_others();
             }
             Err(e) => log::error(&format!("enrolling {user} ({name}) failed: {e}")),
         }
@@ -995,6 +1047,7 @@ impl Core {
             self.forgotten.insert(user.to_string(), false);
         }
         log::info(&format!("enrolled {user}: {}", summary.join(", ")));
+        self.refresh_others();
         Ok(done(format!("enrolled {user}: {}", summary.join(", "))))
     }
 
@@ -1024,6 +1077,7 @@ impl Core {
         let live = self.users.remove(user).is_some();
         self.stash.remove(user);
         self.forgotten.insert(user.to_string(), true);
+        self.refresh_others();
         log::info(&format!("forgot {user}"));
         Ok(done(format!(
             "erased {user}: {rows} stored record(s){}",

@@ -929,3 +929,52 @@ fn forget_erases_and_export_holds_no_codes() {
     );
     assert_eq!(kind, ErrorKind::UnknownUser);
 }
+
+/// Someone else enrolled on the machine who types like the live window takes that
+/// evidence away from the claimed user (habitusd compares every window with the other
+/// users' profiles); someone who types differently changes nothing; once forgotten,
+/// nothing of them is compared any more.
+#[test]
+fn a_look_alike_enrolled_on_the_machine_lowers_the_score_until_forgotten() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut alone = core_with(d1.path(), Config::default());
+    // The same secrets, so both stores hash keys alike and alice's profiles are equal.
+    std::fs::copy(d1.path().join("secrets.key"), d2.path().join("secrets.key")).unwrap();
+    let mut shared = core_with(d2.path(), Config::default());
+    let enrol = |core: &mut Core, user: &str, events: Vec<WireEvent>| {
+        ok(
+            core,
+            &root(),
+            RequestBody::Enroll {
+                user: user.into(),
+                events,
+            },
+        );
+    };
+    for core in [&mut alone, &mut shared] {
+        enrol(core, "alice", synthetic_typist(400, 90.0, 180.0, 1));
+    }
+    enrol(&mut shared, "carol", synthetic_typist(400, 160.0, 320.0, 3));
+    // One window (50 keystrokes) of alice's, `offset_s` into her session.
+    let last_llr = |core: &mut Core, seed: u64, offset_s: u64| -> f64 {
+        let mut live = synthetic_typist(50, 90.0, 180.0, seed);
+        for e in &mut live {
+            e.t_us += offset_s * 1_000_000;
+        }
+        ingest(core, &root(), "alice", &live);
+        assess(core, "alice").modalities[0].last_llr.unwrap()
+    };
+    let (a, s) = (last_llr(&mut alone, 7, 0), last_llr(&mut shared, 7, 0));
+    assert_eq!(a.to_bits(), s.to_bits(), "carol types differently: {a} {s}");
+    // bob is enrolled while alice's session is live.
+    enrol(&mut shared, "bob", synthetic_typist(400, 90.0, 180.0, 2));
+    let (a, s) = (last_llr(&mut alone, 8, 20), last_llr(&mut shared, 8, 20));
+    assert!(a > 0.0 && s < a - 0.5, "bob types like alice: {a} {s}");
+    ok(
+        &mut shared,
+        &root(),
+        RequestBody::Forget { user: "bob".into() },
+    );
+    let (a, s) = (last_llr(&mut alone, 9, 40), last_llr(&mut shared, 9, 40));
+    assert_eq!(a.to_bits(), s.to_bits(), "bob was forgotten: {a} {s}");
+}

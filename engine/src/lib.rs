@@ -10,6 +10,7 @@ pub mod eval;
 pub mod fusion;
 pub mod keyid;
 pub mod loader;
+pub mod others;
 pub mod plugin;
 pub mod secrets;
 pub mod session;

@@ -7,6 +7,7 @@ use habitus_plugin::{Event, EventKind, Score};
 use serde::{Deserialize, Serialize};
 
 use crate::fusion::{Fusion, FusionConfig, ModalityEvidence};
+use crate::others::discount_for_others;
 use crate::plugin::{HostError, PluginInstance, PreparedProfile};
 use crate::trust::{TrustConfig, TrustModel};
 
@@ -86,7 +87,16 @@ pub struct SessionConfig {
     /// yet). Trust itself is kept, so a drift is not forgiven by waiting. `None` never
     /// forgets (the fusion window alone ages evidence). Default 60.
     pub idle_reset_s: Option<f64>,
+    /// At most this many *other* enrolled users' profiles are compared with each window
+    /// ([`Session::set_others`], [`crate::others`]): a window that looks like one of
+    /// them loses that much evidence for the claimed user. Each costs one more score
+    /// per window and one more decoded profile in memory per live session. 0 turns the
+    /// comparison off. Default 8.
+    pub other_users: usize,
 }
+
+/// The most other users' profiles a session may compare each window with.
+pub const MAX_OTHER_USERS: usize = 64;
 
 /// The largest scoring window a configuration may ask for (events per plugin window):
 /// about 3 hours of typing or 15 minutes of pointer motion.
@@ -115,6 +125,12 @@ impl SessionConfig {
                 ));
             }
         }
+        if self.other_users > MAX_OTHER_USERS {
+            return Err(format!(
+                "session.other_users = {}: must be within 0..={MAX_OTHER_USERS} (each is one more score per window and one more decoded profile per live session)",
+                self.other_users
+            ));
+        }
         for (name, n) in &self.window_events {
             // Each live session holds one partly filled window per plugin, allocated up
             // front: an absurd size would take the host down on the first event.
@@ -139,6 +155,7 @@ impl Default for SessionConfig {
             // someone else's (fixed from the odds, not fitted; see docs/results.md).
             trusted_min_llr: 4.6,
             idle_reset_s: Some(60.0),
+            other_users: 8,
         }
     }
 }
@@ -165,6 +182,35 @@ struct Slot {
     window: Vec<Event>,
     window_events: usize,
     last_score: Option<Score>,
+    /// Other enrolled users' profiles for this plugin ([`Session::set_others`]).
+    others: Vec<OtherProfile>,
+}
+
+/// Another user's profile, compared with every window of the slot.
+struct OtherProfile {
+    profile: Vec<u8>,
+    prepared: Prepared,
+}
+
+impl OtherProfile {
+    /// The window's LLR under this profile; `None` when it cannot be scored or gives
+    /// no evidence (a broken profile of someone else decides nothing).
+    fn llr(&mut self, plugin: &PluginInstance, window: &[Event]) -> Option<f64> {
+        if matches!(self.prepared, Prepared::Pending) {
+            self.prepared = match plugin.prepare(&self.profile) {
+                Ok(prepared) => Prepared::Ready(prepared),
+                Err(_) => Prepared::Refused,
+            };
+        }
+        let score = match &self.prepared {
+            Prepared::Ready(prepared) => prepared.score(window),
+            Prepared::Pending | Prepared::Refused => plugin.score(&self.profile, window),
+        };
+        match score {
+            Ok(s) if s.quality > 0.0 && s.llr.is_finite() => Some(s.llr),
+            _ => None,
+        }
+    }
 }
 
 /// A slot's profile, decoded once by its plugin ([`PluginInstance::prepare`]) so that a
@@ -199,6 +245,8 @@ pub struct Session {
     /// Pauses after which earlier evidence was forgotten.
     idle_resets: u64,
     candidates: Vec<AdaptationCandidate>,
+    /// [`SessionConfig::other_users`].
+    other_users: usize,
 }
 
 impl Session {
@@ -228,6 +276,7 @@ impl Session {
                 window: Vec::with_capacity(window_events),
                 window_events,
                 last_score: None,
+                others: Vec::new(),
             });
         }
         Session {
@@ -247,6 +296,25 @@ impl Session {
             idle_reset_us: config.idle_reset_s.map(|s| (s * 1e6) as u64),
             idle_resets: 0,
             candidates: Vec::new(),
+            other_users: config.other_users,
+        }
+    }
+
+    /// Sets the profiles of the *other* enrolled users for slot `slot`'s plugin (at most
+    /// [`SessionConfig::other_users`]; the rest are left out): from the next window on,
+    /// each window's LLR is lowered by the strongest positive LLR it scores for any of
+    /// them ([`crate::others::discount_for_others`]). Replaces the earlier set; an empty
+    /// set turns the comparison off.
+    pub fn set_others(&mut self, slot: usize, mut profiles: Vec<Vec<u8>>) {
+        profiles.truncate(self.other_users);
+        if let Some(s) = self.slots.get_mut(slot) {
+            s.others = profiles
+                .into_iter()
+                .map(|profile| OtherProfile {
+                    profile,
+                    prepared: Prepared::Pending,
+                })
+                .collect();
         }
     }
 
@@ -354,10 +422,23 @@ impl Session {
                 Err(_) => Prepared::Refused,
             };
         }
-        let result = match &slot.prepared {
+        let mut result = match &slot.prepared {
             Prepared::Ready(prepared) => prepared.score(&slot.window),
             Prepared::Pending | Prepared::Refused => slot.plugin.score(profile, &slot.window),
         };
+        // Before anything reads the score (adaptation included): a window that looks
+        // like another enrolled user must neither vouch nor teach.
+        if let Ok(score) = &mut result {
+            if score.quality > 0.0 && !slot.others.is_empty() {
+                let (plugin, window) = (&slot.plugin, &slot.window);
+                let others: Vec<f64> = slot
+                    .others
+                    .iter_mut()
+                    .filter_map(|o| o.llr(plugin, window))
+                    .collect();
+                score.llr = discount_for_others(score.llr, others);
+            }
+        }
         if let (Ok(score), Some(gate)) = (&result, self.adapt_min_llr) {
             // `>=` is false for NaN: a broken score never adapts.
             if score.quality > 0.0 && score.llr >= gate {

@@ -215,7 +215,8 @@ fn synthetic_set_runs_end_to_end_and_counts_bad_input() {
         report.notes
     );
     assert_eq!(report.sessions_without_actions, 1);
-    assert_eq!(report.rows.len(), 2 * balabit::ACTION_COUNTS.len());
+    // Closed and open set, each as scored and with the other accounts discounted.
+    assert_eq!(report.rows.len(), 4 * balabit::ACTION_COUNTS.len());
     for r in &report.rows {
         assert!(r.auc.is_finite() && r.eer.is_finite(), "{r:?}");
     }
@@ -232,8 +233,16 @@ fn synthetic_set_runs_end_to_end_and_counts_bad_input() {
     let open = all(balabit::OPEN_SET);
     assert_eq!((open.genuine, open.impostor), (14, 3));
     assert!(closed.auc > 0.8, "{closed:?}");
+    // Every illegal session here is another enrolled account's: discounting by the
+    // other accounts' profiles scores the same sessions and ranks them no worse.
+    let discounted = all(balabit::CLOSED_SET_OTHERS);
+    assert_eq!((discounted.genuine, discounted.impostor), (7, 3));
+    assert!(discounted.auc >= closed.auc, "{discounted:?} {closed:?}");
+    let open_discounted = all(balabit::OPEN_SET_OTHERS);
+    assert_eq!((open_discounted.genuine, open_discounted.impostor), (14, 3));
     serde_json::to_string(&report).unwrap();
-    assert_eq!(report.det_report().results.len(), 4);
+    // Whole sessions and runs of 10, for the two variants raw and with others discounted.
+    assert_eq!(report.det_report().results.len(), 8);
 }
 
 /// The subset of users the regression test uses (all of their training sessions and

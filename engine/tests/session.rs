@@ -210,3 +210,50 @@ fn evidence_from_before_a_pause_does_not_vouch_for_whoever_comes_back() {
     }
     assert_eq!(s.assess(end + 200_000_000).state, State::Trusted);
 }
+
+/// Another enrolled user who types like the window lowers the claimed user's score by
+/// exactly their LLR; one who does not, or a broken profile, changes nothing; with
+/// `other_users = 0` no one is compared.
+#[test]
+fn a_window_like_another_enrolled_user_loses_that_evidence() {
+    let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let plugin = Arc::new(lib.instantiate("mode = \"free\"").unwrap());
+    let enrol = |hold, gap, seed: u64| -> Vec<u8> {
+        let windows: Vec<RVec<Event>> = (0..10)
+            .map(|s| typing(60, hold, gap, seed + s, 1_000_000).into())
+            .collect();
+        plugin.enroll(&[], &windows).unwrap()
+    };
+    let mine = enrol(90.0, 180.0, 0);
+    let twin = enrol(90.0, 180.0, 500);
+    let slower = enrol(160.0, 320.0, 900);
+    let window = typing(50, 90.0, 180.0, 4321, 50_000_000);
+    let direct = |p: &[u8]| plugin.score(p, &window).unwrap().llr;
+    let (llr_mine, llr_twin, llr_slower) = (direct(&mine), direct(&twin), direct(&slower));
+    assert!(
+        llr_mine > 0.0 && llr_twin > 0.0 && llr_slower < 0.0,
+        "{llr_mine} {llr_twin} {llr_slower}"
+    );
+    let scored = |config: &SessionConfig, others: Vec<Vec<u8>>| {
+        let mut session = Session::new(config, vec![(plugin.clone(), Some(mine.clone()))]);
+        session.set_others(0, others);
+        for e in typing(50, 90.0, 180.0, 4321, 50_000_000) {
+            session.push(e);
+        }
+        session.flush();
+        session.assess(50_000_000).modalities[0].last_score.unwrap()
+    };
+    let config = SessionConfig::default();
+    assert_eq!(scored(&config, vec![]).to_bits(), llr_mine.to_bits());
+    assert_eq!(
+        scored(&config, vec![slower.clone(), b"not a profile".to_vec()]).to_bits(),
+        llr_mine.to_bits()
+    );
+    let discounted = scored(&config, vec![slower.clone(), twin.clone()]);
+    assert_eq!(discounted.to_bits(), (llr_mine - llr_twin).to_bits());
+    let off = SessionConfig {
+        other_users: 0,
+        ..SessionConfig::default()
+    };
+    assert_eq!(scored(&off, vec![twin]).to_bits(), llr_mine.to_bits());
+}

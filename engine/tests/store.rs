@@ -826,3 +826,33 @@ fn store_survives_sigkill_during_adaptation() {
     println!("durability: {kills} SIGKILLs survived, final revision {last_revision}");
     assert!(last_revision > 1, "the child never committed an adaptation");
 }
+
+/// The other users a session is compared with: one plugin, never the user themself, the
+/// most recently updated first, no more than asked for; a forgotten user is gone.
+#[test]
+fn other_users_profiles_are_the_most_recent_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = open(&db_path(&dir));
+    for (user, at) in [("alice", 10), ("bob", 30), ("carol", 20), ("dave", 40)] {
+        store
+            .put_profile(user, "keystroke", user.as_bytes(), 5, at)
+            .unwrap();
+    }
+    store.put_profile("erin", "mouse", b"erin", 5, 50).unwrap();
+    let names = |store: &ProfileStore, user: &str, limit: usize| -> Vec<String> {
+        store
+            .others_profiles("keystroke", user, limit)
+            .unwrap()
+            .into_iter()
+            .map(|p| {
+                assert_eq!(p.blob, p.user.as_bytes(), "decrypted");
+                p.user
+            })
+            .collect()
+    };
+    assert_eq!(names(&store, "alice", 8), ["dave", "bob", "carol"]);
+    assert_eq!(names(&store, "dave", 2), ["bob", "carol"]);
+    assert!(names(&store, "alice", 0).is_empty());
+    store.forget("bob").unwrap();
+    assert_eq!(names(&store, "alice", 8), ["dave", "carol"]);
+}

@@ -31,6 +31,13 @@
 //!   validation protocol, where authors are known, the bound is within 0.005 of the
 //!   exact value.)
 //!
+//! Every variant is reported twice: as scored, and **others discounted** — each run's
+//! LLR lowered by the strongest positive LLR the same run gets from the other accounts'
+//! profiles ([`crate::others`], what habitusd does with the other users enrolled on a
+//! machine). In the open-set variants those profiles are the ones built without the
+//! left-out user, so they never saw them either. Every query is therefore scored by
+//! every profile.
+//!
 //! With `open_set = false` only the closed-set profiles are built (ten instead of a
 //! hundred: for quick comparisons).
 //!
@@ -54,6 +61,7 @@ use super::continuous::UserStreams;
 use super::metrics::{det_curve, eer};
 use super::report::DetectorResult;
 use super::{parallel_map, EvalError, EvalReport, Progress};
+use crate::others::discount_for_others;
 use crate::{HostError, PluginInstance, PluginLibrary};
 
 /// Runs of consecutive actions scored (`None` = the whole session).
@@ -652,6 +660,11 @@ fn row(p: &Pooled) -> BalabitRow {
 pub const CLOSED_SET: &str = "closed set";
 pub const OPEN_SET: &str = "open set, lower bound (author unknown)";
 pub const EXACT_OPEN_SET: &str = "open set, exact (author known)";
+/// The same three variants with every score discounted by the other accounts' profiles
+/// ([`crate::others`]): what habitusd does on a machine where those users are enrolled.
+pub const CLOSED_SET_OTHERS: &str = "closed set, others discounted";
+pub const OPEN_SET_OTHERS: &str = "open set, lower bound, others discounted";
+pub const EXACT_OPEN_SET_OTHERS: &str = "open set, exact, others discounted";
 
 /// Builds every profile, scores every query, and summarises per variant and run length.
 fn evaluate(
@@ -678,66 +691,113 @@ fn evaluate(
         }
     }
     let profiles = build_profiles(plugin, train, &jobs, threads, progress)?;
-    // scores[job][query of that account] = runs per action count
+    // The distinct feature vectors among the queries (validation scores each
+    // pseudo-session against every account) ...
+    let mut distinct: Vec<&[f64]> = Vec::new();
+    let mut index: HashMap<(usize, usize), usize> = HashMap::new();
+    let vector_of: Vec<usize> = queries
+        .iter()
+        .map(|q| {
+            *index
+                .entry((q.features.as_ptr() as usize, q.features.len()))
+                .or_insert_with(|| {
+                    distinct.push(q.features);
+                    distinct.len() - 1
+                })
+        })
+        .collect();
+    // ... each scored by every profile, so that a query's score can be set beside the
+    // other accounts' scores of the same runs. One job's profile at a time: the
+    // plugin's decoded-profile cache then serves every vector.
     progress.start("scoring", jobs.len());
-    let scores = parallel_map(
+    let table = parallel_map(
         jobs.len(),
         threads,
         |j| -> Result<Vec<Vec<Vec<f64>>>, EvalError> {
-            let r = queries
+            let r = distinct
                 .iter()
-                .filter(|q| q.account == jobs[j].account)
-                .map(|q| score_runs(plugin, &profiles[j], q.features, per_action))
+                .map(|f| score_runs(plugin, &profiles[j], f, per_action))
                 .collect();
             progress.advance();
             r
         },
     );
     progress.finish();
-    let scores = scores.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let exact = queries.iter().all(|q| q.author.is_some());
-    let variants: Vec<&'static str> = match (open_set, exact) {
-        (false, _) => vec![CLOSED_SET],
-        (true, true) => vec![CLOSED_SET, OPEN_SET, EXACT_OPEN_SET],
-        (true, false) => vec![CLOSED_SET, OPEN_SET],
+    let table = table.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let job_index: HashMap<(usize, Option<usize>), usize> = jobs
+        .iter()
+        .enumerate()
+        .map(|(j, job)| ((job.account, job.left_out), j))
+        .collect();
+    // The runs of query `q` (run length `c`) scored by `account`'s profile whose
+    // population left `left_out` out; with `others`, discounted by the other accounts'
+    // profiles built the same way (never the left-out user's: it stays unknown).
+    let runs = |q: usize, account: usize, left_out: Option<usize>, c: usize, others: bool| {
+        let own = &table[job_index[&(account, left_out)]][vector_of[q]][c];
+        if !others {
+            return own.clone();
+        }
+        let cohort: Vec<&Vec<f64>> = (0..users)
+            .filter(|&v| v != account && Some(v) != left_out)
+            .map(|v| &table[job_index[&(v, left_out)]][vector_of[q]][c])
+            .collect();
+        own.iter()
+            .enumerate()
+            .map(|(r, &llr)| discount_for_others(llr, cohort.iter().map(|o| o[r])))
+            .collect::<Vec<f64>>()
     };
+    let exact = queries.iter().all(|q| q.author.is_some());
+    let mut variants: Vec<(&'static str, bool)> = vec![(CLOSED_SET, false)];
+    if open_set {
+        variants.push((OPEN_SET, false));
+        if exact {
+            variants.push((EXACT_OPEN_SET, false));
+        }
+    }
+    variants.push((CLOSED_SET_OTHERS, true));
+    if open_set {
+        variants.push((OPEN_SET_OTHERS, true));
+        if exact {
+            variants.push((EXACT_OPEN_SET_OTHERS, true));
+        }
+    }
     let mut pooled = Vec::new();
-    for variant in variants {
+    for (variant, others) in variants {
+        let closed_variant = variant == CLOSED_SET || variant == CLOSED_SET_OTHERS;
+        let exact_variant = variant == EXACT_OPEN_SET || variant == EXACT_OPEN_SET_OTHERS;
         for (c, &k) in ACTION_COUNTS.iter().enumerate() {
             let (mut gen, mut imp) = (Vec::new(), Vec::new());
             let mut per_account = Vec::new();
             for account in 0..users {
                 let (gen_before, imp_before) = (gen.len(), imp.len());
-                let own: Vec<&Query> = queries.iter().filter(|q| q.account == account).collect();
-                let job_of = |left_out: Option<usize>| {
-                    jobs.iter()
-                        .position(|j| j.account == account && j.left_out == left_out)
-                        .unwrap_or(0)
-                };
-                let others: Vec<usize> = (0..users).filter(|&v| v != account).collect();
-                for (qi, q) in own.iter().enumerate() {
+                let others_of: Vec<usize> = (0..users).filter(|&v| v != account).collect();
+                for (qi, q) in queries.iter().enumerate() {
+                    if q.account != account {
+                        continue;
+                    }
                     let target = if q.illegal { &mut imp } else { &mut gen };
-                    let closed = &scores[job_of(None)][qi][c];
-                    match (variant, q.illegal, q.author) {
-                        (CLOSED_SET, _, _) => target.extend(closed),
+                    match (closed_variant, exact_variant, q.illegal, q.author) {
+                        (true, _, _, _) => target.extend(runs(qi, account, None, c, others)),
                         // The author is known: the profile that never saw them.
-                        (EXACT_OPEN_SET, true, Some(a)) => {
-                            target.extend(&scores[job_of(Some(a))][qi][c])
+                        (_, true, true, Some(a)) => {
+                            target.extend(runs(qi, account, Some(a), c, others))
                         }
                         // Unknown author: the most favourable of the nine profiles, one
                         // of which never saw them, so never below the exact score.
-                        (_, true, _) => {
-                            target.extend((0..closed.len()).map(|r| {
-                                others
-                                    .iter()
-                                    .map(|&v| scores[job_of(Some(v))][qi][c][r])
-                                    .fold(f64::NEG_INFINITY, f64::max)
+                        (_, _, true, _) => {
+                            let each: Vec<Vec<f64>> = others_of
+                                .iter()
+                                .map(|&v| runs(qi, account, Some(v), c, others))
+                                .collect();
+                            let n = each.first().map_or(0, Vec::len);
+                            target.extend((0..n).map(|r| {
+                                each.iter().map(|e| e[r]).fold(f64::NEG_INFINITY, f64::max)
                             }));
                         }
                         // A legal session is scored by each of the nine profiles.
-                        (_, false, _) => {
-                            for &v in &others {
-                                target.extend(&scores[job_of(Some(v))][qi][c]);
+                        (_, _, false, _) => {
+                            for &v in &others_of {
+                                target.extend(runs(qi, account, Some(v), c, others));
                             }
                         }
                     }
@@ -950,6 +1010,10 @@ pub fn run_validation(
             for (p, t) in pooled.iter_mut().zip(this) {
                 p.genuine.extend(t.genuine);
                 p.impostor.extend(t.impostor);
+                for (pa, ta) in p.per_account.iter_mut().zip(t.per_account) {
+                    pa.0.extend(ta.0);
+                    pa.1.extend(ta.1);
+                }
             }
         }
     }

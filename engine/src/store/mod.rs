@@ -234,6 +234,25 @@ impl ProfileStore {
             .transpose()
     }
 
+    /// Up to `limit` profiles for `plugin` of users other than `user`, decrypted, the
+    /// most recently updated first (ties by name): the other people a live session of
+    /// `user`'s is compared with. Only the rows returned are decrypted.
+    pub fn others_profiles(
+        &self,
+        plugin: &str,
+        user: &str,
+        limit: usize,
+    ) -> Result<Vec<StoredProfile>, StoreError> {
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {PROFILE_COLUMNS} FROM profiles WHERE plugin = ?1 AND user <> ?2 \
+             ORDER BY updated_at DESC, user LIMIT ?3"
+        ))?;
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = stmt.query_map(params![plugin, user, limit], RawProfile::from_row)?;
+        rows.map(|raw| raw?.decrypt(&self.sealer, &self.path))
+            .collect()
+    }
+
     /// All profiles of `user`, decrypted, sorted by plugin.
     pub fn profiles(&self, user: &str) -> Result<Vec<StoredProfile>, StoreError> {
         let mut stmt = self.conn.prepare(&format!(
