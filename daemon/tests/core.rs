@@ -937,10 +937,12 @@ fn forget_erases_and_export_holds_no_codes() {
 #[test]
 fn a_look_alike_enrolled_on_the_machine_lowers_the_score_until_forgotten() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let mut alone = core_with(d1.path(), Config::default());
+    let mut config = Config::default();
+    config.session.other_users = 8; // off by default
+    let mut alone = core_with(d1.path(), config.clone());
     // The same secrets, so both stores hash keys alike and alice's profiles are equal.
     std::fs::copy(d1.path().join("secrets.key"), d2.path().join("secrets.key")).unwrap();
-    let mut shared = core_with(d2.path(), Config::default());
+    let mut shared = core_with(d2.path(), config);
     let enrol = |core: &mut Core, user: &str, events: Vec<WireEvent>| {
         ok(
             core,

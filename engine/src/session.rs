@@ -91,7 +91,7 @@ pub struct SessionConfig {
     /// ([`Session::set_others`], [`crate::others`]): a window that looks like one of
     /// them loses that much evidence for the claimed user. Each costs one more score
     /// per window and one more decoded profile in memory per live session. 0 turns the
-    /// comparison off. Default 8.
+    /// comparison off. Default 0 (off; see docs/habitusd.md for the trade-off).
     pub other_users: usize,
 }
 
@@ -155,7 +155,10 @@ impl Default for SessionConfig {
             // someone else's (fixed from the odds, not fitted; see docs/results.md).
             trusted_min_llr: 4.6,
             idle_reset_s: Some(60.0),
-            other_users: 8,
+            // Off: on the Aalto step-up evaluation it cost far more genuine skips
+            // than it saved false ones (docs/results.md); an opt-in for machines whose
+            // likely intruders are the other people enrolled on them.
+            other_users: 0,
         }
     }
 }

@@ -213,7 +213,7 @@ fn evidence_from_before_a_pause_does_not_vouch_for_whoever_comes_back() {
 
 /// Another enrolled user who types like the window lowers the claimed user's score by
 /// exactly their LLR; one who does not, or a broken profile, changes nothing; with
-/// `other_users = 0` no one is compared.
+/// `other_users = 0` (the default) no one is compared.
 #[test]
 fn a_window_like_another_enrolled_user_loses_that_evidence() {
     let lib = PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
@@ -243,7 +243,10 @@ fn a_window_like_another_enrolled_user_loses_that_evidence() {
         session.flush();
         session.assess(50_000_000).modalities[0].last_score.unwrap()
     };
-    let config = SessionConfig::default();
+    let config = SessionConfig {
+        other_users: 8,
+        ..SessionConfig::default()
+    };
     assert_eq!(scored(&config, vec![]).to_bits(), llr_mine.to_bits());
     assert_eq!(
         scored(&config, vec![slower.clone(), b"not a profile".to_vec()]).to_bits(),
@@ -251,9 +254,8 @@ fn a_window_like_another_enrolled_user_loses_that_evidence() {
     );
     let discounted = scored(&config, vec![slower.clone(), twin.clone()]);
     assert_eq!(discounted.to_bits(), (llr_mine - llr_twin).to_bits());
-    let off = SessionConfig {
-        other_users: 0,
-        ..SessionConfig::default()
-    };
+    // Off by default.
+    let off = SessionConfig::default();
+    assert_eq!(off.other_users, 0);
     assert_eq!(scored(&off, vec![twin]).to_bits(), llr_mine.to_bits());
 }
