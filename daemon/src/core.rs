@@ -397,9 +397,14 @@ impl Core {
                 slots.push((p.instance.clone(), profile.map(|s| s.blob.clone())));
             }
             let mut session = Session::new(&self.config.session, slots);
-            let others = self
-                .others_of(user)
-                .map_err(|e| Refusal::internal("reading the profile store", e))?;
+            // Someone else's unreadable profile must not keep this user from a verdict:
+            // the comparison is then off, as `refresh_others` does.
+            let others = self.others_of(user).unwrap_or_else(|e| {
+                log::error(&format!(
+                    "reading other users' profiles for {user} failed, comparison with them off: {e}"
+                ));
+                Vec::new()
+            });
             for (i, profiles) in others.into_iter().enumerate() {
                 session.set_others(i, profiles);
             }
@@ -446,8 +451,9 @@ impl Core {
     }
 
     /// Gives every live session the current set of other users' profiles: after an
-    /// enrolment (someone new to tell apart) and after `forget` (nothing of a forgotten
-    /// user may stay in memory). When the store cannot be read the comparison is
+    /// enrolment (someone new to tell apart) and after `forget` (a forgotten user's
+    /// profile leaves every session; a plugin's small cache of decoded profiles may keep
+    /// a copy until newer ones push it out, as for the user's own profile). When the store cannot be read the comparison is
     /// switched off until the next refresh, never left holding a forgotten profile.
     fn refresh_others(&mut self) {
         let users: Vec<String> = self.users.keys().cloned().collect();

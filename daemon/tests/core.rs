@@ -972,6 +972,13 @@ fn a_look_alike_enrolled_on_the_machine_lowers_the_score_until_forgotten() {
     enrol(&mut shared, "bob", synthetic_typist(400, 90.0, 180.0, 2));
     let (a, s) = (last_llr(&mut alone, 8, 20), last_llr(&mut shared, 8, 20));
     assert!(a > 0.0 && s < a - 0.5, "bob types like alice: {a} {s}");
+    // A restarted daemon loads the others when alice's session is created.
+    drop(shared);
+    let mut config = Config::default();
+    config.session.other_users = 8;
+    let mut shared = core_with(d2.path(), config);
+    let (a, s) = (last_llr(&mut alone, 10, 30), last_llr(&mut shared, 10, 0));
+    assert!(s < a - 0.1, "after a restart: {a} {s}");
     ok(
         &mut shared,
         &root(),

@@ -20,18 +20,27 @@
 //! decide anything, and ignoring it leaves the claimed user's score as it would be
 //! without that user.
 
-/// The claimed user's LLR after the other enrolled users' LLRs for the same window.
+/// The claimed user's LLR after the other enrolled users' LLRs for the same window,
+/// kept within the plugins' ±[`LLR_LIMIT`] (no single window may outvote all others,
+/// discounted or not). A NaN stays NaN: the host treats it as a broken score.
 pub fn discount_for_others(own_llr: f64, others_llr: impl IntoIterator<Item = f64>) -> f64 {
     let strongest = others_llr
         .into_iter()
         .filter(|l| l.is_finite())
         .fold(0.0, f64::max);
-    own_llr - strongest
+    let discounted = own_llr - strongest;
+    if discounted.is_nan() {
+        discounted
+    } else {
+        discounted.max(-LLR_LIMIT)
+    }
 }
+
+use habitus_plugin::LLR_LIMIT;
 
 #[cfg(test)]
 mod tests {
-    use super::discount_for_others;
+    use super::{discount_for_others, LLR_LIMIT};
 
     #[test]
     fn a_window_like_another_user_loses_that_users_evidence() {
@@ -53,5 +62,11 @@ mod tests {
         );
         assert_eq!(discount_for_others(2.0, [f64::NEG_INFINITY]), 2.0);
         assert!(discount_for_others(f64::NAN, [1.0]).is_nan());
+    }
+
+    #[test]
+    fn a_discounted_score_stays_within_the_llr_limit() {
+        assert_eq!(discount_for_others(-LLR_LIMIT, [LLR_LIMIT]), -LLR_LIMIT);
+        assert_eq!(discount_for_others(-2.0, [LLR_LIMIT]), -LLR_LIMIT);
     }
 }

@@ -254,6 +254,22 @@ fn a_window_like_another_enrolled_user_loses_that_evidence() {
     );
     let discounted = scored(&config, vec![slower.clone(), twin.clone()]);
     assert_eq!(discounted.to_bits(), (llr_mine - llr_twin).to_bits());
+    // A window that looks like someone else does not teach the template either.
+    let gate = SessionConfig {
+        adapt_min_llr: Some((llr_mine + discounted) / 2.0),
+        ..config.clone()
+    };
+    let candidates = |others: Vec<Vec<u8>>| {
+        let mut session = Session::new(&gate, vec![(plugin.clone(), Some(mine.clone()))]);
+        session.set_others(0, others);
+        for e in typing(50, 90.0, 180.0, 4321, 50_000_000) {
+            session.push(e);
+        }
+        session.flush();
+        session.take_adaptation_candidates().len()
+    };
+    assert_eq!(candidates(vec![]), 1);
+    assert_eq!(candidates(vec![twin.clone()]), 0);
     // Off by default.
     let off = SessionConfig::default();
     assert_eq!(off.other_users, 0);

@@ -531,6 +531,14 @@ impl Config {
                 ));
             }
         }
+        if self.behavior.session.other_users != 0 {
+            // The bridge scores one login's keystrokes for the user who claims it; it
+            // has no other users' sessions to compare with.
+            return Err(format!(
+                "[behavior.session]: other_users = {}: habitus-oidc does not compare logins with other users' profiles (a habitusd setting); remove it",
+                self.behavior.session.other_users
+            ));
+        }
         self.behavior
             .session
             .validate()
@@ -667,6 +675,10 @@ redirect_uris = ["http://127.0.0.1:9000/cb"]
             (
                 format!("{MINIMAL}\n[behavior.session]\nidle_reset_s = 0.0"),
                 "[behavior.session]: session.idle_reset_s",
+            ),
+            (
+                format!("{MINIMAL}\n[behavior.session]\nother_users = 4"),
+                "does not compare logins with other users",
             ),
             (
                 MINIMAL.replace("[[clients]]", "[signals]\nretries = 9\n[[clients]]"),
