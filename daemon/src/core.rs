@@ -453,8 +453,9 @@ impl Core {
     /// Gives every live session the current set of other users' profiles: after an
     /// enrolment (someone new to tell apart) and after `forget` (a forgotten user's
     /// profile leaves every session; a plugin's small cache of decoded profiles may keep
-    /// a copy until newer ones push it out, as for the user's own profile). When the store cannot be read the comparison is
-    /// switched off until the next refresh, never left holding a forgotten profile.
+    /// a copy until newer ones push it out, as for the user's own profile). When the
+    /// store cannot be read the comparison is switched off until the next refresh,
+    /// never left holding a forgotten profile.
     fn refresh_others(&mut self) {
         let users: Vec<String> = self.users.keys().cloned().collect();
         for user in users {
