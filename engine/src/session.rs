@@ -199,17 +199,7 @@ impl OtherProfile {
     /// The window's LLR under this profile; `None` when it cannot be scored or gives
     /// no evidence (a broken profile of someone else decides nothing).
     fn llr(&mut self, plugin: &PluginInstance, window: &[Event]) -> Option<f64> {
-        if matches!(self.prepared, Prepared::Pending) {
-            self.prepared = match plugin.prepare(&self.profile) {
-                Ok(prepared) => Prepared::Ready(prepared),
-                Err(_) => Prepared::Refused,
-            };
-        }
-        let score = match &self.prepared {
-            Prepared::Ready(prepared) => prepared.score(window),
-            Prepared::Pending | Prepared::Refused => plugin.score(&self.profile, window),
-        };
-        match score {
+        match self.prepared.score(plugin, &self.profile, window) {
             Ok(s) if s.quality > 0.0 && s.llr.is_finite() => Some(s.llr),
             _ => None,
         }
@@ -225,6 +215,27 @@ enum Prepared {
     /// `prepare` refused the profile: windows go through `score` with its bytes, which
     /// reports the plugin's error window by window as before.
     Refused,
+}
+
+impl Prepared {
+    /// Scores `window` against `profile`, preparing the profile at the first call.
+    fn score(
+        &mut self,
+        plugin: &PluginInstance,
+        profile: &[u8],
+        window: &[Event],
+    ) -> Result<Score, HostError> {
+        if matches!(self, Prepared::Pending) {
+            *self = match plugin.prepare(profile) {
+                Ok(prepared) => Prepared::Ready(prepared),
+                Err(_) => Prepared::Refused,
+            };
+        }
+        match self {
+            Prepared::Ready(prepared) => prepared.score(window),
+            Prepared::Pending | Prepared::Refused => plugin.score(profile, window),
+        }
+    }
 }
 
 /// A live session.
@@ -419,26 +430,13 @@ impl Session {
             slot.window.clear();
             return;
         };
-        if matches!(slot.prepared, Prepared::Pending) {
-            slot.prepared = match slot.plugin.prepare(profile) {
-                Ok(prepared) => Prepared::Ready(prepared),
-                Err(_) => Prepared::Refused,
-            };
-        }
-        let mut result = match &slot.prepared {
-            Prepared::Ready(prepared) => prepared.score(&slot.window),
-            Prepared::Pending | Prepared::Refused => slot.plugin.score(profile, &slot.window),
-        };
+        let mut result = slot.prepared.score(&slot.plugin, profile, &slot.window);
         // Before anything reads the score (adaptation included): a window that looks
         // like another enrolled user must neither vouch nor teach.
         if let Ok(score) = &mut result {
             if score.quality > 0.0 && !slot.others.is_empty() {
                 let (plugin, window) = (&slot.plugin, &slot.window);
-                let others: Vec<f64> = slot
-                    .others
-                    .iter_mut()
-                    .filter_map(|o| o.llr(plugin, window))
-                    .collect();
+                let others = slot.others.iter_mut().filter_map(|o| o.llr(plugin, window));
                 score.llr = discount_for_others(score.llr, others);
             }
         }
