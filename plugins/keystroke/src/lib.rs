@@ -26,7 +26,9 @@
 //! * **`free`** — free text; statistics per key (hold), per digraph and per trigraph
 //!   (latencies) over key ids, four measures per timing type (including a Bayesian
 //!   per-id LLR) and rhythm statistics combined by a logistic regression per gallery
-//!   size, S-normalised against a cohort of population users; see [`free`].
+//!   size, S-normalised against a cohort of population users, and fused with a PLDA
+//!   score of a whole-window embedding (timing distributions and per-key timings, LDA,
+//!   length normalisation); see [`free`] and [`plda`].
 //!
 //! Constants were tuned on one half of the CMU subjects and checked on the other; the
 //! numbers are in `docs/results.md`. Profiles and populations are versioned JSON in a
@@ -39,7 +41,8 @@
 //! brute force, so the profile store must keep profiles encrypted. A free-text
 //! population, and every free-text profile enrolled with it, also holds such statistics
 //! of up to [`free::COHORT`] *population* users (their first windows, for S-norm) and the
-//! population's mean timing per key id: populations need the same protection as profiles
+//! population's mean timing per key id, and the embedding's list of the 20 most frequent
+//! key ids with their mean timings: populations need the same protection as profiles
 //! (the store encrypts both).
 
 pub mod blob;
@@ -48,6 +51,7 @@ pub mod config;
 pub mod fixed;
 pub mod free;
 pub mod pack;
+pub mod plda;
 pub mod stats;
 pub mod timing;
 
@@ -101,7 +105,8 @@ enum Profile {
 #[serde(tag = "mode", rename_all = "kebab-case")]
 enum Population {
     Fixed(NovicePopulation),
-    Free(FreePopulation),
+    // Boxed: a free-text population is several times larger than a fixed-text one.
+    Free(Box<FreePopulation>),
 }
 
 /// FNV-1a of the key-id sequence folded to 16 bits (see the privacy note above).
@@ -324,7 +329,7 @@ impl Plugin for Keystroke {
                             .collect()
                     })
                     .collect();
-                Population::Free(free::build_population(&strokes)?)
+                Population::Free(Box::new(free::build_population(&strokes)?))
             }
         };
         blob::encode(blob::POPULATION_MAGIC, &population)
@@ -351,7 +356,7 @@ impl Plugin for Keystroke {
                 let population = self.decode_population(population)?;
                 let population = match population.as_deref() {
                     None => None,
-                    Some(Population::Free(p)) => Some(p),
+                    Some(Population::Free(p)) => Some(&**p),
                     Some(Population::Fixed(_)) => {
                         return Err(PluginError::invalid_profile(
                             "a fixed-text population was given to a free-text enrolment",
@@ -570,6 +575,7 @@ mod tests {
         value["format"] = serde_json::json!(free::FREE_FORMAT + 1);
         let newer = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
         let err = plugin.score(&newer, &typing(20)).unwrap_err();
-        assert!(err.message.contains("format 4 is not supported"), "{err}");
+        let expected = format!("format {} is not supported", free::FREE_FORMAT + 1);
+        assert!(err.message.contains(&expected), "{err}");
     }
 }

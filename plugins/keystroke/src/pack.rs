@@ -295,6 +295,35 @@ pub mod table {
     }
 }
 
+/// Lists of model coefficients: `f32` each (the precision of the data they came from).
+pub mod floats {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(value: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        let mut b = Vec::with_capacity(value.len() * 4);
+        for v in value {
+            b.extend_from_slice(&(*v as f32).to_le_bytes());
+        }
+        encode(&b).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        let text = String::deserialize(d)?;
+        let bytes = decode(&text).map_err(serde::de::Error::custom)?;
+        if bytes.len() % 4 != 0 {
+            return Err(serde::de::Error::custom(
+                "packed floats: length is not a multiple of 4",
+            ));
+        }
+        let mut r = Reader { bytes: &bytes };
+        let mut out = Vec::with_capacity(bytes.len() / 4);
+        while !r.bytes.is_empty() {
+            out.push(r.f32().map_err(serde::de::Error::custom)?);
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,661 @@
+//! Whole-window embedding with a PLDA score: the second opinion of the free-text model.
+//!
+//! The per-id comparison in [`crate::free`] needs the query to share keys and n-grams with
+//! the gallery; two 50-key sentences share few digraphs. This module instead describes a
+//! whole window by one fixed-length vector and learns from the population which
+//! directions of that vector tell people apart:
+//!
+//! * per timing type (`ln` hold, `ln` down-down, `asinh(x/20 ms)` up-down and up-up of
+//!   consecutive keys): the deciles 10–90 %, the mean and the standard deviation
+//!   (4 × 11 values), and the share of overlapping keys (1);
+//! * for the [`TOP_KEYS`] key ids most frequent in the population: the key's hold, the
+//!   down-down and up-down latencies into it and out of it (5 per key), each shrunk
+//!   towards "this window's median of that type plus the population's offset of that
+//!   key" with the weight of [`SHRINK`] occurrences — a key the window lacks gets that
+//!   prediction instead of a gap.
+//!
+//! The 145 values are scaled by their population spread and reduced by LDA to [`DIMS`]
+//! directions in which the within-user scatter is white; each vector is then scaled to
+//! length √DIMS ("length normalisation", Garcia-Romero & Espy-Wilson 2011: it makes the
+//! heavy-tailed vectors nearly Gaussian), and a second LDA on the normalised vectors
+//! leaves a two-covariance model: per direction, a user's true position varies between
+//! users with variance `b` and a window scatters around it with variance 1. The score of a
+//! query `q` against a gallery mean `g` of `n` windows is the model's log-likelihood ratio
+//! "same user" against "different users", summed over the directions (closed form,
+//! [`Embedding::llr`]).
+//!
+//! Everything is learned from the population's users only (key ids are the same keyed
+//! hashes as elsewhere, so the key list holds no characters). The free-text model fuses
+//! this LLR with its S-normed per-id score by a logistic calibration learned on the
+//! population with embeddings cross-fitted on the other half of it (see
+//! [`crate::free::build_population`]).
+//!
+//! Measured on the Aalto subset (G = 5, docs/results.md): this score alone 3.4 % mean EER,
+//! fused with the per-id score 2.7 %, against 4.8 % for the per-id score alone.
+
+use serde::{Deserialize, Serialize};
+
+use crate::free::percentile;
+use crate::timing::Keystroke;
+use habitus_plugin::PluginError;
+
+/// Key ids with their own values in the vector (the most frequent in the population).
+pub const TOP_KEYS: usize = 20;
+/// Values per key: hold, down-down in, up-down out, down-down out, up-down in.
+const PER_KEY: usize = 5;
+/// Deciles 10–90 % per timing type.
+const QUANTILES: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+/// Timing types summarised as distributions (hold, down-down, up-down, up-up).
+const DISTRIBUTIONS: usize = 4;
+/// Length of the window vector.
+pub const INPUTS: usize = DISTRIBUTIONS * (QUANTILES.len() + 2) + 1 + TOP_KEYS * PER_KEY;
+/// Directions kept by each LDA stage.
+pub const DIMS: usize = 100;
+/// Weight, in occurrences, of the predicted value of a key's timing.
+const SHRINK: f64 = 2.0;
+/// Fewest keystrokes a window needs for a vector.
+pub const MIN_STROKES: usize = 5;
+/// Smallest between-user variance kept per direction.
+const MIN_BETWEEN: f64 = 1e-4;
+
+/// Timing type of each per-key value: 0 hold, 1 down-down, 2 up-down.
+const KEY_TYPE: [usize; PER_KEY] = [0, 1, 2, 1, 2];
+
+/// An affine map `y = (x − mean)·matrix` (`matrix` row-major, `mean.len()` rows).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Stage {
+    #[serde(with = "crate::pack::floats")]
+    pub mean: Vec<f64>,
+    #[serde(with = "crate::pack::floats")]
+    pub matrix: Vec<f64>,
+}
+
+impl Stage {
+    fn outputs(&self) -> usize {
+        self.matrix.len() / self.mean.len().max(1)
+    }
+
+    fn apply(&self, x: &[f64]) -> Vec<f64> {
+        let outputs = self.outputs();
+        let mut y = vec![0.0; outputs];
+        for (i, (&xi, &mi)) in x.iter().zip(&self.mean).enumerate() {
+            let d = xi - mi;
+            let row = &self.matrix[i * outputs..(i + 1) * outputs];
+            for (yj, &a) in y.iter_mut().zip(row) {
+                *yj += d * a;
+            }
+        }
+        y
+    }
+}
+
+/// What the population taught: which keys, how to scale, the two LDA stages and the
+/// between-user variance per direction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Embedding {
+    /// Key ids (keyed hashes) with their own values, most frequent first.
+    pub keys: Vec<u32>,
+    /// Per key, [`PER_KEY`] population offsets from the type's median.
+    #[serde(with = "crate::pack::floats")]
+    pub offsets: Vec<f64>,
+    /// Spread of each window value over the population.
+    #[serde(with = "crate::pack::floats")]
+    pub scale: Vec<f64>,
+    pub first: Stage,
+    pub second: Stage,
+    /// Between-user variance per direction of the second stage.
+    #[serde(with = "crate::pack::floats")]
+    pub between: Vec<f64>,
+}
+
+/// Per-window timing series (ms-based, transformed).
+struct Series {
+    hold: Vec<f64>,
+    dd: Vec<f64>,
+    ud: Vec<f64>,
+    uu: Vec<f64>,
+}
+
+fn series(strokes: &[Keystroke]) -> Series {
+    let ms = |us: i64| us as f64 / 1000.0;
+    let hold = strokes
+        .iter()
+        .map(|s| ms(s.up_us as i64 - s.down_us as i64).max(1.0).ln())
+        .collect();
+    let pairs = strokes.windows(2);
+    let dd = pairs
+        .clone()
+        .map(|p| ms(p[1].down_us as i64 - p[0].down_us as i64).max(1.0).ln())
+        .collect();
+    let ud = pairs
+        .clone()
+        .map(|p| (ms(p[1].down_us as i64 - p[0].up_us as i64) / 20.0).asinh())
+        .collect();
+    let uu = pairs
+        .map(|p| (ms(p[1].up_us as i64 - p[0].up_us as i64) / 20.0).asinh())
+        .collect();
+    Series { hold, dd, ud, uu }
+}
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    s
+}
+
+/// The per-key values of key `k` (positions `at`) before shrinking: sums and counts.
+fn key_sums(s: &Series, at: &[usize]) -> [(f64, f64); PER_KEY] {
+    let last = s.hold.len() - 1;
+    let mut out = [(0.0, 0.0); PER_KEY];
+    let mut add = |j: usize, v: f64| {
+        out[j].0 += v;
+        out[j].1 += 1.0;
+    };
+    for &i in at {
+        add(0, s.hold[i]);
+        if i > 0 {
+            add(1, s.dd[i - 1]);
+            add(4, s.ud[i - 1]);
+        }
+        if i < last {
+            add(2, s.ud[i]);
+            add(3, s.dd[i]);
+        }
+    }
+    out
+}
+
+fn positions(strokes: &[Keystroke], key: u32) -> Vec<usize> {
+    strokes
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| s.key == key)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The window vector (unscaled), or `None` for a window under [`MIN_STROKES`] keys.
+fn window_vector(strokes: &[Keystroke], keys: &[u32], offsets: &[f64]) -> Option<Vec<f64>> {
+    if strokes.len() < MIN_STROKES {
+        return None;
+    }
+    let s = series(strokes);
+    let mut x = Vec::with_capacity(INPUTS);
+    let mut medians = [0.0; 3];
+    for (t, v) in [&s.hold, &s.dd, &s.ud, &s.uu].into_iter().enumerate() {
+        let sv = sorted(v);
+        x.extend(QUANTILES.iter().map(|&p| percentile(&sv, p)));
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / v.len() as f64;
+        x.push(mean);
+        x.push(var.sqrt());
+        if t < 3 {
+            medians[t] = percentile(&sv, 0.5);
+        }
+    }
+    // Up-down < 0 ⇔ the next key went down before this one came up.
+    x.push(s.ud.iter().filter(|&&u| u < 0.0).count() as f64 / s.ud.len() as f64);
+    for (k, &key) in keys.iter().enumerate() {
+        let sums = key_sums(&s, &positions(strokes, key));
+        for (j, (sum, n)) in sums.into_iter().enumerate() {
+            let prior = medians[KEY_TYPE[j]] + offsets[k * PER_KEY + j];
+            x.push((sum + SHRINK * prior) / (n + SHRINK));
+        }
+    }
+    Some(x)
+}
+
+fn length_normalise(mut y: Vec<f64>) -> Vec<f64> {
+    let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
+    if norm > 0.0 {
+        let f = (y.len() as f64).sqrt() / norm;
+        y.iter_mut().for_each(|v| *v *= f);
+    }
+    y
+}
+
+impl Embedding {
+    /// The window's point in the model's space, or `None` for a window too short.
+    pub fn embed(&self, strokes: &[Keystroke]) -> Option<Vec<f64>> {
+        let mut x = window_vector(strokes, &self.keys, &self.offsets)?;
+        for (v, s) in x.iter_mut().zip(&self.scale) {
+            *v /= s;
+        }
+        Some(self.second.apply(&length_normalise(self.first.apply(&x))))
+    }
+
+    /// Log-likelihood ratio "same user" against "different users" of a query point given
+    /// the mean of `n` gallery points (two-covariance model, within-user variance 1).
+    pub fn llr(&self, gallery: &[f64], n: f64, query: &[f64]) -> f64 {
+        let mut total = 0.0;
+        for ((&b, &g), &q) in self.between.iter().zip(gallery).zip(query) {
+            let v1 = b + 1.0 / n;
+            let v2 = b + 1.0;
+            let det = v1 * v2 - b * b;
+            let same = -0.5 * det.ln() - 0.5 * (v2 * g * g - 2.0 * b * g * q + v1 * q * q) / det;
+            let different = -0.5 * (v1 * v2).ln() - 0.5 * (g * g / v1 + q * q / v2);
+            total += same - different;
+        }
+        total
+    }
+
+    pub fn validate(&self) -> Result<(), PluginError> {
+        let inputs = DISTRIBUTIONS * (QUANTILES.len() + 2) + 1 + self.keys.len() * PER_KEY;
+        let dims = self.between.len();
+        let ok = self.offsets.len() == self.keys.len() * PER_KEY
+            && self.scale.len() == inputs
+            && self.scale.iter().all(|&s| s > 0.0)
+            && self.first.mean.len() == inputs
+            && self.first.matrix.len() == inputs * self.second.mean.len()
+            && self.second.matrix.len() == self.second.mean.len() * dims
+            && dims > 0
+            && self.between.iter().all(|&b| b > 0.0);
+        if ok {
+            Ok(())
+        } else {
+            Err(PluginError::invalid_profile(
+                "free-text embedding: dimensions do not fit together or a variance is not positive",
+            ))
+        }
+    }
+
+    /// Learns the embedding from `users` (each a list of windows); `None` when fewer than
+    /// 3 users have 2 windows long enough, or the scatter matrices are degenerate.
+    pub fn fit(users: &[&[Vec<Keystroke>]]) -> Option<Embedding> {
+        let keys = frequent_keys(users);
+        let offsets = key_offsets(users, &keys);
+        let mut xs: Vec<Vec<f64>> = Vec::new();
+        let mut labels: Vec<usize> = Vec::new();
+        for (u, windows) in users.iter().enumerate() {
+            let v: Vec<Vec<f64>> = windows
+                .iter()
+                .filter_map(|w| window_vector(w, &keys, &offsets))
+                .collect();
+            if v.len() >= 2 {
+                labels.extend(std::iter::repeat(u).take(v.len()));
+                xs.extend(v);
+            }
+        }
+        let classes = labels
+            .iter()
+            .collect::<std::collections::HashSet<_>>()
+            .len();
+        if classes < 3 {
+            return None;
+        }
+        let inputs = xs[0].len();
+        let mut scale = vec![0.0; inputs];
+        let n = xs.len() as f64;
+        for j in 0..inputs {
+            let m = xs.iter().map(|x| x[j]).sum::<f64>() / n;
+            let var = xs.iter().map(|x| (x[j] - m).powi(2)).sum::<f64>() / n;
+            scale[j] = var.sqrt() + 1e-9;
+        }
+        for x in xs.iter_mut() {
+            x.iter_mut().zip(&scale).for_each(|(v, s)| *v /= s);
+        }
+        let (first, _) = lda(&xs, &labels, DIMS)?;
+        let ys: Vec<Vec<f64>> = xs
+            .iter()
+            .map(|x| length_normalise(first.apply(x)))
+            .collect();
+        let (second, between) = lda(&ys, &labels, DIMS)?;
+        let e = Embedding {
+            keys,
+            offsets,
+            scale,
+            first,
+            second,
+            between,
+        };
+        e.validate().ok()?;
+        Some(e)
+    }
+}
+
+/// The [`TOP_KEYS`] most frequent key ids (ties by id, so the choice is reproducible).
+fn frequent_keys(users: &[&[Vec<Keystroke>]]) -> Vec<u32> {
+    let mut counts: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    for s in users.iter().flat_map(|u| u.iter()).flatten() {
+        *counts.entry(s.key).or_default() += 1;
+    }
+    let mut v: Vec<(u32, u64)> = counts.into_iter().collect();
+    v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    v.into_iter().take(TOP_KEYS).map(|(k, _)| k).collect()
+}
+
+/// Per key and value: the population mean of that value minus the median of its type.
+fn key_offsets(users: &[&[Vec<Keystroke>]], keys: &[u32]) -> Vec<f64> {
+    let all: Vec<Series> = users
+        .iter()
+        .flat_map(|u| u.iter())
+        .filter(|w| w.len() >= 2)
+        .map(|w| series(w))
+        .collect();
+    let median = |f: &dyn Fn(&Series) -> &Vec<f64>| {
+        let v: Vec<f64> = all.iter().flat_map(|s| f(s).iter().copied()).collect();
+        if v.is_empty() {
+            0.0
+        } else {
+            percentile(&sorted(&v), 0.5)
+        }
+    };
+    let medians = [median(&|s| &s.hold), median(&|s| &s.dd), median(&|s| &s.ud)];
+    let windows: Vec<&Vec<Keystroke>> = users
+        .iter()
+        .flat_map(|u| u.iter())
+        .filter(|w| w.len() >= 2)
+        .collect();
+    let mut out = Vec::with_capacity(keys.len() * PER_KEY);
+    for &key in keys {
+        let mut totals = [(0.0, 0.0); PER_KEY];
+        for (w, s) in windows.iter().zip(&all) {
+            let at = positions(w, key);
+            if at.is_empty() {
+                continue;
+            }
+            for (t, (sum, n)) in totals.iter_mut().zip(key_sums(s, &at)) {
+                t.0 += sum;
+                t.1 += n;
+            }
+        }
+        for (j, (sum, n)) in totals.into_iter().enumerate() {
+            out.push(if n > 0.0 {
+                sum / n - medians[KEY_TYPE[j]]
+            } else {
+                0.0
+            });
+        }
+    }
+    out
+}
+
+/// LDA to at most `dims` directions: whitens the within-user scatter, then keeps the
+/// directions of largest between-user scatter. Returns the map and, per direction, the
+/// between-user variance of a user's true mean (the scatter of user means less what their
+/// windows' own scatter explains).
+// Matrix code reads best with explicit indices.
+#[allow(clippy::needless_range_loop)]
+fn lda(xs: &[Vec<f64>], labels: &[usize], dims: usize) -> Option<(Stage, Vec<f64>)> {
+    let d = xs[0].len();
+    let n = xs.len() as f64;
+    let mut mean = vec![0.0; d];
+    for x in xs {
+        mean.iter_mut().zip(x).for_each(|(m, v)| *m += v / n);
+    }
+    // Class means, in label order (labels arrive grouped).
+    let mut groups: Vec<(usize, usize)> = Vec::new(); // (start, end)
+    for i in 0..xs.len() {
+        if i == 0 || labels[i] != labels[i - 1] {
+            groups.push((i, i + 1));
+        } else if let Some(g) = groups.last_mut() {
+            g.1 = i + 1;
+        }
+    }
+    let mut within = vec![0.0; d * d];
+    let mut between = vec![0.0; d * d];
+    let mut class_mean = vec![0.0; d];
+    for &(a, b) in &groups {
+        let k = (b - a) as f64;
+        class_mean.iter_mut().for_each(|m| *m = 0.0);
+        for x in &xs[a..b] {
+            class_mean.iter_mut().zip(x).for_each(|(m, v)| *m += v / k);
+        }
+        let c: Vec<f64> = class_mean.iter().zip(&mean).map(|(a, b)| a - b).collect();
+        for i in 0..d {
+            for j in 0..=i {
+                between[i * d + j] += c[i] * c[j];
+            }
+        }
+        for x in &xs[a..b] {
+            let r: Vec<f64> = x.iter().zip(&class_mean).map(|(a, b)| a - b).collect();
+            for i in 0..d {
+                let ri = r[i];
+                for j in 0..=i {
+                    within[i * d + j] += ri * r[j];
+                }
+            }
+        }
+    }
+    let classes = groups.len() as f64;
+    for i in 0..d {
+        for j in 0..=i {
+            within[i * d + j] /= n;
+            between[i * d + j] /= classes;
+            within[j * d + i] = within[i * d + j];
+            between[j * d + i] = between[i * d + j];
+        }
+        within[i * d + i] += 1e-6;
+    }
+    // Whitening A = V·diag(1/√e) of the within scatter.
+    let (e, v) = symmetric_eigen(within, d)?;
+    if e.iter().any(|&x| x <= 0.0) {
+        return None;
+    }
+    let mut a = v;
+    for i in 0..d {
+        for j in 0..d {
+            a[i * d + j] /= e[j].sqrt();
+        }
+    }
+    // Between scatter in the whitened space: Aᵀ·Sb·A.
+    let sb_a = matmul(&between, &a, d, d, d);
+    let at = transpose(&a, d, d);
+    let sb2 = matmul(&at, &sb_a, d, d, d);
+    let (b, u) = symmetric_eigen(sb2, d)?;
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&i, &j| b[j].total_cmp(&b[i]));
+    order.truncate(dims.min(d));
+    let k = order.len();
+    let mut matrix = vec![0.0; d * k];
+    for i in 0..d {
+        for (c, &o) in order.iter().enumerate() {
+            let mut s = 0.0;
+            for j in 0..d {
+                s += a[i * d + j] * u[j * d + o];
+            }
+            matrix[i * k + c] = s;
+        }
+    }
+    // A class mean of m windows scatters by 1/m around the user's true mean.
+    let per_class = n / classes;
+    let variances = order
+        .iter()
+        .map(|&o| (b[o] - 1.0 / per_class).max(MIN_BETWEEN))
+        .collect();
+    let stage = Stage { mean, matrix };
+    stage
+        .matrix
+        .iter()
+        .all(|v| v.is_finite())
+        .then_some((stage, variances))
+}
+
+fn matmul(a: &[f64], b: &[f64], rows: usize, inner: usize, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for k in 0..inner {
+            let aik = a[i * inner + k];
+            if aik == 0.0 {
+                continue;
+            }
+            let row = &b[k * cols..(k + 1) * cols];
+            for (o, &bkj) in out[i * cols..(i + 1) * cols].iter_mut().zip(row) {
+                *o += aik * bkj;
+            }
+        }
+    }
+    out
+}
+
+fn transpose(a: &[f64], rows: usize, cols: usize) -> Vec<f64> {
+    let mut out = vec![0.0; rows * cols];
+    for i in 0..rows {
+        for j in 0..cols {
+            out[j * rows + i] = a[i * cols + j];
+        }
+    }
+    out
+}
+
+/// Eigenvalues and eigenvectors (columns of the row-major result) of a symmetric matrix,
+/// by cyclic Jacobi rotations; `None` if it does not converge.
+#[allow(clippy::needless_range_loop)]
+fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> Option<(Vec<f64>, Vec<f64>)> {
+    let mut v = vec![0.0; n * n];
+    for i in 0..n {
+        v[i * n + i] = 1.0;
+    }
+    let scale: f64 = a.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-300);
+    for _sweep in 0..100 {
+        let off: f64 = (0..n)
+            .flat_map(|i| (0..n).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * n + j] * a[i * n + j])
+            .sum::<f64>()
+            .sqrt();
+        if off <= 1e-12 * scale {
+            let values = (0..n).map(|i| a[i * n + i]).collect();
+            return Some((values, v));
+        }
+        for p in 0..n {
+            for q in p + 1..n {
+                let apq = a[p * n + q];
+                if apq.abs() <= 1e-300 {
+                    continue;
+                }
+                let theta = (a[q * n + q] - a[p * n + p]) / (2.0 * apq);
+                let t = theta.signum() / (theta.abs() + (theta * theta + 1.0).sqrt());
+                let t = if theta == 0.0 { 1.0 } else { t };
+                let c = 1.0 / (t * t + 1.0).sqrt();
+                let s = t * c;
+                // A ← Jᵀ·A·J on rows/columns p and q.
+                for k in 0..n {
+                    let akp = a[k * n + p];
+                    let akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for k in 0..n {
+                    let apk = a[p * n + k];
+                    let aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+                for k in 0..n {
+                    let vkp = v[k * n + p];
+                    let vkq = v[k * n + q];
+                    v[k * n + p] = c * vkp - s * vkq;
+                    v[k * n + q] = s * vkp + c * vkq;
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jacobi_recovers_eigenpairs() {
+        // A known symmetric matrix: A·v = λ·v for each returned pair.
+        let n = 4;
+        let a = vec![
+            4.0, 1.0, 0.5, 0.0, //
+            1.0, 3.0, 0.2, 0.1, //
+            0.5, 0.2, 2.0, 0.3, //
+            0.0, 0.1, 0.3, 1.0,
+        ];
+        let (e, v) = symmetric_eigen(a.clone(), n).unwrap();
+        for k in 0..n {
+            for i in 0..n {
+                let av: f64 = (0..n).map(|j| a[i * n + j] * v[j * n + k]).sum();
+                assert!((av - e[k] * v[i * n + k]).abs() < 1e-9, "pair {k}");
+            }
+        }
+        let trace: f64 = e.iter().sum();
+        assert!((trace - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn same_user_scores_above_different_users() {
+        let e = Embedding {
+            keys: vec![],
+            offsets: vec![],
+            scale: vec![1.0; INPUTS - TOP_KEYS * PER_KEY],
+            first: Stage {
+                mean: vec![0.0; 1],
+                matrix: vec![1.0; 1],
+            },
+            second: Stage {
+                mean: vec![0.0; 1],
+                matrix: vec![1.0; 1],
+            },
+            between: vec![4.0, 4.0],
+        };
+        let g = [2.0, -1.0];
+        assert!(e.llr(&g, 5.0, &[2.1, -0.9]) > 0.0);
+        assert!(e.llr(&g, 5.0, &[-2.0, 1.5]) < 0.0);
+        // A common (near-centre) match is weaker evidence than an unusual one.
+        assert!(e.llr(&[0.1, 0.0], 5.0, &[0.1, 0.0]) < e.llr(&g, 5.0, &g));
+    }
+
+    fn window(tempo: f64, hold: f64, seed: u64) -> Vec<Keystroke> {
+        let mut t = 0u64;
+        let mut r = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+        (0..50)
+            .map(|i| {
+                r = r
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let jitter = ((r >> 33) % 40) as f64 - 20.0;
+                let key = (i * 7 % 12) as u32;
+                let h = hold * (1.0 + 0.02 * key as f64) + jitter * 0.5;
+                let s = Keystroke {
+                    key,
+                    down_us: t,
+                    up_us: t + (h * 1000.0) as u64,
+                };
+                t += ((tempo + jitter) * 1000.0) as u64;
+                s
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learns_to_tell_synthetic_typists_apart() {
+        let users: Vec<Vec<Vec<Keystroke>>> = (0..40)
+            .map(|u| {
+                (0..8)
+                    .map(|w| {
+                        window(
+                            120.0 + 4.0 * u as f64,
+                            70.0 + 3.0 * (u % 9) as f64,
+                            u * 100 + w,
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[Vec<Keystroke>]> = users.iter().map(|u| u.as_slice()).collect();
+        let e = Embedding::fit(&refs[..30]).expect("fits");
+        e.validate().unwrap();
+        // Unseen users 30..40: own windows closer than the others'.
+        let (mut wins, mut total) = (0, 0);
+        for u in 30..40 {
+            let g: Vec<Vec<f64>> = users[u][..5].iter().map(|w| e.embed(w).unwrap()).collect();
+            let mean: Vec<f64> = (0..g[0].len())
+                .map(|j| g.iter().map(|v| v[j]).sum::<f64>() / 5.0)
+                .collect();
+            let own = e.llr(&mean, 5.0, &e.embed(&users[u][6]).unwrap());
+            for o in (30..40).filter(|&o| o != u) {
+                let other = e.llr(&mean, 5.0, &e.embed(&users[o][6]).unwrap());
+                wins += (own > other) as usize;
+                total += 1;
+            }
+        }
+        assert!(wins as f64 > 0.9 * total as f64, "{wins}/{total}");
+        assert!(e.embed(&users[0][0][..MIN_STROKES - 1]).is_none());
+    }
+}
