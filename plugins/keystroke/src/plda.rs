@@ -14,10 +14,8 @@
 //!   key" with the weight of [`SHRINK`] occurrences — a key the window lacks gets that
 //!   prediction instead of a gap.
 //!
-//! Each of the 145 values is Gaussianised by its population distribution (its rank among
-//! [`KNOTS`] population quantiles, interpolated, through the inverse normal CDF: timing
-//! distributions are skewed and the LDA below assumes Gaussian scatter), and the vector
-//! is reduced by LDA to [`DIMS`] directions in which the within-user scatter is white; each vector is then scaled to
+//! The 145 values are scaled by their population spread and reduced by LDA to [`DIMS`]
+//! directions in which the within-user scatter is white; each vector is then scaled to
 //! length √DIMS ("length normalisation", Garcia-Romero & Espy-Wilson 2011: it makes the
 //! heavy-tailed vectors nearly Gaussian), and a second LDA on the normalised vectors
 //! leaves a two-covariance model: per direction, a user's true position varies between
@@ -57,10 +55,6 @@ pub const DIMS: usize = 100;
 const SHRINK: f64 = 2.0;
 /// Fewest keystrokes a window needs for a vector.
 pub const MIN_STROKES: usize = 5;
-/// Population quantiles kept per value for the Gaussianisation (0, 5, …, 100 %).
-pub const KNOTS: usize = 21;
-/// Ranks are kept within [CLIP, 1 − CLIP] before the inverse normal CDF.
-const CLIP: f64 = 0.01;
 /// Smallest between-user variance kept per direction.
 const MIN_BETWEEN: f64 = 1e-4;
 
@@ -104,9 +98,9 @@ pub struct Embedding {
     /// Per key, [`PER_KEY`] population offsets from the type's median.
     #[serde(with = "crate::pack::floats")]
     pub offsets: Vec<f64>,
-    /// Per window value, its [`KNOTS`] population quantiles (row-major, increasing).
+    /// Spread of each window value over the population.
     #[serde(with = "crate::pack::floats")]
-    pub knots: Vec<f64>,
+    pub scale: Vec<f64>,
     pub first: Stage,
     pub second: Stage,
     /// Between-user variance per direction of the second stage.
@@ -211,75 +205,6 @@ fn window_vector(strokes: &[Keystroke], keys: &[u32], offsets: &[f64]) -> Option
     Some(x)
 }
 
-/// Each value through its population quantiles (piecewise linear rank) and the inverse
-/// normal CDF.
-fn gaussianise(x: &[f64], knots: &[f64]) -> Vec<f64> {
-    x.iter()
-        .zip(knots.chunks(KNOTS))
-        .map(|(&v, k)| {
-            let below = k.partition_point(|&q| q <= v);
-            // Position among the knots (0 ..= KNOTS − 1), then the rank in [0, 1].
-            let rank = if below == 0 {
-                0.0
-            } else if below == KNOTS {
-                (KNOTS - 1) as f64
-            } else {
-                let (lo, hi) = (k[below - 1], k[below]);
-                (below - 1) as f64 + (v - lo) / (hi - lo)
-            } / (KNOTS - 1) as f64;
-            inverse_normal_cdf(rank.clamp(CLIP, 1.0 - CLIP))
-        })
-        .collect()
-}
-
-/// Φ⁻¹(p) for p in (0, 1), Acklam's rational approximation (relative error < 1.2e-9).
-fn inverse_normal_cdf(p: f64) -> f64 {
-    const A: [f64; 6] = [
-        -3.969_683_028_665_376e1,
-        2.209_460_984_245_205e2,
-        -2.759_285_104_469_687e2,
-        1.383_577_518_672_69e2,
-        -3.066_479_806_614_716e1,
-        2.506_628_277_459_239,
-    ];
-    const B: [f64; 5] = [
-        -5.447_609_879_822_406e1,
-        1.615_858_368_580_409e2,
-        -1.556_989_798_598_866e2,
-        6.680_131_188_771_972e1,
-        -1.328_068_155_288_572e1,
-    ];
-    const C: [f64; 6] = [
-        -7.784_894_002_430_293e-3,
-        -3.223_964_580_411_365e-1,
-        -2.400_758_277_161_838,
-        -2.549_732_539_343_734,
-        4.374_664_141_464_968,
-        2.938_163_982_698_783,
-    ];
-    const D: [f64; 4] = [
-        7.784_695_709_041_462e-3,
-        3.224_671_290_700_398e-1,
-        2.445_134_137_142_996,
-        3.754_408_661_907_416,
-    ];
-    const LOW: f64 = 0.02425;
-    let tail = |q: f64| {
-        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
-            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
-    };
-    if p < LOW {
-        tail((-2.0 * p.ln()).sqrt())
-    } else if p > 1.0 - LOW {
-        -tail((-2.0 * (1.0 - p).ln()).sqrt())
-    } else {
-        let q = p - 0.5;
-        let r = q * q;
-        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
-            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
-    }
-}
-
 fn length_normalise(mut y: Vec<f64>) -> Vec<f64> {
     let norm = y.iter().map(|v| v * v).sum::<f64>().sqrt();
     if norm > 0.0 {
@@ -292,10 +217,10 @@ fn length_normalise(mut y: Vec<f64>) -> Vec<f64> {
 impl Embedding {
     /// The window's point in the model's space, or `None` for a window too short.
     pub fn embed(&self, strokes: &[Keystroke]) -> Option<Vec<f64>> {
-        let x = gaussianise(
-            &window_vector(strokes, &self.keys, &self.offsets)?,
-            &self.knots,
-        );
+        let mut x = window_vector(strokes, &self.keys, &self.offsets)?;
+        for (v, s) in x.iter_mut().zip(&self.scale) {
+            *v /= s;
+        }
         Some(self.second.apply(&length_normalise(self.first.apply(&x))))
     }
 
@@ -318,11 +243,8 @@ impl Embedding {
         let inputs = DISTRIBUTIONS * (QUANTILES.len() + 2) + 1 + self.keys.len() * PER_KEY;
         let dims = self.between.len();
         let ok = self.offsets.len() == self.keys.len() * PER_KEY
-            && self.knots.len() == inputs * KNOTS
-            && self
-                .knots
-                .chunks(KNOTS)
-                .all(|k| k.windows(2).all(|w| w[0] <= w[1]))
+            && self.scale.len() == inputs
+            && self.scale.iter().all(|&s| s > 0.0)
             && self.first.mean.len() == inputs
             && self.first.matrix.len() == inputs * self.second.mean.len()
             && self.second.matrix.len() == self.second.mean.len() * dims
@@ -362,15 +284,15 @@ impl Embedding {
             return None;
         }
         let inputs = xs[0].len();
-        let mut knots = Vec::with_capacity(inputs * KNOTS);
+        let mut scale = vec![0.0; inputs];
+        let n = xs.len() as f64;
         for j in 0..inputs {
-            let column = sorted(&xs.iter().map(|x| x[j]).collect::<Vec<f64>>());
-            knots.extend((0..KNOTS).map(|k| percentile(&column, k as f64 / (KNOTS - 1) as f64)));
+            let m = xs.iter().map(|x| x[j]).sum::<f64>() / n;
+            let var = xs.iter().map(|x| (x[j] - m).powi(2)).sum::<f64>() / n;
+            scale[j] = var.sqrt() + 1e-9;
         }
-        // The stored knots are f32: Gaussianise with the rounded ones, as scoring will.
-        let knots: Vec<f64> = knots.iter().map(|&k| k as f32 as f64).collect();
         for x in xs.iter_mut() {
-            *x = gaussianise(x, &knots);
+            x.iter_mut().zip(&scale).for_each(|(v, s)| *v /= s);
         }
         let (first, _) = lda(&xs, &labels, DIMS)?;
         let ys: Vec<Vec<f64>> = xs
@@ -381,7 +303,7 @@ impl Embedding {
         let e = Embedding {
             keys,
             offsets,
-            knots,
+            scale,
             first,
             second,
             between,
@@ -657,31 +579,11 @@ mod tests {
     }
 
     #[test]
-    fn inverse_normal_cdf_and_gaussianisation() {
-        for (p, z) in [
-            (0.5, 0.0),
-            (0.975, 1.959_963_985),
-            (0.01, -2.326_347_874),
-            (0.8, 0.841_621_234),
-        ] {
-            assert!((inverse_normal_cdf(p) - z).abs() < 1e-8, "{p}");
-        }
-        // One value with knots 0, 1, …, 20: its rank is its position, clipped at the ends.
-        let knots: Vec<f64> = (0..KNOTS).map(|k| k as f64).collect();
-        let g = |v: f64| gaussianise(&[v], &knots)[0];
-        assert!(g(10.0).abs() < 1e-12);
-        assert!((g(19.0) - inverse_normal_cdf(0.95)).abs() < 1e-12);
-        assert!((g(-5.0) - inverse_normal_cdf(CLIP)).abs() < 1e-12);
-        assert!((g(99.0) - inverse_normal_cdf(1.0 - CLIP)).abs() < 1e-12);
-        assert!(g(4.5) < g(5.5));
-    }
-
-    #[test]
     fn same_user_scores_above_different_users() {
         let e = Embedding {
             keys: vec![],
             offsets: vec![],
-            knots: vec![0.0; (INPUTS - TOP_KEYS * PER_KEY) * KNOTS],
+            scale: vec![1.0; INPUTS - TOP_KEYS * PER_KEY],
             first: Stage {
                 mean: vec![0.0; 1],
                 matrix: vec![1.0; 1],
