@@ -46,11 +46,14 @@
 //!
 //! **Whole-window embedding.** A second opinion that does not need shared ids: each window
 //! as one vector of timing distributions and per-key timings, reduced by LDA and scored by
-//! a two-covariance PLDA model ([`crate::plda`]). Its LLR enters the calibration, which
-//! becomes `llr = a + b·s + c·plda`, learned on the population with the embedding
+//! a two-covariance PLDA model ([`crate::plda`]). Its LLR enters a second calibration,
+//! `llr = a' + b'·s + c'·plda`, learned on the population with the embedding
 //! cross-fitted (each population user placed by an embedding learned on the other half of
-//! the population, so `c` is learned on scores of users the embedding never saw). Aalto,
-//! G = 5: 4.8 % mean EER without it, 2.7 % with it (docs/results.md).
+//! the population, so `c'` is learned on scores of users the embedding never saw; those
+//! half-population embeddings are a little less sharp than the stored one, so `c'` is, if
+//! anything, conservative). The plain calibration `a + b·s` is kept for windows too short
+//! to embed. Aalto, G = 5: 4.8 % mean EER without the embedding, 2.7 % with it
+//! (docs/results.md).
 //!
 //! Everything learned (variances, per-id population means, rhythm spreads, combiners,
 //! calibration, cohort, embedding) comes from the population's users only, never from the
@@ -82,12 +85,11 @@ type Inputs = [f64; FEATURES];
 /// Format of free-text profiles and populations (inside the blob envelope). 1: spreads
 /// and one 17-input combiner; 2: variances, per-id population means, per-gallery-size
 /// 34-input combiners, S-norm cohort; 3: the same, with a profile's cohort stored
-/// inverted ([`crate::cohort`]). Format 3 is what this release writes; it reads 2 and 3
-/// (format 2 differs only in the cohort's layout, which the reader recognises). A release
-/// that reads only format 2 refuses format 3 by number, with a clear message. 4: the
-/// whole-window embedding ([`crate::plda`]) and a calibration fusing its LLR; an older
-/// release would ignore the embedding and misread the fused calibration, so 4 is refused
-/// there by number. This release reads 2–4.
+/// inverted ([`crate::cohort`]) (format 2 differs only in the cohort's layout, which the
+/// reader recognises; a release that reads only format 2 refuses format 3 by number,
+/// with a clear message); 4, what this release writes: the whole-window embedding
+/// ([`crate::plda`]) and a second calibration fusing its LLR (an older release refuses
+/// it by number rather than scoring without the embedding). This release reads 2–4.
 pub const FREE_FORMAT: u32 = 4;
 /// Oldest free-text format this release reads.
 pub const OLDEST_FREE_FORMAT: u32 = 2;
@@ -497,10 +499,10 @@ pub struct Combiner {
     pub weights: Vec<f64>,
     /// `(a, b)` of the S-norm calibration; `None` without a cohort.
     pub calibration: Option<(f64, f64)>,
-    /// `c` when the calibration fuses the embedding's LLR: `llr = a + b·s + c·plda`
-    /// (format 4; absent before, or when the population has no embedding).
+    /// `(a', b', c')` of the calibration fusing the embedding's LLR, `llr = a' + b'·s +
+    /// c'·plda` (format 4; absent before, or when the population has no embedding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub plda: Option<f64>,
+    pub fused: Option<(f64, f64, f64)>,
 }
 
 impl Combiner {
@@ -516,8 +518,10 @@ impl Combiner {
     fn validate(&self) -> Result<(), PluginError> {
         let cal_ok = match self.calibration {
             Some((a, b)) => a.is_finite() && b.is_finite(),
-            None => self.plda.is_none(),
-        } && self.plda.map_or(true, f64::is_finite);
+            None => self.fused.is_none(),
+        } && self.fused.map_or(true, |(a, b, c)| {
+            a.is_finite() && b.is_finite() && c.is_finite()
+        });
         if self.weights.len() == 1 + FEATURES
             && self.weights.iter().all(|w| w.is_finite())
             && cal_ok
@@ -549,7 +553,7 @@ impl Combiner {
             gallery: 1,
             weights,
             calibration: None,
-            plda: None,
+            fused: None,
         }
     }
 }
@@ -782,7 +786,7 @@ impl FreeModel {
             ..p.constants.clone()
         };
         // The embedding only where the calibration knows how much its LLR weighs.
-        let (embedding, plda_gallery) = match (&p.embedding, combiner.plda, &snorm) {
+        let (embedding, plda_gallery) = match (&p.embedding, combiner.fused, &snorm) {
             (Some(e), Some(_), Some(_)) => match PldaGallery::of(e, windows) {
                 Some(g) => (Some(e.clone()), Some(g)),
                 None => (None, None),
@@ -816,6 +820,11 @@ impl FreeModel {
         }
         match (&self.embedding, &self.plda_gallery) {
             (None, None) => {}
+            (Some(_), Some(_)) if self.combiner.fused.is_none() || self.snorm.is_none() => {
+                return Err(PluginError::invalid_profile(
+                    "free-text profile: embedding without a fused calibration or a cohort",
+                ))
+            }
             (Some(e), Some(g)) => {
                 e.validate()?;
                 if g.mean.len() != e.between.len() || !(g.n >= 1.0 && g.n.is_finite()) {
@@ -847,22 +856,24 @@ impl FreeModel {
         let llr = match (&self.snorm, self.combiner.calibration) {
             (Some(sn), Some((a, b))) if !sn.cohort.is_empty() => {
                 let t = sn.raw_scores(&self.constants, &self.combiner, &q);
-                a + b * s_norm(raw, (sn.z_mean, sn.z_sd), mean_sd(&t)) + self.plda_term(strokes)
+                let s = s_norm(raw, (sn.z_mean, sn.z_sd), mean_sd(&t));
+                match self.plda_llr(strokes) {
+                    Some((fa, fb, fc, plda)) => fa + fb * s + fc * plda,
+                    None => a + b * s,
+                }
             }
             _ => raw,
         };
         (llr, (shared as f64 / 60.0).min(1.0))
     }
 
-    /// `c·LLR` of the embedding; 0 (no opinion) without an embedding or for a window too
-    /// short to embed.
-    fn plda_term(&self, strokes: &[Keystroke]) -> f64 {
-        match (&self.embedding, &self.plda_gallery, self.combiner.plda) {
-            (Some(e), Some(g), Some(c)) => e
-                .embed(strokes)
-                .map_or(0.0, |q| c * e.llr(&g.mean, g.n, &q)),
-            _ => 0.0,
-        }
+    /// The fused calibration and the embedding's LLR of the window; `None` without an
+    /// embedding or for a window too short to embed (the plain calibration applies).
+    fn plda_llr(&self, strokes: &[Keystroke]) -> Option<(f64, f64, f64, f64)> {
+        let (e, g) = (self.embedding.as_ref()?, self.plda_gallery.as_ref()?);
+        let (a, b, c) = self.combiner.fused?;
+        let q = e.embed(strokes)?;
+        Some((a, b, c, e.llr(&g.mean, g.n, &q)))
     }
 
     /// Folds a clearly genuine window into the gallery, each new observation weighing at
@@ -1145,6 +1156,10 @@ pub fn build_population_with_cohort(
             "free-text combiner did not converge for any gallery size",
         ));
     }
+    // An embedding no calibration weighs would only make every profile larger.
+    if population.combiners.iter().all(|c| c.fused.is_none()) {
+        population.embedding = None;
+    }
     Ok(population)
 }
 
@@ -1156,8 +1171,8 @@ struct CrossFit {
 }
 
 impl CrossFit {
-    /// The embedding LLRs of user `u`'s gallery (first `g` windows) against query
-    /// `points`; `None` when no gallery window could be embedded.
+    /// The mean point of user `u`'s gallery (its first `g` windows) and how many windows
+    /// it averages; `None` when none could be embedded.
     fn gallery(&self, u: usize, g: usize) -> Option<(Vec<f64>, f64)> {
         let points: Vec<Vec<f64>> = self.points[u][..g].iter().flatten().cloned().collect();
         mean_point(&points).map(|m| (m, points.len() as f64))
@@ -1217,7 +1232,7 @@ fn learn_combiner(
         gallery: g,
         weights,
         calibration: None,
-        plda: None,
+        fused: None,
     };
     if p.cohort.is_empty() {
         return Some(combiner);
@@ -1292,8 +1307,9 @@ fn learn_combiner(
     });
     let genuine: Vec<Scored> = scores.iter().flat_map(|s| s.0.iter().copied()).collect();
     let impostor: Vec<Scored> = scores.iter().flat_map(|s| s.1.iter().copied()).collect();
-    // Fused calibration `a + b·s + c·plda` on the pairs with an embedding LLR; the plain
-    // one when there are too few (no embedding, or it failed).
+    // The plain calibration `a + b·s` on all pairs; the fused one `a' + b'·s + c'·plda` on
+    // the pairs with an embedding LLR, when there are enough and the embedding's weight
+    // comes out positive (a negative one would mean the embedding misleads).
     let with_plda = |v: &[Scored]| -> Vec<Vec<f64>> {
         v.iter()
             .filter_map(|&(s, l)| l.map(|l| vec![1.0, s, l]))
@@ -1305,15 +1321,12 @@ fn learn_combiner(
     } else {
         None
     };
-    match fused {
-        Some(w) if w.len() == 3 && w[2] > 0.0 => {
-            combiner.calibration = Some((w[0], w[1]));
-            combiner.plda = Some(w[2]);
-        }
-        _ => {
-            let plain = |v: &[Scored]| v.iter().map(|s| s.0).collect::<Vec<f64>>();
-            combiner.calibration = fit_llr_calibration(&plain(&genuine), &plain(&impostor));
-        }
+    let plain = |v: &[Scored]| v.iter().map(|s| s.0).collect::<Vec<f64>>();
+    combiner.calibration = fit_llr_calibration(&plain(&genuine), &plain(&impostor));
+    if combiner.calibration.is_some() {
+        combiner.fused = fused
+            .filter(|w| w.len() == 3 && w[2] > 0.0)
+            .map(|w| (w[0], w[1], w[2]));
     }
     Some(combiner)
 }
@@ -1434,6 +1447,45 @@ mod tests {
             })
             .collect();
         assert_eq!(model.score(&other_keys), (0.0, 0.0));
+    }
+
+    #[test]
+    fn a_large_enough_population_adds_the_embedding_and_its_fused_calibration() {
+        // 14 users (above) are too few for the embedding; 50 are enough, also per half.
+        let small = build_population_with_cohort(&users(14), 10).unwrap();
+        assert!(small.embedding.is_none());
+        assert!(small.combiners.iter().all(|c| c.fused.is_none()));
+        let pop = build_population_with_cohort(&users(50), 10).unwrap();
+        pop.validate().unwrap();
+        assert!(pop.embedding.is_some());
+        let fused = pop.combiner(5).fused.expect("a fused calibration for G = 5");
+        assert!(fused.2 > 0.0, "{fused:?}");
+        let me: Vec<Vec<Keystroke>> = (0..15).map(|s| window(500, s)).collect();
+        let model = FreeModel::train(&me[..5], Some(&pop)).unwrap();
+        model.validate().unwrap();
+        let g = model.plda_gallery.as_ref().expect("embedded gallery");
+        assert_eq!(g.n, 5.0);
+        let genuine: f64 = me[10..].iter().map(|w| model.score(w).0).sum::<f64>() / 5.0;
+        let impostor: f64 = (600..610)
+            .map(|u| model.score(&window(u, 11)).0)
+            .sum::<f64>()
+            / 10.0;
+        assert!(genuine > 0.0 && impostor < 0.0, "{genuine} {impostor}");
+        // The fused calibration is what scores a normal window; one too short to embed
+        // gets the plain calibration, exactly as a model without the embedding would.
+        let mut plain = model.clone();
+        plain.embedding = None;
+        plain.plda_gallery = None;
+        assert_ne!(model.score(&me[12]).0, plain.score(&me[12]).0);
+        let short = &me[12][..crate::plda::MIN_STROKES - 1];
+        assert_eq!(model.score(short), plain.score(short));
+        // An embedding in a profile whose calibration cannot weigh it is refused.
+        let mut damaged = model.clone();
+        damaged.combiner.fused = None;
+        assert!(damaged.validate().is_err());
+        let mut damaged = model;
+        damaged.plda_gallery = None;
+        assert!(damaged.validate().is_err());
     }
 
     #[test]

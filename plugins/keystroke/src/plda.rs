@@ -57,6 +57,9 @@ const SHRINK: f64 = 2.0;
 pub const MIN_STROKES: usize = 5;
 /// Smallest between-user variance kept per direction.
 const MIN_BETWEEN: f64 = 1e-4;
+/// Largest between-user variance a stored embedding may claim (learned ones are below
+/// 100: the within-user scatter is white, and users are not 10⁴ windows' spread apart).
+const MAX_BETWEEN: f64 = 1e8;
 
 /// Timing type of each per-key value: 0 hold, 1 down-down, 2 up-down.
 const KEY_TYPE: [usize; PER_KEY] = [0, 1, 2, 1, 2];
@@ -231,7 +234,8 @@ impl Embedding {
         for ((&b, &g), &q) in self.between.iter().zip(gallery).zip(query) {
             let v1 = b + 1.0 / n;
             let v2 = b + 1.0;
-            let det = v1 * v2 - b * b;
+            // v1·v2 − b², without the cancellation of computing it that way.
+            let det = b * (1.0 + 1.0 / n) + 1.0 / n;
             let same = -0.5 * det.ln() - 0.5 * (v2 * g * g - 2.0 * b * g * q + v1 * q * q) / det;
             let different = -0.5 * (v1 * v2).ln() - 0.5 * (g * g / v1 + q * q / v2);
             total += same - different;
@@ -242,25 +246,32 @@ impl Embedding {
     pub fn validate(&self) -> Result<(), PluginError> {
         let inputs = DISTRIBUTIONS * (QUANTILES.len() + 2) + 1 + self.keys.len() * PER_KEY;
         let dims = self.between.len();
-        let ok = self.offsets.len() == self.keys.len() * PER_KEY
+        let ok = self.keys.len() <= TOP_KEYS
+            && self.offsets.len() == self.keys.len() * PER_KEY
             && self.scale.len() == inputs
-            && self.scale.iter().all(|&s| s > 0.0)
+            && self.scale.iter().all(|&s| s >= 1e-12)
             && self.first.mean.len() == inputs
+            && !self.second.mean.is_empty()
             && self.first.matrix.len() == inputs * self.second.mean.len()
             && self.second.matrix.len() == self.second.mean.len() * dims
             && dims > 0
-            && self.between.iter().all(|&b| b > 0.0);
+            && self
+                .between
+                .iter()
+                .all(|&b| (MIN_BETWEEN / 2.0..=MAX_BETWEEN).contains(&b));
         if ok {
             Ok(())
         } else {
             Err(PluginError::invalid_profile(
-                "free-text embedding: dimensions do not fit together or a variance is not positive",
+                "free-text embedding: dimensions do not fit together or a variance is out of range",
             ))
         }
     }
 
-    /// Learns the embedding from `users` (each a list of windows); `None` when fewer than
-    /// 3 users have 2 windows long enough, or the scatter matrices are degenerate.
+    /// Learns the embedding from `users` (each a list of windows); `None` when the
+    /// population is too small to estimate the within-user scatter of all [`INPUTS`]
+    /// values (windows − users < 2 × INPUTS: about 25 users of 15 windows), or the
+    /// scatter matrices are degenerate.
     pub fn fit(users: &[&[Vec<Keystroke>]]) -> Option<Embedding> {
         let keys = frequent_keys(users);
         let offsets = key_offsets(users, &keys);
@@ -280,7 +291,9 @@ impl Embedding {
             .iter()
             .collect::<std::collections::HashSet<_>>()
             .len();
-        if classes < 3 {
+        // Fewer residual degrees of freedom than twice the values leaves directions of the
+        // within-user scatter unestimated, and LDA would favour exactly those.
+        if classes < 3 || xs.len() < classes + 2 * INPUTS {
             return None;
         }
         let inputs = xs[0].len();
@@ -418,9 +431,11 @@ fn lda(xs: &[Vec<f64>], labels: &[usize], dims: usize) -> Option<(Stage, Vec<f64
         }
     }
     let classes = groups.len() as f64;
+    // Unbiased: each user's mean uses up one degree of freedom of its windows.
+    let dof = (n - classes).max(1.0);
     for i in 0..d {
         for j in 0..=i {
-            within[i * d + j] /= n;
+            within[i * d + j] /= dof;
             between[i * d + j] /= classes;
             within[j * d + i] = within[i * d + j];
             between[j * d + i] = between[i * d + j];
@@ -457,11 +472,16 @@ fn lda(xs: &[Vec<f64>], labels: &[usize], dims: usize) -> Option<(Stage, Vec<f64
             matrix[i * k + c] = s;
         }
     }
-    // A class mean of m windows scatters by 1/m around the user's true mean.
-    let per_class = n / classes;
+    // A class mean of m windows scatters by 1/m around the user's true mean: the scatter of
+    // the means less the average of that noise is the users' own spread.
+    let noise = groups
+        .iter()
+        .map(|&(a, b)| 1.0 / (b - a) as f64)
+        .sum::<f64>()
+        / classes;
     let variances = order
         .iter()
-        .map(|&o| (b[o] - 1.0 / per_class).max(MIN_BETWEEN))
+        .map(|&o| (b[o] - noise).clamp(MIN_BETWEEN, MAX_BETWEEN))
         .collect();
     let stage = Stage { mean, matrix };
     stage
@@ -625,7 +645,7 @@ mod tests {
 
     #[test]
     fn learns_to_tell_synthetic_typists_apart() {
-        let users: Vec<Vec<Vec<Keystroke>>> = (0..40)
+        let users: Vec<Vec<Vec<Keystroke>>> = (0..60)
             .map(|u| {
                 (0..8)
                     .map(|w| {
@@ -639,17 +659,19 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[Vec<Keystroke>]> = users.iter().map(|u| u.as_slice()).collect();
-        let e = Embedding::fit(&refs[..30]).expect("fits");
+        // 30 users of 8 windows: too few residual degrees of freedom for 145 values.
+        assert!(Embedding::fit(&refs[..30]).is_none());
+        let e = Embedding::fit(&refs[..50]).expect("fits");
         e.validate().unwrap();
-        // Unseen users 30..40: own windows closer than the others'.
+        // Unseen users 50..60: own windows closer than the others'.
         let (mut wins, mut total) = (0, 0);
-        for u in 30..40 {
+        for u in 50..60 {
             let g: Vec<Vec<f64>> = users[u][..5].iter().map(|w| e.embed(w).unwrap()).collect();
             let mean: Vec<f64> = (0..g[0].len())
                 .map(|j| g.iter().map(|v| v[j]).sum::<f64>() / 5.0)
                 .collect();
             let own = e.llr(&mean, 5.0, &e.embed(&users[u][6]).unwrap());
-            for o in (30..40).filter(|&o| o != u) {
+            for o in (50..60).filter(|&o| o != u) {
                 let other = e.llr(&mean, 5.0, &e.embed(&users[o][6]).unwrap());
                 wins += (own > other) as usize;
                 total += 1;
@@ -657,5 +679,15 @@ mod tests {
         }
         assert!(wins as f64 > 0.9 * total as f64, "{wins}/{total}");
         assert!(e.embed(&users[0][0][..MIN_STROKES - 1]).is_none());
+        // A stored embedding claiming an absurd between-user variance is refused (its
+        // LLR would lose all precision), as is one without a second stage.
+        let mut bad = e.clone();
+        bad.between[0] = 1e16;
+        assert!(bad.validate().is_err());
+        let mut bad = e.clone();
+        bad.second.mean.clear();
+        bad.second.matrix.clear();
+        bad.first.matrix.clear();
+        assert!(bad.validate().is_err());
     }
 }
