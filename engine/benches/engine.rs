@@ -6,19 +6,24 @@ mod common;
 
 use std::sync::Arc;
 
-use common::{mouse_profile, plugin_library, pointer_stream, swipes, touch_profile, typing};
+use common::{
+    mouse_profile, plugin_library, pointer_stream, swipes, touch_profile, typing, typing_at,
+};
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use habitus_engine::{PluginInstance, Session, SessionConfig};
 use habitus_keystroke::Keystroke;
 use habitus_plugin::{Event, Plugin, RVec};
 
 /// A free-text profile enrolled with a population: per-gallery-size combiner and S-norm,
-/// whose t-statistics compare every window with each of the 100 cohort galleries.
+/// whose t-statistics compare every window with each of the 100 cohort galleries, and
+/// the whole-window embedding (the population's typists differ in tempo, so the
+/// embedding has something to learn and its fused calibration is kept).
 fn cohort_profile(plugin: &PluginInstance) -> Vec<u8> {
     let users: Vec<RVec<RVec<Event>>> = (0..150u64)
         .map(|u| {
+            let tempo = 0.7 + 0.6 * (u % 25) as f64 / 25.0;
             (0..15)
-                .map(|s| RVec::from(typing(50, 1000 + 100 * u + s)))
+                .map(|s| RVec::from(typing_at(50, 1000 + 100 * u + s, tempo)))
                 .collect()
         })
         .collect();

@@ -41,15 +41,21 @@ fn uniform(seed: u64) -> impl FnMut() -> f64 {
 
 /// Deterministic synthetic typing: `strokes` keystrokes over 30 key ids.
 pub fn typing(strokes: usize, seed: u64) -> Vec<Event> {
+    typing_at(strokes, seed, 1.0)
+}
+
+/// [`typing`] by a person whose holds and intervals are `tempo` times as long (different
+/// people, for a population whose members can be told apart).
+pub fn typing_at(strokes: usize, seed: u64, tempo: f64) -> Vec<Event> {
     let mut next = uniform(seed);
     let mut events = Vec::with_capacity(2 * strokes);
     let mut t = 1_000_000u64;
     for _ in 0..strokes {
         let key = 1000 + (next() * 30.0) as u32;
-        let hold = 70_000 + (next() * 50_000.0) as u64;
+        let hold = ((70_000.0 + next() * 50_000.0) * tempo) as u64;
         events.push(Event::key(EventKind::KEY_DOWN, t, key));
         events.push(Event::key(EventKind::KEY_UP, t + hold, key));
-        t += 120_000 + (next() * 150_000.0) as u64;
+        t += ((120_000.0 + next() * 150_000.0) * tempo) as u64;
     }
     events.sort_by_key(|e| (e.t_us, e.kind != EventKind::KEY_UP));
     events

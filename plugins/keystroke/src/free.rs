@@ -1458,7 +1458,10 @@ mod tests {
         let pop = build_population_with_cohort(&users(50), 10).unwrap();
         pop.validate().unwrap();
         assert!(pop.embedding.is_some());
-        let fused = pop.combiner(5).fused.expect("a fused calibration for G = 5");
+        let fused = pop
+            .combiner(5)
+            .fused
+            .expect("a fused calibration for G = 5");
         assert!(fused.2 > 0.0, "{fused:?}");
         let me: Vec<Vec<Keystroke>> = (0..15).map(|s| window(500, s)).collect();
         let model = FreeModel::train(&me[..5], Some(&pop)).unwrap();
