@@ -1178,10 +1178,13 @@ impl CrossFit {
         mean_point(&points).map(|m| (m, points.len() as f64))
     }
 
-    fn llr(&self, u: usize, gallery: &(Vec<f64>, f64), query: &Option<Vec<f64>>) -> f64 {
+    /// The LLR of a query point against user `u`'s gallery point; `None` for a window
+    /// too short to embed (scoring then uses the plain calibration, so such pairs must
+    /// not teach the fused one).
+    fn llr(&self, u: usize, gallery: &(Vec<f64>, f64), query: &Option<Vec<f64>>) -> Option<f64> {
         query
             .as_ref()
-            .map_or(0.0, |q| self.models[u % 2].llr(&gallery.0, gallery.1, q))
+            .map(|q| self.models[u % 2].llr(&gallery.0, gallery.1, q))
     }
 }
 
@@ -1274,7 +1277,10 @@ fn learn_combiner(
         let plda = |o: usize, query: usize| -> Option<f64> {
             let x = cross?;
             let gallery = plda_gallery.as_ref()?;
-            (o % 2 == u % 2).then(|| x.llr(u, gallery, &x.points[o][query]))
+            if o % 2 != u % 2 {
+                return None;
+            }
+            x.llr(u, gallery, &x.points[o][query])
         };
         let z: Vec<f64> = (0..p.cohort.len())
             .filter(|&j| cohort_ids[j] != u)
