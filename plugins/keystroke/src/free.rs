@@ -1409,6 +1409,16 @@ mod tests {
         assert!(obs.is_empty() && r.iter().all(|v| v.is_finite()));
     }
 
+    /// Mean LLR of the user's windows 11–15 and of ten strangers' windows.
+    fn mean_llrs(model: &FreeModel, me: &[Vec<Keystroke>]) -> (f64, f64) {
+        let genuine = me[10..].iter().map(|w| model.score(w).0).sum::<f64>() / 5.0;
+        let impostor = (600..610)
+            .map(|u| model.score(&window(u, 11)).0)
+            .sum::<f64>()
+            / 10.0;
+        (genuine, impostor)
+    }
+
     #[test]
     fn population_learns_per_size_combiners_and_snorm_separates_typists() {
         let raw = build_population_with_cohort(&users(14), 0).unwrap();
@@ -1434,11 +1444,7 @@ mod tests {
         assert_eq!(model.combiner.gallery, 5);
         let sn = model.snorm.as_ref().expect("cohort in the profile");
         assert_eq!(sn.cohort.len(), pop.cohort.len());
-        let genuine: f64 = me[10..].iter().map(|w| model.score(w).0).sum::<f64>() / 5.0;
-        let impostor: f64 = (600..610)
-            .map(|u| model.score(&window(u, 11)).0)
-            .sum::<f64>()
-            / 10.0;
+        let (genuine, impostor) = mean_llrs(&model, &me);
         assert!(genuine > 0.0 && impostor < 0.0, "{genuine} {impostor}");
         // Without a population: the uncalibrated prior, no cohort.
         let bare = FreeModel::train(&me[..5], None).unwrap();
@@ -1474,11 +1480,7 @@ mod tests {
         model.validate().unwrap();
         let g = model.plda_gallery.as_ref().expect("embedded gallery");
         assert_eq!(g.n, 5.0);
-        let genuine: f64 = me[10..].iter().map(|w| model.score(w).0).sum::<f64>() / 5.0;
-        let impostor: f64 = (600..610)
-            .map(|u| model.score(&window(u, 11)).0)
-            .sum::<f64>()
-            / 10.0;
+        let (genuine, impostor) = mean_llrs(&model, &me);
         assert!(genuine > 0.0 && impostor < 0.0, "{genuine} {impostor}");
         // The fused calibration is what scores a normal window; one too short to embed
         // gets the plain calibration, exactly as a model without the embedding would.
