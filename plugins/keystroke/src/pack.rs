@@ -340,6 +340,29 @@ mod tests {
     }
 
     #[test]
+    fn floats_round_trip_at_f32_precision_and_bad_ones_are_refused() {
+        #[derive(Debug, Serialize, Deserialize)]
+        struct W(#[serde(with = "floats")] Vec<f64>);
+        let v = vec![0.0, -1.5, 0.375, 3.25e7]; // exact in f32
+        let text = serde_json::to_string(&W(v.clone())).unwrap();
+        let back: W = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.0, v);
+        let third: W =
+            serde_json::from_str(&serde_json::to_string(&W(vec![0.1])).unwrap()).unwrap();
+        assert_eq!(third.0, vec![0.1f32 as f64]);
+        let nan = format!("\"{}\"", encode(&f32::NAN.to_le_bytes()));
+        assert!(serde_json::from_str::<W>(&nan)
+            .unwrap_err()
+            .to_string()
+            .contains("non-finite"));
+        let short = format!("\"{}\"", encode(&[0u8; 6]));
+        assert!(serde_json::from_str::<W>(&short)
+            .unwrap_err()
+            .to_string()
+            .contains("multiple of 4"));
+    }
+
+    #[test]
     fn galleries_round_trip_and_bad_ones_are_refused() {
         let g = Gallery {
             entries: vec![
