@@ -23,6 +23,16 @@ fn decode(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("packed statistics: not base64 ({e})"))
 }
 
+/// Decodes a list of fixed-size binary records, refusing a length that is not a whole
+/// number of them.
+fn decode_records(text: &str, size: usize, what: &str) -> Result<Vec<u8>, String> {
+    let bytes = decode(text)?;
+    if bytes.len() % size != 0 {
+        return Err(format!("{what} length is not a multiple of {size}"));
+    }
+    Ok(bytes)
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
 }
@@ -273,12 +283,7 @@ pub mod table {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(u64, f64)>, D::Error> {
         let text = String::deserialize(d)?;
-        let bytes = decode(&text).map_err(serde::de::Error::custom)?;
-        if bytes.len() % 12 != 0 {
-            return Err(serde::de::Error::custom(
-                "packed table length is not a multiple of 12",
-            ));
-        }
+        let bytes = decode_records(&text, 12, "packed table").map_err(serde::de::Error::custom)?;
         let mut r = Reader { bytes: &bytes };
         let mut out: Vec<(u64, f64)> = Vec::with_capacity(bytes.len() / 12);
         while !r.bytes.is_empty() {
@@ -309,12 +314,7 @@ pub mod floats {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
         let text = String::deserialize(d)?;
-        let bytes = decode(&text).map_err(serde::de::Error::custom)?;
-        if bytes.len() % 4 != 0 {
-            return Err(serde::de::Error::custom(
-                "packed floats: length is not a multiple of 4",
-            ));
-        }
+        let bytes = decode_records(&text, 4, "packed floats").map_err(serde::de::Error::custom)?;
         let mut r = Reader { bytes: &bytes };
         let mut out = Vec::with_capacity(bytes.len() / 4);
         while !r.bytes.is_empty() {
