@@ -87,10 +87,12 @@ type Inputs = [f64; FEATURES];
 /// 34-input combiners, S-norm cohort; 3: the same, with a profile's cohort stored
 /// inverted ([`crate::cohort`]) (format 2 differs only in the cohort's layout, which the
 /// reader recognises; a release that reads only format 2 refuses format 3 by number,
-/// with a clear message); 4, what this release writes: the whole-window embedding
-/// ([`crate::plda`]) and a second calibration fusing its LLR (an older release refuses
-/// it by number rather than scoring without the embedding). This release reads 2–4.
-pub const FREE_FORMAT: u32 = 4;
+/// with a clear message); 4: the whole-window embedding ([`crate::plda`]) and a second
+/// calibration fusing its LLR; 5, what this release writes: the embedding with residual
+/// and mixture statistics (a format-4 embedding describes windows differently, so this
+/// release reads format 4 without it: plain calibration, as format 3). This release reads
+/// 2–5; an older release refuses format 5 by number.
+pub const FREE_FORMAT: u32 = 5;
 /// Oldest free-text format this release reads.
 pub const OLDEST_FREE_FORMAT: u32 = 2;
 /// Gallery sizes (windows) a combiner is learned for.
@@ -107,7 +109,7 @@ const MAX_HOLD_US: u64 = 2_000_000;
 const MAX_DIGRAPH_US: u64 = 3_000_000;
 const MAX_TRIGRAPH_US: u64 = 4_000_000;
 
-fn id(kind: u64, keys: &[u32]) -> u64 {
+pub(crate) fn id(kind: u64, keys: &[u32]) -> u64 {
     // Type in the top 3 bits; key ids mixed below (collisions only merge statistics).
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for &k in keys {
@@ -500,7 +502,7 @@ pub struct Combiner {
     /// `(a, b)` of the S-norm calibration; `None` without a cohort.
     pub calibration: Option<(f64, f64)>,
     /// `(a', b', c')` of the calibration fusing the embedding's LLR, `llr = a' + b'·s +
-    /// c'·plda` (format 4; absent before, or when the population has no embedding).
+    /// c'·plda` (format 4 on; absent before, or when the population has no embedding).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fused: Option<(f64, f64, f64)>,
 }
@@ -577,7 +579,7 @@ pub struct FreePopulation {
     pub combiners: Vec<Combiner>,
     pub cohort: Vec<CohortUser>,
     pub users: usize,
-    /// Whole-window embedding (format 4; `None` when it could not be learned).
+    /// Whole-window embedding (format 4 on; `None` when it could not be learned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub embedding: Option<Embedding>,
 }
@@ -1463,11 +1465,11 @@ mod tests {
 
     #[test]
     fn a_large_enough_population_adds_the_embedding_and_its_fused_calibration() {
-        // 14 users (above) are too few for the embedding; 50 are enough, also per half.
+        // 14 users (above) are too few for the embedding; 100 are enough, also per half.
         let small = build_population_with_cohort(&users(14), 10).unwrap();
         assert!(small.embedding.is_none());
         assert!(small.combiners.iter().all(|c| c.fused.is_none()));
-        let pop = build_population_with_cohort(&users(50), 10).unwrap();
+        let pop = build_population_with_cohort(&users(100), 10).unwrap();
         pop.validate().unwrap();
         assert!(pop.embedding.is_some());
         let fused = pop

@@ -50,6 +50,7 @@ pub mod cohort;
 pub mod config;
 pub mod fixed;
 pub mod free;
+pub mod gmm;
 pub mod pack;
 pub mod plda;
 pub mod stats;
@@ -144,8 +145,9 @@ impl Keystroke {
                 return Ok(Some(p.clone()));
             }
         }
-        let value: serde_json::Value = blob::decode(blob::POPULATION_MAGIC, "population", blob)?;
-        check_free_format(&value, "population", "rebuild the population")?;
+        let mut value: serde_json::Value =
+            blob::decode(blob::POPULATION_MAGIC, "population", blob)?;
+        check_free_format(&mut value, "population", "rebuild the population")?;
         let population: Population = serde_json::from_value(value).map_err(|e| {
             PluginError::invalid_profile(format!("corrupted keystroke population: {e}"))
         })?;
@@ -203,8 +205,8 @@ impl Keystroke {
             return Ok(profile);
         }
         drop(cache); // decode without holding the lock
-        let value: serde_json::Value = blob::decode(blob::PROFILE_MAGIC, "profile", blob)?;
-        check_free_format(&value, "profile", "re-enrol")?;
+        let mut value: serde_json::Value = blob::decode(blob::PROFILE_MAGIC, "profile", blob)?;
+        check_free_format(&mut value, "profile", "re-enrol")?;
         let profile: Profile = serde_json::from_value(value).map_err(|e| {
             PluginError::invalid_profile(format!("corrupted keystroke profile: {e}"))
         })?;
@@ -220,9 +222,11 @@ impl Keystroke {
 }
 
 /// Refuses free-text blobs of another format with a clear error (their fields differ, so
-/// decoding them would only say "missing field").
+/// decoding them would only say "missing field"). A format-4 blob's embedding describes
+/// windows differently from this release's, so it is dropped: such a profile scores with
+/// its plain calibration, exactly as a format-3 one, until it is re-enrolled.
 fn check_free_format(
-    value: &serde_json::Value,
+    value: &mut serde_json::Value,
     what: &str,
     remedy: &str,
 ) -> Result<(), PluginError> {
@@ -236,6 +240,15 @@ fn check_free_format(
             free::OLDEST_FREE_FORMAT,
             free::FREE_FORMAT
         )));
+    }
+    if format == 4 {
+        if let Some(map) = value.as_object_mut() {
+            map.remove("embedding");
+        }
+        if let Some(model) = value.get_mut("model").and_then(|m| m.as_object_mut()) {
+            model.remove("embedding");
+            model.remove("plda_gallery");
+        }
     }
     Ok(())
 }
@@ -572,6 +585,21 @@ mod tests {
             plugin.score(&format2, &typing(20)).unwrap(),
             plugin.score(&profile, &typing(20)).unwrap()
         );
+        // Format 4: its embedding (of another layout) is dropped, not decoded, so even a
+        // damaged one does not stop the profile from scoring with its plain calibration;
+        // in the current format the same damage is refused.
+        value["model"]["embedding"] = serde_json::json!("not an embedding of this release");
+        value["model"]["plda_gallery"] = serde_json::json!({"mean": "", "n": 5.0});
+        value["format"] = serde_json::json!(4);
+        let format4 = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
+        assert_eq!(
+            plugin.score(&format4, &typing(20)).unwrap(),
+            plugin.score(&profile, &typing(20)).unwrap()
+        );
+        value["format"] = serde_json::json!(free::FREE_FORMAT);
+        let damaged = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
+        let err = plugin.score(&damaged, &typing(20)).unwrap_err();
+        assert!(err.message.contains("corrupted keystroke profile"), "{err}");
         value["format"] = serde_json::json!(free::FREE_FORMAT + 1);
         let newer = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
         let err = plugin.score(&newer, &typing(20)).unwrap_err();

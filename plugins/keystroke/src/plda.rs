@@ -12,9 +12,22 @@
 //!   down-down and up-down latencies into it and out of it (5 per key), each shrunk
 //!   towards "this window's median of that type plus the population's offset of that
 //!   key" with the weight of [`SHRINK`] occurrences — a key the window lacks gets that
-//!   prediction instead of a gap.
+//!   prediction instead of a gap;
+//! * **residuals** (5 × 11 values): the same distribution summary of each timing *minus
+//!   the population's mean for the same key, digraph or trigraph* — holds per key,
+//!   down-down, up-down and up-up per digraph, the duration of each trigraph — over the
+//!   ids the population has seen at least [`MIN_COUNT`] times. The raw distributions
+//!   above mix the person with the text (a sentence of awkward digraphs is slow for
+//!   everyone); the residuals keep how this person departs from everyone on whatever
+//!   text was typed;
+//! * **mixture statistics** ([`COMPONENTS`] × [`LOCAL`] values, [`crate::gmm`]): each
+//!   keystroke as a local vector (its hold residual, the previous key's, the down-down
+//!   and up-down residuals into it, its raw hold, down-down and up-down), placed in a
+//!   Gaussian mixture learned on the population's keystrokes; per component, where the
+//!   window's keystrokes sit relative to it. This sees the timings jointly, where the
+//!   summaries see each alone.
 //!
-//! The 145 values are scaled by their population spread and reduced by LDA to [`DIMS`]
+//! The 312 values are scaled by their population spread and reduced by LDA to [`DIMS`]
 //! directions in which the within-user scatter is white; each vector is then scaled to
 //! length √DIMS ("length normalisation", Garcia-Romero & Espy-Wilson 2011: it makes the
 //! heavy-tailed vectors nearly Gaussian), and a second LDA on the normalised vectors
@@ -25,17 +38,21 @@
 //! [`Embedding::llr`]).
 //!
 //! Everything is learned from the population's users only (key ids are the same keyed
-//! hashes as elsewhere, so the key list holds no characters). The free-text model fuses
-//! this LLR with its S-normed per-id score by a logistic calibration learned on the
-//! population with embeddings cross-fitted on the other half of it (see
-//! [`crate::free::build_population`]).
+//! hashes as elsewhere, and the tables hold per-id mean timings, so nothing names a
+//! character). The free-text model fuses this LLR with its S-normed per-id score by a
+//! logistic calibration learned on the population with embeddings cross-fitted on the
+//! other half of it (see [`crate::free::build_population`]).
 //!
-//! Measured on the Aalto subset (G = 5, docs/results.md): this score alone 3.4 % mean EER,
-//! fused with the per-id score 2.7 %, against 4.8 % for the per-id score alone.
+//! Measured on the Aalto subset (G = 5, docs/results.md): the per-id score alone 4.8 %
+//! mean EER; fused with this score 2.7 % before the residuals and mixture statistics
+//! were added, and less with them (the figures are in docs/results.md).
+
+use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::free::percentile;
+use crate::free::{id, percentile};
+use crate::gmm::Mixture;
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
 
@@ -45,12 +62,26 @@ pub const TOP_KEYS: usize = 20;
 const PER_KEY: usize = 5;
 /// Deciles 10–90 % per timing type.
 const QUANTILES: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
+/// Values summarising one distribution: the deciles, the mean and the standard deviation.
+const SUMMARY: usize = QUANTILES.len() + 2;
 /// Timing types summarised as distributions (hold, down-down, up-down, up-up).
 const DISTRIBUTIONS: usize = 4;
+/// Residual distributions (hold, down-down, up-down, up-up, trigraph duration).
+const RESIDUALS: usize = 5;
+/// Fewest population occurrences of a key, digraph or trigraph for its mean to be kept.
+pub const MIN_COUNT: u64 = 15;
+/// Components of the keystroke mixture.
+pub const COMPONENTS: usize = 16;
+/// Values of a keystroke's local vector.
+pub const LOCAL: usize = 7;
+/// Most local vectors the mixture is fitted on (evenly strided beyond that).
+const MAX_MIXTURE_POINTS: usize = 200_000;
+/// Values that do not depend on the number of keys.
+const FIXED_INPUTS: usize = DISTRIBUTIONS * SUMMARY + 1 + RESIDUALS * SUMMARY + COMPONENTS * LOCAL;
 /// Length of the window vector.
-pub const INPUTS: usize = DISTRIBUTIONS * (QUANTILES.len() + 2) + 1 + TOP_KEYS * PER_KEY;
+pub const INPUTS: usize = FIXED_INPUTS + TOP_KEYS * PER_KEY;
 /// Directions kept by each LDA stage.
-pub const DIMS: usize = 100;
+pub const DIMS: usize = 150;
 /// Weight, in occurrences, of the predicted value of a key's timing.
 const SHRINK: f64 = 2.0;
 /// Fewest keystrokes a window needs for a vector.
@@ -63,6 +94,13 @@ const MAX_BETWEEN: f64 = 1e8;
 
 /// Timing type of each per-key value: 0 hold, 1 down-down, 2 up-down.
 const KEY_TYPE: [usize; PER_KEY] = [0, 1, 2, 1, 2];
+
+/// Id kinds of the population's typical timings (the same hashing as [`crate::free`]).
+const HOLD: u64 = 0;
+const DOWN_DOWN: u64 = 1;
+const UP_DOWN: u64 = 2;
+const UP_UP: u64 = 3;
+const TRIGRAPH: u64 = 4;
 
 /// An affine map `y = (x − mean)·matrix` (`matrix` row-major, `mean.len()` rows).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -92,15 +130,29 @@ impl Stage {
     }
 }
 
-/// What the population taught: which keys, how to scale, the two LDA stages and the
-/// between-user variance per direction.
+/// What the population taught about describing a window (before any scaling).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Embedding {
+pub struct WindowFeatures {
     /// Key ids (keyed hashes) with their own values, most frequent first.
     pub keys: Vec<u32>,
     /// Per key, [`PER_KEY`] population offsets from the type's median.
     #[serde(with = "crate::pack::floats")]
     pub offsets: Vec<f64>,
+    /// Population medians of hold, down-down and up-down: the typical value of an id
+    /// missing from `typical`.
+    #[serde(with = "crate::pack::floats")]
+    pub medians: Vec<f64>,
+    /// Population mean timing per id seen at least [`MIN_COUNT`] times, sorted by id.
+    #[serde(with = "crate::pack::table")]
+    pub typical: Vec<(u64, f64)>,
+    pub mixture: Mixture,
+}
+
+/// What the population taught: how to describe a window, how to scale it, the two LDA
+/// stages and the between-user variance per direction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Embedding {
+    pub features: WindowFeatures,
     /// Spread of each window value over the population.
     #[serde(with = "crate::pack::floats")]
     pub scale: Vec<f64>,
@@ -117,6 +169,8 @@ struct Series {
     dd: Vec<f64>,
     ud: Vec<f64>,
     uu: Vec<f64>,
+    /// `ln` duration of each trigraph (first key down to third key down).
+    tri: Vec<f64>,
 }
 
 fn series(strokes: &[Keystroke]) -> Series {
@@ -137,13 +191,57 @@ fn series(strokes: &[Keystroke]) -> Series {
     let uu = pairs
         .map(|p| (ms(p[1].up_us as i64 - p[0].up_us as i64) / 20.0).asinh())
         .collect();
-    Series { hold, dd, ud, uu }
+    let tri = strokes
+        .windows(3)
+        .map(|t| ms(t[2].down_us as i64 - t[0].down_us as i64).max(1.0).ln())
+        .collect();
+    Series {
+        hold,
+        dd,
+        ud,
+        uu,
+        tri,
+    }
+}
+
+/// `(id, value)` of every timing of a window whose population mean may be tabled.
+fn identified(strokes: &[Keystroke], s: &Series) -> Vec<(u64, f64)> {
+    let mut out = Vec::with_capacity(strokes.len() * 5);
+    for (i, k) in strokes.iter().enumerate() {
+        out.push((id(HOLD, &[k.key]), s.hold[i]));
+        if i > 0 {
+            let pair = [strokes[i - 1].key, k.key];
+            out.push((id(DOWN_DOWN, &pair), s.dd[i - 1]));
+            out.push((id(UP_DOWN, &pair), s.ud[i - 1]));
+            out.push((id(UP_UP, &pair), s.uu[i - 1]));
+        }
+        if i > 1 {
+            let triple = [strokes[i - 2].key, strokes[i - 1].key, k.key];
+            out.push((id(TRIGRAPH, &triple), s.tri[i - 2]));
+        }
+    }
+    out
 }
 
 fn sorted(v: &[f64]) -> Vec<f64> {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s
+}
+
+/// Deciles, mean and standard deviation of `v`; zeros for fewer than 3 values (no
+/// distribution to speak of: "like everyone", after centring).
+fn summary(v: &[f64], x: &mut Vec<f64>) {
+    if v.len() < 3 {
+        x.extend([0.0; SUMMARY]);
+        return;
+    }
+    let sv = sorted(v);
+    x.extend(QUANTILES.iter().map(|&p| percentile(&sv, p)));
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / v.len() as f64;
+    x.push(mean);
+    x.push(var.sqrt());
 }
 
 /// The per-key values of key `k` (positions `at`) before shrinking: sums and counts.
@@ -177,35 +275,187 @@ fn positions(strokes: &[Keystroke], key: u32) -> Vec<usize> {
         .collect()
 }
 
-/// The window vector (unscaled), or `None` for a window under [`MIN_STROKES`] keys.
-fn window_vector(strokes: &[Keystroke], keys: &[u32], offsets: &[f64]) -> Option<Vec<f64>> {
-    if strokes.len() < MIN_STROKES {
-        return None;
+/// Timings relative to the population's typical value of the same id.
+struct Residuals {
+    /// Per keystroke (a key the population has not tabled: its median hold).
+    hold: Vec<f64>,
+    /// Per digraph (untabled: the median), for the local vectors.
+    dd_local: Vec<f64>,
+    ud_local: Vec<f64>,
+    /// Tabled digraphs and trigraphs only, for the distributions.
+    dd: Vec<f64>,
+    ud: Vec<f64>,
+    uu: Vec<f64>,
+    tri: Vec<f64>,
+}
+
+impl WindowFeatures {
+    fn typical(&self, id: u64) -> Option<f64> {
+        typical_in(&self.typical, id)
     }
-    let s = series(strokes);
-    let mut x = Vec::with_capacity(INPUTS);
-    let mut medians = [0.0; 3];
-    for (t, v) in [&s.hold, &s.dd, &s.ud, &s.uu].into_iter().enumerate() {
-        let sv = sorted(v);
-        x.extend(QUANTILES.iter().map(|&p| percentile(&sv, p)));
-        let mean = v.iter().sum::<f64>() / v.len() as f64;
-        let var = v.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / v.len() as f64;
-        x.push(mean);
-        x.push(var.sqrt());
-        if t < 3 {
-            medians[t] = percentile(&sv, 0.5);
+
+    fn residuals(&self, strokes: &[Keystroke], s: &Series) -> Residuals {
+        let hold = strokes
+            .iter()
+            .zip(&s.hold)
+            .map(|(k, h)| h - self.typical(id(HOLD, &[k.key])).unwrap_or(self.medians[0]))
+            .collect();
+        let mut r = Residuals {
+            hold,
+            dd_local: Vec::with_capacity(s.dd.len()),
+            ud_local: Vec::with_capacity(s.dd.len()),
+            dd: Vec::new(),
+            ud: Vec::new(),
+            uu: Vec::new(),
+            tri: Vec::new(),
+        };
+        for (i, p) in strokes.windows(2).enumerate() {
+            let pair = [p[0].key, p[1].key];
+            let dd = self.typical(id(DOWN_DOWN, &pair));
+            let ud = self.typical(id(UP_DOWN, &pair));
+            r.dd_local.push(s.dd[i] - dd.unwrap_or(self.medians[1]));
+            r.ud_local.push(s.ud[i] - ud.unwrap_or(self.medians[2]));
+            if let Some(m) = dd {
+                r.dd.push(s.dd[i] - m);
+            }
+            if let Some(m) = ud {
+                r.ud.push(s.ud[i] - m);
+            }
+            if let Some(m) = self.typical(id(UP_UP, &pair)) {
+                r.uu.push(s.uu[i] - m);
+            }
         }
-    }
-    // Up-down < 0 ⇔ the next key went down before this one came up.
-    x.push(s.ud.iter().filter(|&&u| u < 0.0).count() as f64 / s.ud.len() as f64);
-    for (k, &key) in keys.iter().enumerate() {
-        let sums = key_sums(&s, &positions(strokes, key));
-        for (j, (sum, n)) in sums.into_iter().enumerate() {
-            let prior = medians[KEY_TYPE[j]] + offsets[k * PER_KEY + j];
-            x.push((sum + SHRINK * prior) / (n + SHRINK));
+        for (i, t) in strokes.windows(3).enumerate() {
+            if let Some(m) = self.typical(id(TRIGRAPH, &[t[0].key, t[1].key, t[2].key])) {
+                r.tri.push(s.tri[i] - m);
+            }
         }
+        r
     }
-    Some(x)
+
+    /// Each keystroke after the first as [`LOCAL`] values (flattened).
+    fn local_vectors(s: &Series, r: &Residuals) -> Vec<f64> {
+        let mut out = Vec::with_capacity(s.dd.len() * LOCAL);
+        for i in 1..s.hold.len() {
+            out.extend([
+                r.hold[i],
+                r.hold[i - 1],
+                r.dd_local[i - 1],
+                r.ud_local[i - 1],
+                s.hold[i],
+                s.dd[i - 1],
+                s.ud[i - 1],
+            ]);
+        }
+        out
+    }
+
+    /// The window vector (unscaled), or `None` for a window under [`MIN_STROKES`] keys.
+    fn vector(&self, strokes: &[Keystroke]) -> Option<Vec<f64>> {
+        if strokes.len() < MIN_STROKES {
+            return None;
+        }
+        let s = series(strokes);
+        let mut x = Vec::with_capacity(self.inputs());
+        let mut medians = [0.0; 3];
+        for (t, v) in [&s.hold, &s.dd, &s.ud, &s.uu].into_iter().enumerate() {
+            summary(v, &mut x);
+            if t < 3 {
+                medians[t] = x[x.len() - SUMMARY + QUANTILES.len() / 2];
+            }
+        }
+        // Up-down < 0 ⇔ the next key went down before this one came up.
+        x.push(s.ud.iter().filter(|&&u| u < 0.0).count() as f64 / s.ud.len() as f64);
+        for (k, &key) in self.keys.iter().enumerate() {
+            let sums = key_sums(&s, &positions(strokes, key));
+            for (j, (sum, n)) in sums.into_iter().enumerate() {
+                let prior = medians[KEY_TYPE[j]] + self.offsets[k * PER_KEY + j];
+                x.push((sum + SHRINK * prior) / (n + SHRINK));
+            }
+        }
+        let r = self.residuals(strokes, &s);
+        for v in [&r.hold, &r.dd, &r.ud, &r.uu, &r.tri] {
+            summary(v, &mut x);
+        }
+        x.extend(self.mixture.statistics(&Self::local_vectors(&s, &r)));
+        Some(x)
+    }
+
+    fn inputs(&self) -> usize {
+        FIXED_INPUTS + self.keys.len() * PER_KEY
+    }
+
+    fn is_valid(&self) -> bool {
+        self.keys.len() <= TOP_KEYS
+            && self.offsets.len() == self.keys.len() * PER_KEY
+            && self.offsets.iter().all(|v| v.is_finite())
+            && self.medians.len() == 3
+            && self.medians.iter().all(|v| v.is_finite())
+            && self.typical.windows(2).all(|w| w[0].0 < w[1].0)
+            && self.typical.iter().all(|(_, v)| v.is_finite())
+            && self.mixture.is_valid(LOCAL, COMPONENTS)
+    }
+
+    /// Learns the keys, offsets, typical timings and the mixture from the population's
+    /// windows (`None` when the mixture cannot be fitted).
+    fn learn(users: &[&[Vec<Keystroke>]]) -> Option<WindowFeatures> {
+        let windows: Vec<&Vec<Keystroke>> = users
+            .iter()
+            .flat_map(|u| u.iter())
+            .filter(|w| w.len() >= 2)
+            .collect();
+        let all: Vec<Series> = windows.iter().map(|w| series(w)).collect();
+        let keys = frequent_keys(users);
+        let (offsets, medians) = key_offsets(&windows, &all, &keys);
+        let mut counts: HashMap<u64, (u64, f64)> = HashMap::new();
+        for (w, s) in windows.iter().zip(&all) {
+            for (i, v) in identified(w, s) {
+                let e = counts.entry(i).or_insert((0, 0.0));
+                e.0 += 1;
+                e.1 += v;
+            }
+        }
+        let mut typical: Vec<(u64, f64)> = counts
+            .into_iter()
+            .filter(|(_, (n, _))| *n >= MIN_COUNT)
+            .map(|(i, (n, sum))| (i, sum / n as f64))
+            .collect();
+        typical.sort_unstable_by_key(|e| e.0);
+        let mut features = WindowFeatures {
+            keys,
+            offsets,
+            medians: medians.to_vec(),
+            typical,
+            // Replaced below; `residuals` needs the rest of the features first.
+            mixture: Mixture {
+                dims: LOCAL,
+                weights: Vec::new(),
+                means: Vec::new(),
+                variances: Vec::new(),
+            },
+        };
+        let mut points: Vec<f64> = Vec::new();
+        for (w, s) in windows.iter().zip(&all) {
+            points.extend(Self::local_vectors(s, &features.residuals(w, s)));
+        }
+        let n = points.len() / LOCAL;
+        let stride = n.div_ceil(MAX_MIXTURE_POINTS).max(1);
+        let points: Vec<f64> = points
+            .chunks_exact(LOCAL)
+            .step_by(stride)
+            .flatten()
+            .copied()
+            .collect();
+        features.mixture = Mixture::fit(&points, LOCAL, COMPONENTS)?;
+        Some(features)
+    }
+}
+
+fn typical_in(table: &[(u64, f64)], id: u64) -> Option<f64> {
+    table
+        .binary_search_by_key(&id, |e| e.0)
+        .ok()
+        .map(|i| table[i].1)
 }
 
 fn length_normalise(mut y: Vec<f64>) -> Vec<f64> {
@@ -220,7 +470,7 @@ fn length_normalise(mut y: Vec<f64>) -> Vec<f64> {
 impl Embedding {
     /// The window's point in the model's space, or `None` for a window too short.
     pub fn embed(&self, strokes: &[Keystroke]) -> Option<Vec<f64>> {
-        let mut x = window_vector(strokes, &self.keys, &self.offsets)?;
+        let mut x = self.features.vector(strokes)?;
         for (v, s) in x.iter_mut().zip(&self.scale) {
             *v /= s;
         }
@@ -244,10 +494,9 @@ impl Embedding {
     }
 
     pub fn validate(&self) -> Result<(), PluginError> {
-        let inputs = DISTRIBUTIONS * (QUANTILES.len() + 2) + 1 + self.keys.len() * PER_KEY;
+        let inputs = self.features.inputs();
         let dims = self.between.len();
-        let ok = self.keys.len() <= TOP_KEYS
-            && self.offsets.len() == self.keys.len() * PER_KEY
+        let ok = self.features.is_valid()
             && self.scale.len() == inputs
             && self.scale.iter().all(|&s| s >= 1e-12)
             && self.first.mean.len() == inputs
@@ -263,25 +512,31 @@ impl Embedding {
             Ok(())
         } else {
             Err(PluginError::invalid_profile(
-                "free-text embedding: dimensions do not fit together or a variance is out of range",
+                "free-text embedding: dimensions do not fit together or a value is out of range",
             ))
         }
     }
 
     /// Learns the embedding from `users` (each a list of windows); `None` when the
     /// population is too small to estimate the within-user scatter of all [`INPUTS`]
-    /// values (windows − users < 2 × INPUTS: about 25 users of 15 windows), or the
+    /// values (windows − users < 2 × INPUTS: about 45 users of 15 windows), or the
     /// scatter matrices are degenerate.
     pub fn fit(users: &[&[Vec<Keystroke>]]) -> Option<Embedding> {
-        let keys = frequent_keys(users);
-        let offsets = key_offsets(users, &keys);
+        // Cheap check first: the mixture and the tables are not worth learning for a
+        // population that cannot carry the LDA.
+        let windows = users
+            .iter()
+            .flat_map(|u| u.iter())
+            .filter(|w| w.len() >= MIN_STROKES)
+            .count();
+        if windows < users.len() + 2 * INPUTS {
+            return None;
+        }
+        let features = WindowFeatures::learn(users)?;
         let mut xs: Vec<Vec<f64>> = Vec::new();
         let mut labels: Vec<usize> = Vec::new();
         for (u, windows) in users.iter().enumerate() {
-            let v: Vec<Vec<f64>> = windows
-                .iter()
-                .filter_map(|w| window_vector(w, &keys, &offsets))
-                .collect();
+            let v: Vec<Vec<f64>> = windows.iter().filter_map(|w| features.vector(w)).collect();
             if v.len() >= 2 {
                 labels.extend(std::iter::repeat(u).take(v.len()));
                 xs.extend(v);
@@ -293,7 +548,7 @@ impl Embedding {
             .len();
         // Fewer residual degrees of freedom than twice the values leaves directions of the
         // within-user scatter unestimated, and LDA would favour exactly those.
-        if classes < 3 || xs.len() < classes + 2 * INPUTS {
+        if classes < 3 || xs.len() < classes + 2 * features.inputs() {
             return None;
         }
         let inputs = xs[0].len();
@@ -314,8 +569,7 @@ impl Embedding {
             .collect();
         let (second, between) = lda(&ys, &labels, DIMS)?;
         let e = Embedding {
-            keys,
-            offsets,
+            features,
             scale,
             first,
             second,
@@ -328,7 +582,7 @@ impl Embedding {
 
 /// The [`TOP_KEYS`] most frequent key ids (ties by id, so the choice is reproducible).
 fn frequent_keys(users: &[&[Vec<Keystroke>]]) -> Vec<u32> {
-    let mut counts: std::collections::HashMap<u32, u64> = std::collections::HashMap::new();
+    let mut counts: HashMap<u32, u64> = HashMap::new();
     for s in users.iter().flat_map(|u| u.iter()).flatten() {
         *counts.entry(s.key).or_default() += 1;
     }
@@ -337,14 +591,9 @@ fn frequent_keys(users: &[&[Vec<Keystroke>]]) -> Vec<u32> {
     v.into_iter().take(TOP_KEYS).map(|(k, _)| k).collect()
 }
 
-/// Per key and value: the population mean of that value minus the median of its type.
-fn key_offsets(users: &[&[Vec<Keystroke>]], keys: &[u32]) -> Vec<f64> {
-    let all: Vec<Series> = users
-        .iter()
-        .flat_map(|u| u.iter())
-        .filter(|w| w.len() >= 2)
-        .map(|w| series(w))
-        .collect();
+/// Per key and value: the population mean of that value minus the median of its type;
+/// and the medians of hold, down-down and up-down.
+fn key_offsets(windows: &[&Vec<Keystroke>], all: &[Series], keys: &[u32]) -> (Vec<f64>, [f64; 3]) {
     let median = |f: &dyn Fn(&Series) -> &Vec<f64>| {
         let v: Vec<f64> = all.iter().flat_map(|s| f(s).iter().copied()).collect();
         if v.is_empty() {
@@ -354,15 +603,10 @@ fn key_offsets(users: &[&[Vec<Keystroke>]], keys: &[u32]) -> Vec<f64> {
         }
     };
     let medians = [median(&|s| &s.hold), median(&|s| &s.dd), median(&|s| &s.ud)];
-    let windows: Vec<&Vec<Keystroke>> = users
-        .iter()
-        .flat_map(|u| u.iter())
-        .filter(|w| w.len() >= 2)
-        .collect();
     let mut out = Vec::with_capacity(keys.len() * PER_KEY);
     for &key in keys {
         let mut totals = [(0.0, 0.0); PER_KEY];
-        for (w, s) in windows.iter().zip(&all) {
+        for (w, s) in windows.iter().zip(all) {
             let at = positions(w, key);
             if at.is_empty() {
                 continue;
@@ -380,7 +624,7 @@ fn key_offsets(users: &[&[Vec<Keystroke>]], keys: &[u32]) -> Vec<f64> {
             });
         }
     }
-    out
+    (out, medians)
 }
 
 /// LDA to at most `dims` directions: whitens the within-user scatter, then keeps the
@@ -599,11 +843,80 @@ mod tests {
     }
 
     #[test]
-    fn same_user_scores_above_different_users() {
-        let e = Embedding {
+    fn residuals_are_timings_less_the_population_typical() {
+        let ks = |key: u32, down_ms: u64, hold_ms: u64| Keystroke {
+            key,
+            down_us: down_ms * 1000,
+            up_us: (down_ms + hold_ms) * 1000,
+        };
+        // Keys 1, 2, 1, 2, 1, 2: holds 100 ms (key 1) and 80 ms (key 2), 150 ms apart.
+        let w: Vec<Keystroke> = (0..6)
+            .map(|i| ks(1 + i % 2, 150 * i as u64, if i % 2 == 0 { 100 } else { 80 }))
+            .collect();
+        let mut typical = vec![
+            (id(HOLD, &[1]), 100f64.ln()),
+            (id(DOWN_DOWN, &[1, 2]), 150f64.ln()),
+            (id(TRIGRAPH, &[1, 2, 1]), 250f64.ln()),
+        ];
+        typical.sort_unstable_by_key(|e| e.0);
+        let f = WindowFeatures {
             keys: vec![],
             offsets: vec![],
-            scale: vec![1.0; INPUTS - TOP_KEYS * PER_KEY],
+            medians: vec![4.0, 5.0, 2.0],
+            typical,
+            mixture: Mixture {
+                dims: LOCAL,
+                weights: vec![],
+                means: vec![],
+                variances: vec![],
+            },
+        };
+        let s = series(&w);
+        let r = f.residuals(&w, &s);
+        // Key 1 as typical; key 2 untabled: its hold less the median hold.
+        for (i, h) in r.hold.iter().enumerate() {
+            let expected = if i % 2 == 0 { 0.0 } else { 80f64.ln() - 4.0 };
+            assert!((h - expected).abs() < 1e-12, "{i}: {h}");
+        }
+        // Down-down: only the tabled digraph (1, 2) enters the distribution (3 times);
+        // every digraph enters the local values, untabled ones against the median.
+        assert_eq!(r.dd.len(), 3);
+        assert!(r.dd.iter().all(|d| d.abs() < 1e-12));
+        assert_eq!(r.dd_local.len(), 5);
+        assert!((r.dd_local[1] - (150f64.ln() - 5.0)).abs() < 1e-12);
+        assert!(r.ud.is_empty() && r.uu.is_empty());
+        // Trigraph (1, 2, 1): 300 ms against a typical 250 ms (twice).
+        assert_eq!(r.tri.len(), 2);
+        assert!(r
+            .tri
+            .iter()
+            .all(|t| (t - (300f64 / 250.0).ln()).abs() < 1e-12));
+        // Fewer than 3 values summarise as zeros.
+        let mut x = Vec::new();
+        summary(&r.tri, &mut x);
+        assert_eq!(x, vec![0.0; SUMMARY]);
+        // Local vectors: one per keystroke after the first.
+        let l = WindowFeatures::local_vectors(&s, &r);
+        assert_eq!(l.len(), 5 * LOCAL);
+        assert!((l[LOCAL + 4] - 100f64.ln()).abs() < 1e-12); // third key's raw hold
+    }
+
+    #[test]
+    fn same_user_scores_above_different_users() {
+        let e = Embedding {
+            features: WindowFeatures {
+                keys: vec![],
+                offsets: vec![],
+                medians: vec![0.0; 3],
+                typical: vec![],
+                mixture: Mixture {
+                    dims: LOCAL,
+                    weights: vec![],
+                    means: vec![],
+                    variances: vec![],
+                },
+            },
+            scale: vec![1.0; 1],
             first: Stage {
                 mean: vec![0.0; 1],
                 matrix: vec![1.0; 1],
@@ -645,7 +958,7 @@ mod tests {
 
     #[test]
     fn learns_to_tell_synthetic_typists_apart() {
-        let users: Vec<Vec<Vec<Keystroke>>> = (0..60)
+        let users: Vec<Vec<Vec<Keystroke>>> = (0..100)
             .map(|u| {
                 (0..8)
                     .map(|w| {
@@ -659,19 +972,20 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[Vec<Keystroke>]> = users.iter().map(|u| u.as_slice()).collect();
-        // 30 users of 8 windows: too few residual degrees of freedom for 145 values.
-        assert!(Embedding::fit(&refs[..30]).is_none());
-        let e = Embedding::fit(&refs[..50]).expect("fits");
+        // 60 users of 8 windows: too few residual degrees of freedom for 312 values.
+        assert!(Embedding::fit(&refs[..60]).is_none());
+        let e = Embedding::fit(&refs[..90]).expect("fits");
         e.validate().unwrap();
-        // Unseen users 50..60: own windows closer than the others'.
+        assert_eq!(e.scale.len(), FIXED_INPUTS + 12 * PER_KEY); // 12 distinct keys
+                                                                // Unseen users 90..100: own windows closer than the others'.
         let (mut wins, mut total) = (0, 0);
-        for u in 50..60 {
+        for u in 90..100 {
             let g: Vec<Vec<f64>> = users[u][..5].iter().map(|w| e.embed(w).unwrap()).collect();
             let mean: Vec<f64> = (0..g[0].len())
                 .map(|j| g.iter().map(|v| v[j]).sum::<f64>() / 5.0)
                 .collect();
             let own = e.llr(&mean, 5.0, &e.embed(&users[u][6]).unwrap());
-            for o in (50..60).filter(|&o| o != u) {
+            for o in (90..100).filter(|&o| o != u) {
                 let other = e.llr(&mean, 5.0, &e.embed(&users[o][6]).unwrap());
                 wins += (own > other) as usize;
                 total += 1;

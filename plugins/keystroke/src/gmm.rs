@@ -1,0 +1,299 @@
+//! A diagonal Gaussian mixture over per-keystroke timing vectors, and the statistics of a
+//! window against it (the "GMM supervector" of speaker verification, Reynolds et al. 2000;
+//! Campbell et al. 2006).
+//!
+//! The window-level distributions of [`crate::plda`] summarise each timing separately; the
+//! mixture sees them jointly. Learned once on the population's keystrokes, its components
+//! are typical local situations (a quick overlapping digraph, a slow key after a pause,
+//! …). A window is then described by where its keystrokes fall within each component:
+//! per component, the posterior-weighted mean offset of its keystrokes from the
+//! component's mean, in the component's standard deviations, shrunk towards 0 by
+//! [`RELEVANCE`] keystrokes (a component the window hardly visits says little).
+
+use serde::{Deserialize, Serialize};
+
+/// Weight, in keystrokes, of "no offset" in a component's statistic (MAP relevance factor).
+pub const RELEVANCE: f64 = 2.0;
+/// Smallest variance of a component, as a share of the data's variance in that dimension.
+const VARIANCE_FLOOR: f64 = 1e-3;
+const KMEANS_ITERATIONS: usize = 10;
+const EM_ITERATIONS: usize = 100;
+/// EM stops when the mean log-likelihood per point improves by less than this.
+const EM_TOLERANCE: f64 = 1e-6;
+
+/// `components` Gaussians with diagonal covariance in `dims` dimensions (means and
+/// variances row-major, one row per component).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mixture {
+    pub dims: usize,
+    #[serde(with = "crate::pack::floats")]
+    pub weights: Vec<f64>,
+    #[serde(with = "crate::pack::floats")]
+    pub means: Vec<f64>,
+    #[serde(with = "crate::pack::floats")]
+    pub variances: Vec<f64>,
+}
+
+impl Mixture {
+    pub fn components(&self) -> usize {
+        self.weights.len()
+    }
+
+    /// Fits `components` Gaussians to `points` (`dims` values each, flattened) by k-means
+    /// then EM. Deterministic: k-means starts from points evenly spaced through the data.
+    /// `None` with fewer than 10 points per component or non-finite values.
+    pub fn fit(points: &[f64], dims: usize, components: usize) -> Option<Mixture> {
+        let n = points.len() / dims.max(1);
+        if dims == 0 || components == 0 || n < 10 * components || points.len() != n * dims {
+            return None;
+        }
+        if !points.iter().all(|v| v.is_finite()) {
+            return None;
+        }
+        let point = |i: usize| &points[i * dims..(i + 1) * dims];
+        let mut floor = vec![0.0; dims];
+        for j in 0..dims {
+            let m = (0..n).map(|i| point(i)[j]).sum::<f64>() / n as f64;
+            let var = (0..n).map(|i| (point(i)[j] - m).powi(2)).sum::<f64>() / n as f64;
+            floor[j] = (var * VARIANCE_FLOOR).max(1e-9);
+        }
+        // k-means for the starting means.
+        let mut means: Vec<f64> = (0..components)
+            .flat_map(|c| point((2 * c + 1) * n / (2 * components)).to_vec())
+            .collect();
+        let mut nearest = vec![0usize; n];
+        for _ in 0..KMEANS_ITERATIONS {
+            for (i, best) in nearest.iter_mut().enumerate() {
+                let x = point(i);
+                *best = (0..components)
+                    .map(|c| {
+                        let m = &means[c * dims..(c + 1) * dims];
+                        let d: f64 = x.iter().zip(m).map(|(a, b)| (a - b).powi(2)).sum();
+                        (c, d)
+                    })
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(0, |(c, _)| c);
+            }
+            let mut sums = vec![0.0; components * dims];
+            let mut counts = vec![0.0; components];
+            for (i, &c) in nearest.iter().enumerate() {
+                counts[c] += 1.0;
+                for (s, v) in sums[c * dims..(c + 1) * dims].iter_mut().zip(point(i)) {
+                    *s += v;
+                }
+            }
+            for c in 0..components {
+                // An empty cluster keeps its mean.
+                if counts[c] > 0.0 {
+                    for j in 0..dims {
+                        means[c * dims + j] = sums[c * dims + j] / counts[c];
+                    }
+                }
+            }
+        }
+        let mut weights = vec![0.0f64; components];
+        let mut variances = vec![0.0; components * dims];
+        for (i, &c) in nearest.iter().enumerate() {
+            weights[c] += 1.0;
+            for (j, v) in point(i).iter().enumerate() {
+                variances[c * dims + j] += (v - means[c * dims + j]).powi(2);
+            }
+        }
+        for c in 0..components {
+            for j in 0..dims {
+                let k = c * dims + j;
+                variances[k] = (variances[k] / weights[c].max(1.0)).max(floor[j]);
+            }
+            weights[c] = weights[c].max(1.0) / n as f64;
+        }
+        let mut mixture = Mixture {
+            dims,
+            weights,
+            means,
+            variances,
+        };
+        // EM.
+        let mut previous = f64::NEG_INFINITY;
+        let mut gamma = vec![0.0; components];
+        for _ in 0..EM_ITERATIONS {
+            let mut n_c = vec![0.0; components];
+            let mut first = vec![0.0; components * dims];
+            let mut second = vec![0.0; components * dims];
+            let mut loglik = 0.0;
+            for i in 0..n {
+                let x = point(i);
+                loglik += mixture.posteriors(x, &mut gamma);
+                for (c, &g) in gamma.iter().enumerate() {
+                    if g < 1e-12 {
+                        continue;
+                    }
+                    n_c[c] += g;
+                    for (j, &v) in x.iter().enumerate() {
+                        first[c * dims + j] += g * v;
+                        second[c * dims + j] += g * v * v;
+                    }
+                }
+            }
+            for c in 0..components {
+                // A component nobody visits keeps its place (with a negligible weight).
+                if n_c[c] < 1e-6 {
+                    mixture.weights[c] = 1e-12;
+                    continue;
+                }
+                mixture.weights[c] = n_c[c] / n as f64;
+                for j in 0..dims {
+                    let k = c * dims + j;
+                    let m = first[k] / n_c[c];
+                    mixture.means[k] = m;
+                    mixture.variances[k] = (second[k] / n_c[c] - m * m).max(floor[j]);
+                }
+            }
+            let mean_loglik = loglik / n as f64;
+            if mean_loglik - previous < EM_TOLERANCE {
+                break;
+            }
+            previous = mean_loglik;
+        }
+        mixture.is_valid(dims, components).then_some(mixture)
+    }
+
+    /// Fills `gamma` with the posterior of each component for `x`; returns `ln p(x)`.
+    pub fn posteriors(&self, x: &[f64], gamma: &mut [f64]) -> f64 {
+        let d = self.dims;
+        let mut best = f64::NEG_INFINITY;
+        for (c, g) in gamma.iter_mut().enumerate() {
+            let m = &self.means[c * d..(c + 1) * d];
+            let v = &self.variances[c * d..(c + 1) * d];
+            let mut l = self.weights[c].ln();
+            for ((&xj, &mj), &vj) in x.iter().zip(m).zip(v) {
+                l -= 0.5 * ((std::f64::consts::TAU * vj).ln() + (xj - mj).powi(2) / vj);
+            }
+            *g = l;
+            best = best.max(l);
+        }
+        let mut total = 0.0;
+        for g in gamma.iter_mut() {
+            *g = (*g - best).exp();
+            total += *g;
+        }
+        gamma.iter_mut().for_each(|g| *g /= total);
+        best + total.ln()
+    }
+
+    /// Per component and dimension: `(Σᵢ γᵢ·(xᵢ − m)) / (Σᵢ γᵢ + RELEVANCE) / σ` over the
+    /// window's points (`dims` values each, flattened).
+    pub fn statistics(&self, points: &[f64]) -> Vec<f64> {
+        let d = self.dims;
+        let k = self.components();
+        let mut gamma = vec![0.0; k];
+        let mut counts = vec![0.0; k];
+        let mut offsets = vec![0.0; k * d];
+        for x in points.chunks_exact(d) {
+            self.posteriors(x, &mut gamma);
+            for (c, &g) in gamma.iter().enumerate() {
+                counts[c] += g;
+                for (j, &v) in x.iter().enumerate() {
+                    offsets[c * d + j] += g * (v - self.means[c * d + j]);
+                }
+            }
+        }
+        for c in 0..k {
+            for j in 0..d {
+                let i = c * d + j;
+                offsets[i] /= (counts[c] + RELEVANCE) * self.variances[i].sqrt();
+            }
+        }
+        offsets
+    }
+
+    /// The shapes fit, weights are positive and variances positive and finite.
+    pub fn is_valid(&self, dims: usize, components: usize) -> bool {
+        self.dims == dims
+            && self.weights.len() == components
+            && self.means.len() == components * dims
+            && self.variances.len() == components * dims
+            && self.weights.iter().all(|&w| w > 0.0 && w <= 1.0)
+            && self.means.iter().all(|m| m.is_finite())
+            && self.variances.iter().all(|&v| v.is_finite() && v >= 1e-12)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lcg(seed: &mut u64) -> f64 {
+        *seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (*seed >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Box–Muller normal deviate.
+    fn normal(seed: &mut u64) -> f64 {
+        let u = lcg(seed).max(1e-12);
+        let v = lcg(seed);
+        (-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()
+    }
+
+    #[test]
+    fn recovers_two_separated_clusters() {
+        // 70 % around (0, 0) with sd 1, 30 % around (8, −4) with sd 0.5 and 2.
+        let mut seed = 7;
+        let mut points = Vec::new();
+        for i in 0..2000 {
+            if i % 10 < 7 {
+                points.extend([normal(&mut seed), normal(&mut seed)]);
+            } else {
+                points.extend([
+                    8.0 + 0.5 * normal(&mut seed),
+                    -4.0 + 2.0 * normal(&mut seed),
+                ]);
+            }
+        }
+        let m = Mixture::fit(&points, 2, 2).expect("fits");
+        let big = if m.weights[0] > m.weights[1] { 0 } else { 1 };
+        let small = 1 - big;
+        assert!((m.weights[big] - 0.7).abs() < 0.03, "{:?}", m.weights);
+        assert!(m.means[big * 2].abs() < 0.15 && m.means[big * 2 + 1].abs() < 0.15);
+        assert!((m.means[small * 2] - 8.0).abs() < 0.15);
+        assert!((m.variances[small * 2] - 0.25).abs() < 0.06);
+        assert!((m.variances[small * 2 + 1] - 4.0).abs() < 0.6);
+        // A point at a cluster's centre belongs to it.
+        let mut gamma = [0.0; 2];
+        m.posteriors(&[8.0, -4.0], &mut gamma);
+        assert!(gamma[small] > 0.999);
+        assert!((gamma.iter().sum::<f64>() - 1.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn statistics_are_shrunk_offsets_in_standard_deviations() {
+        // One component: mean 1, variance 4 (σ 2). Three points at 3 ⇒ offsets 2 each
+        // ⇒ (3·2)/(3 + RELEVANCE)/2.
+        let m = Mixture {
+            dims: 1,
+            weights: vec![1.0],
+            means: vec![1.0],
+            variances: vec![4.0],
+        };
+        let s = m.statistics(&[3.0, 3.0, 3.0]);
+        assert!(
+            (s[0] - 6.0 / (3.0 + RELEVANCE) / 2.0).abs() < 1e-12,
+            "{s:?}"
+        );
+        // No points: no offset.
+        assert_eq!(m.statistics(&[]), vec![0.0]);
+    }
+
+    #[test]
+    fn refuses_too_little_or_non_finite_data() {
+        assert!(Mixture::fit(&[1.0, 2.0, 3.0], 1, 2).is_none());
+        let mut points: Vec<f64> = (0..100).map(|i| i as f64).collect();
+        assert!(Mixture::fit(&points, 1, 2).is_some());
+        points[5] = f64::NAN;
+        assert!(Mixture::fit(&points, 1, 2).is_none());
+        // Identical points: variances stay at a positive floor, not zero.
+        let m = Mixture::fit(&[2.0; 100], 1, 2).expect("fits");
+        assert!(m.variances.iter().all(|&v| v > 0.0));
+    }
+}
