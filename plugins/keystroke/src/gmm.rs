@@ -42,6 +42,8 @@ impl Mixture {
     /// Fits `components` Gaussians to `points` (`dims` values each, flattened) by k-means
     /// then EM. Deterministic: k-means starts from points evenly spaced through the data.
     /// `None` with fewer than 10 points per component or non-finite values.
+    // Component-by-dimension arrays read best with explicit indices.
+    #[allow(clippy::needless_range_loop)]
     pub fn fit(points: &[f64], dims: usize, components: usize) -> Option<Mixture> {
         let n = points.len() / dims.max(1);
         if dims == 0 || components == 0 || n < 10 * components || points.len() != n * dims {
@@ -182,6 +184,7 @@ impl Mixture {
 
     /// Per component and dimension: `(Σᵢ γᵢ·(xᵢ − m)) / (Σᵢ γᵢ + RELEVANCE) / σ` over the
     /// window's points (`dims` values each, flattened).
+    #[allow(clippy::needless_range_loop)]
     pub fn statistics(&self, points: &[f64]) -> Vec<f64> {
         let d = self.dims;
         let k = self.components();
