@@ -557,7 +557,9 @@ impl Embedding {
         for j in 0..inputs {
             let m = xs.iter().map(|x| x[j]).sum::<f64>() / n;
             let var = xs.iter().map(|x| (x[j] - m).powi(2)).sum::<f64>() / n;
-            scale[j] = var.sqrt() + 1e-9;
+            // A value that never varies carries nothing; divided by a tiny spread its
+            // rounding noise would only disturb the LDA.
+            scale[j] = if var.sqrt() > 1e-9 { var.sqrt() } else { 1.0 };
         }
         for x in xs.iter_mut() {
             x.iter_mut().zip(&scale).for_each(|(v, s)| *v /= s);
@@ -777,7 +779,9 @@ fn symmetric_eigen(mut a: Vec<f64>, n: usize) -> Option<(Vec<f64>, Vec<f64>)> {
             .map(|(i, j)| a[i * n + j] * a[i * n + j])
             .sum::<f64>()
             .sqrt();
-        if off <= 1e-12 * scale {
+        // 1e-10, not less: with hundreds of dimensions and directions of very different
+        // size, rounding alone keeps the off-diagonal near 1e-12 of the norm.
+        if off <= 1e-10 * scale {
             let values = (0..n).map(|i| a[i * n + i]).collect();
             return Some((values, v));
         }
