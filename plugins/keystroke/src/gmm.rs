@@ -122,9 +122,10 @@ impl Mixture {
             let mut first = vec![0.0; components * dims];
             let mut second = vec![0.0; components * dims];
             let mut loglik = 0.0;
+            let prepared = mixture.prepared();
             for i in 0..n {
                 let x = point(i);
-                loglik += mixture.posteriors(x, &mut gamma);
+                loglik += prepared.posteriors(x, &mut gamma);
                 for (c, &g) in gamma.iter().enumerate() {
                     if g < 1e-12 {
                         continue;
@@ -161,25 +162,29 @@ impl Mixture {
 
     /// Fills `gamma` with the posterior of each component for `x`; returns `ln p(x)`.
     pub fn posteriors(&self, x: &[f64], gamma: &mut [f64]) -> f64 {
+        self.prepared().posteriors(x, gamma)
+    }
+
+    /// What every posterior needs that does not depend on the point (computed once per
+    /// window or EM iteration: the logarithms would otherwise dominate the cost).
+    fn prepared(&self) -> Prepared<'_> {
         let d = self.dims;
-        let mut best = f64::NEG_INFINITY;
-        for (c, g) in gamma.iter_mut().enumerate() {
-            let m = &self.means[c * d..(c + 1) * d];
-            let v = &self.variances[c * d..(c + 1) * d];
-            let mut l = self.weights[c].ln();
-            for ((&xj, &mj), &vj) in x.iter().zip(m).zip(v) {
-                l -= 0.5 * ((std::f64::consts::TAU * vj).ln() + (xj - mj).powi(2) / vj);
-            }
-            *g = l;
-            best = best.max(l);
+        let constants = (0..self.components())
+            .map(|c| {
+                let v = &self.variances[c * d..(c + 1) * d];
+                self.weights[c].ln()
+                    - 0.5
+                        * v.iter()
+                            .map(|&vj| (std::f64::consts::TAU * vj).ln())
+                            .sum::<f64>()
+            })
+            .collect();
+        let inverse = self.variances.iter().map(|v| 1.0 / v).collect();
+        Prepared {
+            mixture: self,
+            constants,
+            inverse,
         }
-        let mut total = 0.0;
-        for g in gamma.iter_mut() {
-            *g = (*g - best).exp();
-            total += *g;
-        }
-        gamma.iter_mut().for_each(|g| *g /= total);
-        best + total.ln()
     }
 
     /// Per component and dimension: `(Σᵢ γᵢ·(xᵢ − m)) / (Σᵢ γᵢ + RELEVANCE) / σ` over the
@@ -191,8 +196,9 @@ impl Mixture {
         let mut gamma = vec![0.0; k];
         let mut counts = vec![0.0; k];
         let mut offsets = vec![0.0; k * d];
+        let prepared = self.prepared();
         for x in points.chunks_exact(d) {
-            self.posteriors(x, &mut gamma);
+            prepared.posteriors(x, &mut gamma);
             for (c, &g) in gamma.iter().enumerate() {
                 counts[c] += g;
                 for (j, &v) in x.iter().enumerate() {
@@ -218,6 +224,39 @@ impl Mixture {
             && self.weights.iter().all(|&w| w > 0.0 && w <= 1.0)
             && self.means.iter().all(|m| m.is_finite())
             && self.variances.iter().all(|&v| v.is_finite() && v >= 1e-12)
+    }
+}
+
+/// A mixture with its per-component log normalisers and inverse variances.
+struct Prepared<'a> {
+    mixture: &'a Mixture,
+    constants: Vec<f64>,
+    inverse: Vec<f64>,
+}
+
+impl Prepared<'_> {
+    fn posteriors(&self, x: &[f64], gamma: &mut [f64]) -> f64 {
+        let d = self.mixture.dims;
+        let mut best = f64::NEG_INFINITY;
+        for (c, g) in gamma.iter_mut().enumerate() {
+            let m = &self.mixture.means[c * d..(c + 1) * d];
+            let inv = &self.inverse[c * d..(c + 1) * d];
+            let mut q = 0.0;
+            for ((&xj, &mj), &ij) in x.iter().zip(m).zip(inv) {
+                q += (xj - mj) * (xj - mj) * ij;
+            }
+            *g = self.constants[c] - 0.5 * q;
+            best = best.max(*g);
+        }
+        let mut total = 0.0;
+        for g in gamma.iter_mut() {
+            // e⁻⁴⁰ ≈ 4·10⁻¹⁸ beside the best component's 1: not worth an `exp`.
+            let z = *g - best;
+            *g = if z < -40.0 { 0.0 } else { z.exp() };
+            total += *g;
+        }
+        gamma.iter_mut().for_each(|g| *g /= total);
+        best + total.ln()
     }
 }
 
