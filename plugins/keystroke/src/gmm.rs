@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::free::Derived;
+
 /// Weight, in keystrokes, of "no offset" in a component's statistic (MAP relevance factor).
 pub const RELEVANCE: f64 = 2.0;
 /// Smallest variance of a component, as a share of the data's variance in that dimension.
@@ -32,6 +34,10 @@ pub struct Mixture {
     pub means: Vec<f64>,
     #[serde(with = "crate::pack::floats")]
     pub variances: Vec<f64>,
+    /// What scoring needs in the layout it reads fastest, built at the first
+    /// [`Mixture::statistics`] (a mixture is not changed once it is used).
+    #[serde(skip)]
+    pub prepared: Derived<Prepared>,
 }
 
 impl Mixture {
@@ -113,6 +119,7 @@ impl Mixture {
             weights,
             means,
             variances,
+            prepared: Derived::default(),
         };
         // EM.
         let mut previous = f64::NEG_INFINITY;
@@ -122,7 +129,8 @@ impl Mixture {
             let mut first = vec![0.0; components * dims];
             let mut second = vec![0.0; components * dims];
             let mut loglik = 0.0;
-            let prepared = mixture.prepared();
+            // Fresh each iteration: EM changes the mixture (its cache stays unused).
+            let prepared = Prepared::of(&mixture);
             for i in 0..n {
                 let x = point(i);
                 loglik += prepared.posteriors(x, &mut gamma);
@@ -162,57 +170,39 @@ impl Mixture {
 
     /// Fills `gamma` with the posterior of each component for `x`; returns `ln p(x)`.
     pub fn posteriors(&self, x: &[f64], gamma: &mut [f64]) -> f64 {
-        self.prepared().posteriors(x, gamma)
-    }
-
-    /// What every posterior needs that does not depend on the point (computed once per
-    /// window or EM iteration: the logarithms would otherwise dominate the cost).
-    fn prepared(&self) -> Prepared<'_> {
-        let d = self.dims;
-        let constants = (0..self.components())
-            .map(|c| {
-                let v = &self.variances[c * d..(c + 1) * d];
-                self.weights[c].ln()
-                    - 0.5
-                        * v.iter()
-                            .map(|&vj| (std::f64::consts::TAU * vj).ln())
-                            .sum::<f64>()
-            })
-            .collect();
-        let inverse = self.variances.iter().map(|v| 1.0 / v).collect();
-        Prepared {
-            mixture: self,
-            constants,
-            inverse,
-        }
+        Prepared::of(self).posteriors(x, gamma)
     }
 
     /// Per component and dimension: `(Σᵢ γᵢ·(xᵢ − m)) / (Σᵢ γᵢ + RELEVANCE) / σ` over the
     /// window's points (`dims` values each, flattened).
-    #[allow(clippy::needless_range_loop)]
     pub fn statistics(&self, points: &[f64]) -> Vec<f64> {
         let d = self.dims;
         let k = self.components();
+        let p = self.prepared.get_or_init(|| Prepared::of(self));
         let mut gamma = vec![0.0; k];
         let mut counts = vec![0.0; k];
-        let mut offsets = vec![0.0; k * d];
-        let prepared = self.prepared();
+        // Σᵢ γᵢ·xᵢ, dimension-major like `Prepared` (the inner loops run over components).
+        let mut first = vec![0.0; d * k];
         for x in points.chunks_exact(d) {
-            prepared.posteriors(x, &mut gamma);
-            for (c, &g) in gamma.iter().enumerate() {
-                counts[c] += g;
-                for (j, &v) in x.iter().enumerate() {
-                    offsets[c * d + j] += g * (v - self.means[c * d + j]);
+            p.posteriors(x, &mut gamma);
+            for (c, g) in counts.iter_mut().zip(&gamma) {
+                *c += g;
+            }
+            for (j, &xj) in x.iter().enumerate() {
+                for (f, &g) in first[j * k..(j + 1) * k].iter_mut().zip(&gamma) {
+                    *f += g * xj;
                 }
             }
         }
+        let mut out = vec![0.0; k * d];
         for c in 0..k {
             for j in 0..d {
                 let i = c * d + j;
-                offsets[i] /= (counts[c] + RELEVANCE) * self.variances[i].sqrt();
+                let offset = first[j * k + c] - counts[c] * self.means[i];
+                out[i] = offset / ((counts[c] + RELEVANCE) * self.variances[i].sqrt());
             }
         }
-        offsets
+        out
     }
 
     /// The shapes fit, weights are positive and variances positive and finite.
@@ -227,35 +217,62 @@ impl Mixture {
     }
 }
 
-/// A mixture with its per-component log normalisers and inverse variances.
-struct Prepared<'a> {
-    mixture: &'a Mixture,
+/// A mixture laid out for posteriors: per component its log normaliser `ln w − ½Σ ln 2πσ²`,
+/// and means and inverse variances dimension-major, so that the inner loops run over the
+/// components (contiguous, vectorised) instead of over a handful of dimensions.
+#[derive(Clone, Debug)]
+pub struct Prepared {
     constants: Vec<f64>,
+    means: Vec<f64>,
     inverse: Vec<f64>,
 }
 
-impl Prepared<'_> {
-    fn posteriors(&self, x: &[f64], gamma: &mut [f64]) -> f64 {
-        let d = self.mixture.dims;
-        let mut best = f64::NEG_INFINITY;
-        for (c, g) in gamma.iter_mut().enumerate() {
-            let m = &self.mixture.means[c * d..(c + 1) * d];
-            let inv = &self.inverse[c * d..(c + 1) * d];
-            let mut q = 0.0;
-            for ((&xj, &mj), &ij) in x.iter().zip(m).zip(inv) {
-                q += (xj - mj) * (xj - mj) * ij;
-            }
-            *g = self.constants[c] - 0.5 * q;
-            best = best.max(*g);
+impl Prepared {
+    fn of(m: &Mixture) -> Prepared {
+        let (d, k) = (m.dims, m.components());
+        let constants = (0..k)
+            .map(|c| {
+                let v = &m.variances[c * d..(c + 1) * d];
+                m.weights[c].ln()
+                    - 0.5
+                        * v.iter()
+                            .map(|&vj| (std::f64::consts::TAU * vj).ln())
+                            .sum::<f64>()
+            })
+            .collect();
+        let transpose = |a: &[f64], f: fn(f64) -> f64| {
+            (0..d * k)
+                .map(|i| f(a[(i % k) * d + i / k]))
+                .collect::<Vec<f64>>()
+        };
+        Prepared {
+            constants,
+            means: transpose(&m.means, |v| v),
+            inverse: transpose(&m.variances, |v| 1.0 / v),
         }
+    }
+
+    fn posteriors(&self, x: &[f64], gamma: &mut [f64]) -> f64 {
+        let k = self.constants.len();
+        gamma.copy_from_slice(&self.constants);
+        for (j, &xj) in x.iter().enumerate() {
+            let means = &self.means[j * k..(j + 1) * k];
+            let inverse = &self.inverse[j * k..(j + 1) * k];
+            for ((g, &m), &inv) in gamma.iter_mut().zip(means).zip(inverse) {
+                let diff = xj - m;
+                *g -= 0.5 * diff * diff * inv;
+            }
+        }
+        let best = gamma.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let mut total = 0.0;
         for g in gamma.iter_mut() {
-            // e⁻⁴⁰ ≈ 4·10⁻¹⁸ beside the best component's 1: not worth an `exp`.
+            // e⁻²⁰ ≈ 2·10⁻⁹ beside the best component's 1: not worth an `exp`.
             let z = *g - best;
-            *g = if z < -40.0 { 0.0 } else { z.exp() };
+            *g = if z < -20.0 { 0.0 } else { z.exp() };
             total += *g;
         }
-        gamma.iter_mut().for_each(|g| *g /= total);
+        let scale = 1.0 / total;
+        gamma.iter_mut().for_each(|g| *g *= scale);
         best + total.ln()
     }
 }
@@ -317,6 +334,7 @@ mod tests {
             weights: vec![1.0],
             means: vec![1.0],
             variances: vec![4.0],
+            prepared: Derived::default(),
         };
         let s = m.statistics(&[3.0, 3.0, 3.0]);
         assert!(

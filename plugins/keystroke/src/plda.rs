@@ -52,7 +52,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::free::{id, percentile};
+use crate::free::{id, percentile, Derived};
 use crate::gmm::Mixture;
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
@@ -147,6 +147,9 @@ pub struct WindowFeatures {
     #[serde(with = "crate::pack::table")]
     pub typical: Vec<(u64, f64)>,
     pub mixture: Mixture,
+    /// `typical` as a hash map: a window looks up about 250 ids.
+    #[serde(skip)]
+    pub lookup: Derived<HashMap<u64, f64, MixIds>>,
 }
 
 /// What the population taught: how to describe a window, how to scale it, the two LDA
@@ -162,6 +165,34 @@ pub struct Embedding {
     /// Between-user variance per direction of the second stage.
     #[serde(with = "crate::pack::floats")]
     pub between: Vec<f64>,
+}
+
+/// Hashes the ids (already keyed hashes) with one multiplication instead of SipHash:
+/// the table is the population's, not an attacker's, and lookups are on the scoring path.
+#[derive(Clone, Debug, Default)]
+pub struct MixIds;
+
+impl std::hash::BuildHasher for MixIds {
+    type Hasher = MixIdHasher;
+    fn build_hasher(&self) -> MixIdHasher {
+        MixIdHasher(0)
+    }
+}
+
+pub struct MixIdHasher(u64);
+
+impl std::hash::Hasher for MixIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn write_u64(&mut self, v: u64) {
+        self.0 = (v ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 /// Per-window timing series (ms-based, transformed).
@@ -292,7 +323,10 @@ struct Residuals {
 
 impl WindowFeatures {
     fn typical(&self, id: u64) -> Option<f64> {
-        typical_in(&self.typical, id)
+        self.lookup
+            .get_or_init(|| self.typical.iter().copied().collect())
+            .get(&id)
+            .copied()
     }
 
     fn residuals(&self, strokes: &[Keystroke], s: &Series) -> Residuals {
@@ -433,7 +467,9 @@ impl WindowFeatures {
                 weights: Vec::new(),
                 means: Vec::new(),
                 variances: Vec::new(),
+                prepared: Derived::default(),
             },
+            lookup: Derived::default(),
         };
         let mut points: Vec<f64> = Vec::new();
         for (w, s) in windows.iter().zip(&all) {
@@ -450,13 +486,6 @@ impl WindowFeatures {
         features.mixture = Mixture::fit(&points, LOCAL, COMPONENTS)?;
         Some(features)
     }
-}
-
-fn typical_in(table: &[(u64, f64)], id: u64) -> Option<f64> {
-    table
-        .binary_search_by_key(&id, |e| e.0)
-        .ok()
-        .map(|i| table[i].1)
 }
 
 fn length_normalise(mut y: Vec<f64>) -> Vec<f64> {
@@ -903,7 +932,9 @@ mod tests {
                 weights: vec![],
                 means: vec![],
                 variances: vec![],
+                prepared: Derived::default(),
             },
+            lookup: Derived::default(),
         };
         let s = series(&w);
         let r = f.residuals(&w, &s);
@@ -948,7 +979,9 @@ mod tests {
                     weights: vec![],
                     means: vec![],
                     variances: vec![],
+                    prepared: Derived::default(),
                 },
+                lookup: Derived::default(),
             },
             scale: vec![1.0; 1],
             first: Stage {
