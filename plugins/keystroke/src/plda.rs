@@ -257,7 +257,7 @@ fn identified(strokes: &[Keystroke], s: &Series) -> Vec<(u64, f64)> {
 
 fn sorted(v: &[f64]) -> Vec<f64> {
     let mut s = v.to_vec();
-    s.sort_by(f64::total_cmp);
+    s.sort_unstable_by(f64::total_cmp);
     s
 }
 
