@@ -346,6 +346,58 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::needless_range_loop)]
+    fn posteriors_and_statistics_match_a_direct_computation() {
+        // 3 dimensions, 2 components (unequal, so a swapped index cannot pass), means and
+        // variances component-major.
+        let m = Mixture {
+            dims: 3,
+            weights: vec![0.3, 0.7],
+            means: vec![0.0, 1.0, 2.0, 3.0, -1.0, 0.5],
+            variances: vec![1.0, 2.0, 0.5, 0.5, 1.0, 3.0],
+            prepared: Derived::default(),
+        };
+        let points = [0.5, 0.8, 1.5, 2.5, -0.5, 1.0, 1.5, 0.0, 1.0, 3.2, -1.3, 0.2];
+        let mut counts = [0.0; 2];
+        let mut sums = [0.0; 6];
+        for x in points.chunks_exact(3) {
+            let logs: Vec<f64> = (0..2)
+                .map(|c| {
+                    m.weights[c].ln()
+                        - 0.5
+                            * (0..3)
+                                .map(|j| {
+                                    let v = m.variances[c * 3 + j];
+                                    (std::f64::consts::TAU * v).ln()
+                                        + (x[j] - m.means[c * 3 + j]).powi(2) / v
+                                })
+                                .sum::<f64>()
+                })
+                .collect();
+            let total: f64 = logs.iter().map(|l| l.exp()).sum();
+            let gamma: Vec<f64> = logs.iter().map(|l| l.exp() / total).collect();
+            let mut got = [0.0; 2];
+            let lnp = m.posteriors(x, &mut got);
+            assert!((lnp - total.ln()).abs() < 1e-12);
+            for c in 0..2 {
+                assert!((got[c] - gamma[c]).abs() < 1e-12, "{got:?} {gamma:?}");
+                counts[c] += gamma[c];
+                for j in 0..3 {
+                    sums[c * 3 + j] += gamma[c] * (x[j] - m.means[c * 3 + j]);
+                }
+            }
+        }
+        let s = m.statistics(&points);
+        for c in 0..2 {
+            for j in 0..3 {
+                let i = c * 3 + j;
+                let expected = sums[i] / ((counts[c] + RELEVANCE) * m.variances[i].sqrt());
+                assert!((s[i] - expected).abs() < 1e-12, "{i}: {} {expected}", s[i]);
+            }
+        }
+    }
+
+    #[test]
     fn refuses_too_little_or_non_finite_data() {
         assert!(Mixture::fit(&[1.0, 2.0, 3.0], 1, 2).is_none());
         let mut points: Vec<f64> = (0..100).map(|i| i as f64).collect();

@@ -600,6 +600,23 @@ mod tests {
         let damaged = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
         let err = plugin.score(&damaged, &typing(20)).unwrap_err();
         assert!(err.message.contains("corrupted keystroke profile"), "{err}");
+        // The same for a population: a format-4 one's embedding is dropped unread.
+        let mut population = serde_json::to_value(Population::Free(Box::default())).unwrap();
+        population["embedding"] = serde_json::json!("not an embedding of this release");
+        population["format"] = serde_json::json!(4);
+        let format4 = blob::encode(blob::POPULATION_MAGIC, &population).unwrap();
+        plugin
+            .enroll(&format4, &[typing(30), typing(30)])
+            .expect("a format-4 population enrols without its embedding");
+        population["format"] = serde_json::json!(free::FREE_FORMAT);
+        let damaged = blob::encode(blob::POPULATION_MAGIC, &population).unwrap();
+        let err = plugin
+            .enroll(&damaged, &[typing(30), typing(30)])
+            .unwrap_err();
+        assert!(
+            err.message.contains("corrupted keystroke population"),
+            "{err}"
+        );
         value["format"] = serde_json::json!(free::FREE_FORMAT + 1);
         let newer = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
         let err = plugin.score(&newer, &typing(20)).unwrap_err();

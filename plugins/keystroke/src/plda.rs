@@ -147,9 +147,6 @@ pub struct WindowFeatures {
     #[serde(with = "crate::pack::table")]
     pub typical: Vec<(u64, f64)>,
     pub mixture: Mixture,
-    /// `typical` as a hash map: a window looks up about 250 ids.
-    #[serde(skip)]
-    pub lookup: Derived<HashMap<u64, f64, MixIds>>,
 }
 
 /// What the population taught: how to describe a window, how to scale it, the two LDA
@@ -167,34 +164,6 @@ pub struct Embedding {
     pub between: Vec<f64>,
 }
 
-/// Hashes the ids (already keyed hashes) with one multiplication instead of SipHash:
-/// the table is the population's, not an attacker's, and lookups are on the scoring path.
-#[derive(Clone, Debug, Default)]
-pub struct MixIds;
-
-impl std::hash::BuildHasher for MixIds {
-    type Hasher = MixIdHasher;
-    fn build_hasher(&self) -> MixIdHasher {
-        MixIdHasher(0)
-    }
-}
-
-pub struct MixIdHasher(u64);
-
-impl std::hash::Hasher for MixIdHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = (self.0 ^ b as u64).wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    }
-    fn write_u64(&mut self, v: u64) {
-        self.0 = (v ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-}
-
 /// Per-window timing series (ms-based, transformed).
 struct Series {
     hold: Vec<f64>,
@@ -206,26 +175,28 @@ struct Series {
 }
 
 fn series(strokes: &[Keystroke]) -> Series {
-    let ms = |us: i64| us as f64 / 1000.0;
+    // Differences in f64, not i64: timestamps near 2⁶³ µs would overflow (exact below 2⁵³ µs,
+    // 285 years).
+    let ms = |later: u64, earlier: u64| (later as f64 - earlier as f64) / 1000.0;
     let hold = strokes
         .iter()
-        .map(|s| ms(s.up_us as i64 - s.down_us as i64).max(1.0).ln())
+        .map(|s| ms(s.up_us, s.down_us).max(1.0).ln())
         .collect();
     let pairs = strokes.windows(2);
     let dd = pairs
         .clone()
-        .map(|p| ms(p[1].down_us as i64 - p[0].down_us as i64).max(1.0).ln())
+        .map(|p| ms(p[1].down_us, p[0].down_us).max(1.0).ln())
         .collect();
     let ud = pairs
         .clone()
-        .map(|p| (ms(p[1].down_us as i64 - p[0].up_us as i64) / 20.0).asinh())
+        .map(|p| (ms(p[1].down_us, p[0].up_us) / 20.0).asinh())
         .collect();
     let uu = pairs
-        .map(|p| (ms(p[1].up_us as i64 - p[0].up_us as i64) / 20.0).asinh())
+        .map(|p| (ms(p[1].up_us, p[0].up_us) / 20.0).asinh())
         .collect();
     let tri = strokes
         .windows(3)
-        .map(|t| ms(t[2].down_us as i64 - t[0].down_us as i64).max(1.0).ln())
+        .map(|t| ms(t[2].down_us, t[0].down_us).max(1.0).ln())
         .collect();
     Series {
         hold,
@@ -322,11 +293,13 @@ struct Residuals {
 }
 
 impl WindowFeatures {
+    /// A binary search, not a hash map: the table comes with every profile, and a crafted
+    /// one must not be able to make lookups slow (ids chosen to collide).
     fn typical(&self, id: u64) -> Option<f64> {
-        self.lookup
-            .get_or_init(|| self.typical.iter().copied().collect())
-            .get(&id)
-            .copied()
+        self.typical
+            .binary_search_by_key(&id, |e| e.0)
+            .ok()
+            .map(|i| self.typical[i].1)
     }
 
     fn residuals(&self, strokes: &[Keystroke], s: &Series) -> Residuals {
@@ -469,7 +442,6 @@ impl WindowFeatures {
                 variances: Vec::new(),
                 prepared: Derived::default(),
             },
-            lookup: Derived::default(),
         };
         let mut points: Vec<f64> = Vec::new();
         for (w, s) in windows.iter().zip(&all) {
@@ -553,13 +525,14 @@ impl Embedding {
     /// scatter matrices are degenerate.
     pub fn fit(users: &[&[Vec<Keystroke>]]) -> Option<Embedding> {
         // Cheap check first: the mixture and the tables are not worth learning for a
-        // population that cannot carry the LDA.
+        // population that cannot carry the LDA (the exact check follows below).
         let windows = users
             .iter()
             .flat_map(|u| u.iter())
             .filter(|w| w.len() >= MIN_STROKES)
             .count();
-        if windows < users.len() + 2 * INPUTS {
+        let inputs = FIXED_INPUTS + frequent_keys(users).len() * PER_KEY;
+        if windows < users.len() + 2 * inputs {
             return None;
         }
         let features = WindowFeatures::learn(users)?;
@@ -934,7 +907,6 @@ mod tests {
                 variances: vec![],
                 prepared: Derived::default(),
             },
-            lookup: Derived::default(),
         };
         let s = series(&w);
         let r = f.residuals(&w, &s);
@@ -981,7 +953,6 @@ mod tests {
                     variances: vec![],
                     prepared: Derived::default(),
                 },
-                lookup: Derived::default(),
             },
             scale: vec![1.0; 1],
             first: Stage {
