@@ -45,6 +45,18 @@ impl Mixture {
         self.weights.len()
     }
 
+    /// A mixture of no components in `dims` dimensions: a placeholder until one is fitted
+    /// (it fails [`Mixture::is_valid`] for any positive number of components).
+    pub fn unfitted(dims: usize) -> Mixture {
+        Mixture {
+            dims,
+            weights: Vec::new(),
+            means: Vec::new(),
+            variances: Vec::new(),
+            prepared: Derived::default(),
+        }
+    }
+
     /// Fits `components` Gaussians to `points` (`dims` values each, flattened) by k-means
     /// then EM. Deterministic: k-means starts from points evenly spaced through the data.
     /// `None` with fewer than 10 points per component or non-finite values.

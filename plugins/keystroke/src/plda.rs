@@ -52,7 +52,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::free::{id, percentile, Derived};
+use crate::free::{id, percentile};
 use crate::gmm::Mixture;
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
@@ -435,13 +435,7 @@ impl WindowFeatures {
             medians: medians.to_vec(),
             typical,
             // Replaced below; `residuals` needs the rest of the features first.
-            mixture: Mixture {
-                dims: LOCAL,
-                weights: Vec::new(),
-                means: Vec::new(),
-                variances: Vec::new(),
-                prepared: Derived::default(),
-            },
+            mixture: Mixture::unfitted(LOCAL),
         };
         let mut points: Vec<f64> = Vec::new();
         for (w, s) in windows.iter().zip(&all) {
@@ -900,13 +894,7 @@ mod tests {
             offsets: vec![],
             medians: vec![4.0, 5.0, 2.0],
             typical,
-            mixture: Mixture {
-                dims: LOCAL,
-                weights: vec![],
-                means: vec![],
-                variances: vec![],
-                prepared: Derived::default(),
-            },
+            mixture: Mixture::unfitted(LOCAL),
         };
         let s = series(&w);
         let r = f.residuals(&w, &s);
@@ -946,13 +934,7 @@ mod tests {
                 offsets: vec![],
                 medians: vec![0.0; 3],
                 typical: vec![],
-                mixture: Mixture {
-                    dims: LOCAL,
-                    weights: vec![],
-                    means: vec![],
-                    variances: vec![],
-                    prepared: Derived::default(),
-                },
+                mixture: Mixture::unfitted(LOCAL),
             },
             scale: vec![1.0; 1],
             first: Stage {
