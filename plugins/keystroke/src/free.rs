@@ -662,7 +662,6 @@ impl SNorm {
     fn raw_scores(&self, constants: &Constants, combiner: &Combiner, query: &Gallery) -> Vec<f64> {
         let tables = self
             .tables
-            .0
             .get_or_init(|| Box::new(CohortTables::new(constants, &self.cohort)));
         self.cohort.raw_scores(tables, combiner, query)
     }

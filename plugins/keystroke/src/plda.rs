@@ -404,16 +404,16 @@ impl WindowFeatures {
             && self.mixture.is_valid(LOCAL, COMPONENTS)
     }
 
-    /// Learns the keys, offsets, typical timings and the mixture from the population's
-    /// windows (`None` when the mixture cannot be fitted).
-    fn learn(users: &[&[Vec<Keystroke>]]) -> Option<WindowFeatures> {
+    /// Learns the offsets of `keys` (the population's most frequent), the typical timings
+    /// and the mixture from the population's windows (`None` when the mixture cannot be
+    /// fitted).
+    fn learn(users: &[&[Vec<Keystroke>]], keys: Vec<u32>) -> Option<WindowFeatures> {
         let windows: Vec<&Vec<Keystroke>> = users
             .iter()
             .flat_map(|u| u.iter())
             .filter(|w| w.len() >= 2)
             .collect();
         let all: Vec<Series> = windows.iter().map(|w| series(w)).collect();
-        let keys = frequent_keys(users);
         let (offsets, medians) = key_offsets(&windows, &all, &keys);
         let mut counts: HashMap<u64, (u64, f64)> = HashMap::new();
         for (w, s) in windows.iter().zip(&all) {
@@ -525,11 +525,12 @@ impl Embedding {
             .flat_map(|u| u.iter())
             .filter(|w| w.len() >= MIN_STROKES)
             .count();
-        let inputs = FIXED_INPUTS + frequent_keys(users).len() * PER_KEY;
+        let keys = frequent_keys(users);
+        let inputs = FIXED_INPUTS + keys.len() * PER_KEY;
         if windows < users.len() + 2 * inputs {
             return None;
         }
-        let features = WindowFeatures::learn(users)?;
+        let features = WindowFeatures::learn(users, keys)?;
         let mut xs: Vec<Vec<f64>> = Vec::new();
         let mut labels: Vec<usize> = Vec::new();
         for (u, windows) in users.iter().enumerate() {
