@@ -1529,6 +1529,12 @@ mod tests {
             entries: Vec::new(),
             rhythm: [0.0; RHYTHM],
         });
+        // The cohort holds means at the stored (`f32`) precision.
+        for g in &mut galleries {
+            for e in &mut g.entries {
+                e.1.mean = e.1.mean as f32 as f64;
+            }
+        }
         let cohort = Cohort::from_galleries(&galleries).unwrap();
         let tables = CohortTables::new(c, &cohort);
         assert_eq!(cohort.len(), galleries.len());

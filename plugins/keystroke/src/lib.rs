@@ -46,6 +46,7 @@
 //! (the store encrypts both).
 
 pub mod blob;
+pub mod buckets;
 pub mod cohort;
 pub mod config;
 pub mod fixed;

@@ -52,7 +52,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::free::{id, percentile};
+use crate::buckets::Buckets;
+use crate::free::{id, percentile, Derived};
 use crate::gmm::Mixture;
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
@@ -117,14 +118,52 @@ impl Stage {
         self.matrix.len() / self.mean.len().max(1)
     }
 
+    /// `(x − mean)·matrix`. On a processor with AVX2 the same code is compiled for it
+    /// (four lanes per instruction instead of two); each output still adds its terms in
+    /// the same order with the same unfused operations, so both return the same bits.
     fn apply(&self, x: &[f64]) -> Vec<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `apply_avx2` only requires AVX2, which the processor was just found
+            // to have.
+            return unsafe { self.apply_avx2(x) };
+        }
+        self.apply_portable(x)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(&self, x: &[f64]) -> Vec<f64> {
+        self.apply_portable(x)
+    }
+
+    /// [`Stage::apply`] for the processor the crate is compiled for; inlined into the AVX2
+    /// version so that it is compiled again with AVX2.
+    #[inline(always)]
+    fn apply_portable(&self, x: &[f64]) -> Vec<f64> {
         let outputs = self.outputs();
         let mut y = vec![0.0; outputs];
-        for (i, (&xi, &mi)) in x.iter().zip(&self.mean).enumerate() {
-            let d = xi - mi;
+        let d: Vec<f64> = x.iter().zip(&self.mean).map(|(xi, mi)| xi - mi).collect();
+        // Four rows per pass over `y`: a quarter of the loads and stores of `y`, which
+        // were the cost (each output still adds its terms in row order, so the result is
+        // the same to the bit).
+        let rows = self.mean.len().min(x.len());
+        let quads = rows / 4;
+        for q in 0..quads {
+            let i = 4 * q;
+            let block = &self.matrix[i * outputs..(i + 4) * outputs];
+            let (r0, rest) = block.split_at(outputs);
+            let (r1, rest) = rest.split_at(outputs);
+            let (r2, r3) = rest.split_at(outputs);
+            let (d0, d1, d2, d3) = (d[i], d[i + 1], d[i + 2], d[i + 3]);
+            for ((((yj, &a0), &a1), &a2), &a3) in y.iter_mut().zip(r0).zip(r1).zip(r2).zip(r3) {
+                *yj = *yj + d0 * a0 + d1 * a1 + d2 * a2 + d3 * a3;
+            }
+        }
+        for i in 4 * quads..rows {
             let row = &self.matrix[i * outputs..(i + 1) * outputs];
             for (yj, &a) in y.iter_mut().zip(row) {
-                *yj += d * a;
+                *yj += d[i] * a;
             }
         }
         y
@@ -147,6 +186,9 @@ pub struct WindowFeatures {
     #[serde(with = "crate::pack::table")]
     pub typical: Vec<(u64, f64)>,
     pub mixture: Mixture,
+    /// `typical`'s ids by their top bits (derived, never stored).
+    #[serde(skip)]
+    pub typical_buckets: Derived<Buckets>,
 }
 
 /// What the population taught: how to describe a window, how to scale it, the two LDA
@@ -293,13 +335,19 @@ struct Residuals {
 }
 
 impl WindowFeatures {
-    /// A binary search, not a hash map: the table comes with every profile, and a crafted
-    /// one must not be able to make lookups slow (ids chosen to collide).
+    /// A search within the id's bucket, not a hash map: the table comes with every
+    /// profile, and a crafted one must not be able to make lookups slow (ids chosen to
+    /// collide; see [`crate::buckets`]).
     fn typical(&self, id: u64) -> Option<f64> {
-        self.typical
+        let table = &self.typical;
+        let r = self
+            .typical_buckets
+            .get_or_init(|| Buckets::new(|i| table[i].0, table.len()))
+            .range(id);
+        table[r.clone()]
             .binary_search_by_key(&id, |e| e.0)
             .ok()
-            .map(|i| self.typical[i].1)
+            .map(|i| table[r.start + i].1)
     }
 
     fn residuals(&self, strokes: &[Keystroke], s: &Series) -> Residuals {
@@ -436,6 +484,7 @@ impl WindowFeatures {
             typical,
             // Replaced below; `residuals` needs the rest of the features first.
             mixture: Mixture::unfitted(LOCAL),
+            typical_buckets: Derived::default(),
         };
         let mut points: Vec<f64> = Vec::new();
         for (w, s) in windows.iter().zip(&all) {
@@ -824,6 +873,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_stage_applies_its_affine_map_bit_for_bit() {
+        // 7 rows (a block of four and three left over) × 5 outputs, against the map
+        // written out term by term in row order.
+        let (rows, outputs) = (7, 5);
+        let stage = Stage {
+            mean: (0..rows).map(|i| 0.1 * i as f64 - 0.3).collect(),
+            matrix: (0..rows * outputs)
+                .map(|k| ((k * 37 % 11) as f64 - 5.0) / 3.0)
+                .collect(),
+        };
+        let x: Vec<f64> = (0..rows).map(|i| (i as f64 * 1.7).sin()).collect();
+        let y = stage.apply(&x);
+        assert_eq!(
+            y,
+            stage.apply_portable(&x),
+            "the AVX2 and portable versions agree"
+        );
+        assert_eq!(y.len(), outputs);
+        for (j, &yj) in y.iter().enumerate() {
+            let mut expected = 0.0;
+            for i in 0..rows {
+                expected += (x[i] - stage.mean[i]) * stage.matrix[i * outputs + j];
+            }
+            assert_eq!(yj, expected, "output {j}");
+        }
+    }
+
+    #[test]
     fn jacobi_recovers_eigenpairs() {
         // A known symmetric matrix: A·v = λ·v for each returned pair.
         let n = 4;
@@ -896,6 +973,7 @@ mod tests {
             medians: vec![4.0, 5.0, 2.0],
             typical,
             mixture: Mixture::unfitted(LOCAL),
+            typical_buckets: Derived::default(),
         };
         let s = series(&w);
         let r = f.residuals(&w, &s);
@@ -936,6 +1014,7 @@ mod tests {
                 medians: vec![0.0; 3],
                 typical: vec![],
                 mixture: Mixture::unfitted(LOCAL),
+                typical_buckets: Derived::default(),
             },
             scale: vec![1.0; 1],
             first: Stage {
