@@ -160,10 +160,10 @@ impl Stage {
                 *yj = *yj + d0 * a0 + d1 * a1 + d2 * a2 + d3 * a3;
             }
         }
-        for i in 4 * quads..rows {
+        for (i, &di) in d.iter().enumerate().take(rows).skip(4 * quads) {
             let row = &self.matrix[i * outputs..(i + 1) * outputs];
             for (yj, &a) in y.iter_mut().zip(row) {
-                *yj += d[i] * a;
+                *yj += di * a;
             }
         }
         y
@@ -893,8 +893,8 @@ mod tests {
         assert_eq!(y.len(), outputs);
         for (j, &yj) in y.iter().enumerate() {
             let mut expected = 0.0;
-            for i in 0..rows {
-                expected += (x[i] - stage.mean[i]) * stage.matrix[i * outputs + j];
+            for (i, (xi, mi)) in x.iter().zip(&stage.mean).enumerate() {
+                expected += (xi - mi) * stage.matrix[i * outputs + j];
             }
             assert_eq!(yj, expected, "output {j}");
         }
