@@ -70,7 +70,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cohort::{Cohort, CohortTables};
 use crate::plda::Embedding;
-use crate::stats::{fit_llr_calibration, fit_logistic};
+use crate::stats::{asinh, fit_llr_calibration, fit_logistic};
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
 
@@ -166,8 +166,8 @@ pub fn observations(strokes: &[Keystroke]) -> (Vec<(u64, f64)>, [f64; RHYTHM]) {
             if dd > 0 && dd as u64 <= MAX_DIGRAPH_US && hold_ok(s) && hold_ok(n) {
                 let uu = ms(n.up_us as i64 - s.up_us as i64);
                 out.push((id(1, &[s.key, n.key]), ms(dd).ln()));
-                out.push((id(2, &[s.key, n.key]), (ud / 20.0).asinh()));
-                out.push((id(3, &[s.key, n.key]), (uu / 20.0).asinh()));
+                out.push((id(2, &[s.key, n.key]), asinh(ud / 20.0)));
+                out.push((id(3, &[s.key, n.key]), asinh(uu / 20.0)));
             }
         }
         if let Some(m) = strokes.get(i + 2) {
@@ -183,8 +183,8 @@ pub fn observations(strokes: &[Keystroke]) -> (Vec<(u64, f64)>, [f64; RHYTHM]) {
         (0.0, 0.0)
     } else {
         let share = uds.iter().filter(|&&u| u < 0.0).count() as f64 / uds.len() as f64;
-        let asinh: Vec<f64> = uds.iter().map(|u| (u / 20.0).asinh()).collect();
-        (share, median_iqr(asinh, 0.0).0)
+        let scaled: Vec<f64> = uds.iter().map(|u| asinh(u / 20.0)).collect();
+        (share, median_iqr(scaled, 0.0).0)
     };
     let span = match (strokes.first(), strokes.last()) {
         (Some(f), Some(l)) => ms(l.down_us as i64 - f.down_us as i64),

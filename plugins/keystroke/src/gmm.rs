@@ -187,7 +187,29 @@ impl Mixture {
 
     /// Per component and dimension: `(Σᵢ γᵢ·(xᵢ − m)) / (Σᵢ γᵢ + RELEVANCE) / σ` over the
     /// window's points (`dims` values each, flattened).
+    ///
+    /// On a processor with AVX2 the same code is compiled for it; the operations and their
+    /// order are the same (no fused multiply-add), so both versions return the same bits.
     pub fn statistics(&self, points: &[f64]) -> Vec<f64> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: `statistics_avx2` only requires AVX2, which the processor was just
+            // found to have.
+            return unsafe { self.statistics_avx2(points) };
+        }
+        self.statistics_portable(points)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn statistics_avx2(&self, points: &[f64]) -> Vec<f64> {
+        self.statistics_portable(points)
+    }
+
+    /// [`Mixture::statistics`] for the processor the crate is compiled for; inlined into
+    /// the AVX2 version so that it is compiled again with AVX2.
+    #[inline(always)]
+    fn statistics_portable(&self, points: &[f64]) -> Vec<f64> {
         let d = self.dims;
         let k = self.components();
         let p = self.prepared.get_or_init(|| Prepared::of(self));
@@ -264,6 +286,7 @@ impl Prepared {
         }
     }
 
+    #[inline(always)]
     fn posteriors(&self, x: &[f64], gamma: &mut [f64]) -> f64 {
         let k = self.constants.len();
         gamma.copy_from_slice(&self.constants);
@@ -400,6 +423,7 @@ mod tests {
             }
         }
         let s = m.statistics(&points);
+        assert_eq!(s, m.statistics_portable(&points), "AVX2 and portable agree");
         for c in 0..2 {
             for j in 0..3 {
                 let i = c * 3 + j;

@@ -55,6 +55,7 @@ use serde::{Deserialize, Serialize};
 use crate::buckets::Buckets;
 use crate::free::{id, percentile, Derived};
 use crate::gmm::Mixture;
+use crate::stats::asinh;
 use crate::timing::Keystroke;
 use habitus_plugin::PluginError;
 
@@ -231,10 +232,10 @@ fn series(strokes: &[Keystroke]) -> Series {
         .collect();
     let ud = pairs
         .clone()
-        .map(|p| (ms(p[1].down_us, p[0].up_us) / 20.0).asinh())
+        .map(|p| asinh(ms(p[1].down_us, p[0].up_us) / 20.0))
         .collect();
     let uu = pairs
-        .map(|p| (ms(p[1].up_us, p[0].up_us) / 20.0).asinh())
+        .map(|p| asinh(ms(p[1].up_us, p[0].up_us) / 20.0))
         .collect();
     let tri = strokes
         .windows(3)

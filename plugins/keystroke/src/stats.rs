@@ -2,6 +2,23 @@
 
 pub use habitus_plugin::stats::{fit_llr_calibration, mad, median};
 
+/// `asinh x` as `±ln(|x| + √(x² + 1))`: one `ln` and one square root. The standard
+/// library's version (a `hypot` and an `ln_1p`, exact to the last bit near 0) ran about
+/// 250 times per score, for 7 % of a score's time; this one is within 1e-15 of it over
+/// the whole range (relative error near 0 does not matter here: the values are timings
+/// of at least a microsecond, scaled by 20 ms).
+#[inline]
+pub fn asinh(x: f64) -> f64 {
+    let a = x.abs();
+    let y = if a > 1e150 {
+        // x² would overflow; asinh a = ln 2a + O(1/a²).
+        (2.0 * a).ln()
+    } else {
+        (a + (a * a + 1.0).sqrt()).ln()
+    };
+    y.copysign(x)
+}
+
 pub fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len() as f64
 }
@@ -114,5 +131,28 @@ mod logistic_tests {
             (w[0] - b0).abs() < 1e-3 && (w[1] - b1).abs() < 1e-3,
             "{w:?} vs {b0} {b1}"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asinh_matches_the_standard_library() {
+        for x in [
+            0.0, 1e-9, 1e-3, 0.05, 0.5, 1.0, 3.7, 50.0, 1e4, 1e9, 1e149, 1e151, 1e300,
+        ] {
+            for v in [x, -x] {
+                let (ours, std) = (asinh(v), v.asinh());
+                assert!(
+                    (ours - std).abs() <= 1e-15 * std.abs().max(1.0),
+                    "asinh({v}) = {ours}, std {std}"
+                );
+                assert_eq!(ours.is_sign_negative(), std.is_sign_negative(), "{v}");
+            }
+        }
+        assert!(asinh(f64::NAN).is_nan());
+        assert_eq!(asinh(f64::INFINITY), f64::INFINITY);
     }
 }
