@@ -130,12 +130,18 @@ impl Cohort {
         let c = &tables.constants;
         let mut sums = vec![Sums::default(); self.len()];
         let mut seen = [0usize; TYPES];
-        for &(id, q) in &query.entries {
+        // All lookups first: independent of one another, their cache misses overlap,
+        // where interleaved with the sums each waited behind the previous id's entries.
+        let shared: Vec<(usize, u64, Stat)> = query
+            .entries
+            .iter()
+            .filter_map(|&(id, q)| {
+                seen[kind_of(id)] += 1;
+                tables.find(&self.ids, id).map(|at| (at, id, q))
+            })
+            .collect();
+        for (at, id, q) in shared {
             let t = kind_of(id);
-            seen[t] += 1;
-            let Some(at) = tables.find(&self.ids, id) else {
-                continue;
-            };
             let row = table_index(q.n, TABLE_QUERY_N).map(|r| {
                 &tables.pairs[(t * TABLE_QUERY_N + r) * TABLE_GALLERY_N..][..TABLE_GALLERY_N]
             });
