@@ -155,21 +155,19 @@ impl RowBlocks {
             return f64::NAN;
         }
         // Clusters nearest the query first.
-        let mut order: Vec<(f32, usize)> = self
+        let mut order: Vec<(f64, usize)> = self
             .centres
             .chunks_exact(self.dims)
-            .map(|centre| squared_distance(centre, x))
+            .map(|centre| exact_distance(centre, x))
             .zip(0..)
             .collect();
         order.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
-        for &(_, c) in &order {
+        for &(centre_distance, c) in &order {
             // Triangle inequality: no row of the cluster is nearer than the distance to
             // its centre less its radius. With a margin far above f32 rounding, a cluster
             // beyond the k-th best is skipped whole (its rows could not have entered).
             if best.len() == k {
-                let near = (exact_distance(&self.centres[c * self.dims..][..self.dims], x)
-                    - self.radii[c])
-                    .max(0.0);
+                let near = (centre_distance - self.radii[c]).max(0.0);
                 if near * near > (best[k - 1] as f64) * (1.0 + 1e-3) + 1e-9 {
                     continue;
                 }
