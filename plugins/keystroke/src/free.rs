@@ -972,6 +972,10 @@ fn constants(users: &[Vec<Vec<Keystroke>>], windows: &[Vec<Gallery>]) -> Constan
                 e.2 += x * x;
             }
         }
+        // In id order: sums over a hash map's order would differ in their last bits
+        // from one run to the next, and so would every population and profile.
+        let mut cell: Vec<(u64, (f64, f64, f64))> = cell.into_iter().collect();
+        cell.sort_unstable_by_key(|e| e.0);
         for (i, (n, s, ss)) in cell {
             let t = kind_of(i);
             within[t] += ss - s * s / n;
@@ -1585,6 +1589,21 @@ mod tests {
         assert!(Cohort::from_galleries(&disagreeing)
             .unwrap_err()
             .contains("population mean"));
+    }
+
+    #[test]
+    fn the_same_population_is_learned_to_the_same_bits() {
+        // Hash maps iterate in a different order in every process (and for every map):
+        // nothing learned may depend on that order.
+        let u = users(8);
+        let a = serde_json::to_string(&constants(&u, &[])).unwrap();
+        for _ in 0..4 {
+            assert_eq!(serde_json::to_string(&constants(&u, &[])).unwrap(), a);
+        }
+        let u = users(14);
+        let first = serde_json::to_string(&build_population_with_cohort(&u, 10).unwrap());
+        let second = serde_json::to_string(&build_population_with_cohort(&u, 10).unwrap());
+        assert!(first.unwrap() == second.unwrap(), "two builds differ");
     }
 
     #[test]
