@@ -36,7 +36,8 @@ const TABLE_GALLERY_N: usize = 64;
 pub struct Cohort {
     /// Every id of any gallery, strictly ascending.
     pub(crate) ids: Vec<u64>,
-    /// Each id's population mean (the same in every gallery: it comes from the population).
+    /// Each id's population mean (the same in every gallery: it comes from the
+    /// population), at `f32` precision (what [`crate::pack::cohort`] stores).
     pub(crate) mu: Vec<f64>,
     /// Entries of `ids[i]` are `starts[i]..starts[i + 1]` (`ids.len() + 1` values).
     pub(crate) starts: Vec<u32>,
@@ -81,19 +82,20 @@ impl Cohort {
             ..Cohort::default()
         };
         for (i, &(id, k, s)) in all.iter().enumerate() {
+            // Means at the precision a profile stores them (f32): a cohort scores the
+            // same before and after a round trip through a profile.
+            let mu = s.mu as f32 as f64;
             if cohort.ids.last() == Some(&id) {
-                if cohort.mu.last() != Some(&s.mu) {
+                if cohort.mu.last() != Some(&mu) {
                     return Err("cohort galleries disagree on an id's population mean".into());
                 }
             } else {
                 cohort.ids.push(id);
-                cohort.mu.push(s.mu);
+                cohort.mu.push(mu);
                 cohort.starts.push(i as u32);
             }
             cohort.gallery.push(k);
             cohort.n.push(s.n);
-            // At the precision a profile stores it: a cohort scores the same before and
-            // after a round trip through a profile.
             cohort.mean.push(s.mean as f32 as f64);
         }
         cohort.starts.push(all.len() as u32);
@@ -205,7 +207,11 @@ impl CohortTables {
     #[inline]
     fn find(&self, ids: &[u64], id: u64) -> Option<usize> {
         let r = self.buckets.range(id);
-        ids[r.clone()].binary_search(&id).ok().map(|i| r.start + i)
+        // `get`: tables of another cohort find nothing rather than panic.
+        ids.get(r.clone())?
+            .binary_search(&id)
+            .ok()
+            .map(|i| r.start + i)
     }
 
     pub fn new(constants: &Constants, cohort: &Cohort) -> CohortTables {

@@ -1537,6 +1537,7 @@ mod tests {
         for g in &mut galleries {
             for e in &mut g.entries {
                 e.1.mean = e.1.mean as f32 as f64;
+                e.1.mu = e.1.mu as f32 as f64;
             }
         }
         let cohort = Cohort::from_galleries(&galleries).unwrap();

@@ -166,8 +166,11 @@ impl RowBlocks {
             // Triangle inequality: no row of the cluster is nearer than the distance to
             // its centre less its radius. With a margin far above f32 rounding, a cluster
             // beyond the k-th best is skipped whole (its rows could not have entered).
+            // Both f64 distances are off by a few 1e-15 of themselves: for huge values
+            // (a crafted profile's) that can exceed the difference, hence the last term.
             if best.len() == k {
-                let near = (centre_distance - self.radii[c]).max(0.0);
+                let radius = self.radii[c];
+                let near = (centre_distance - radius - 1e-12 * (centre_distance + radius)).max(0.0);
                 if near * near > (best[k - 1] as f64) * (1.0 + 1e-3) + 1e-9 {
                     continue;
                 }
