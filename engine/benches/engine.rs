@@ -7,29 +7,17 @@ mod common;
 use std::sync::Arc;
 
 use common::{
-    mouse_profile, plugin_library, pointer_stream, swipes, touch_profile, typing, typing_at,
+    keystroke_cohort, mouse_profile, plugin_library, pointer_stream, swipes, touch_profile, typing,
 };
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use habitus_engine::{PluginInstance, Session, SessionConfig};
 use habitus_keystroke::Keystroke;
 use habitus_plugin::{Event, Plugin, RVec};
 
-/// A free-text profile enrolled with a population: per-gallery-size combiner and S-norm,
-/// whose t-statistics compare every window with each of the 100 cohort galleries, and
-/// the whole-window embedding (the population's typists differ in tempo, so the
-/// embedding has something to learn and its fused calibration is kept).
+/// The free-text profile with a population ([`common::keystroke_cohort`]), its sizes
+/// printed.
 fn cohort_profile(plugin: &PluginInstance) -> Vec<u8> {
-    let users: Vec<RVec<RVec<Event>>> = (0..150u64)
-        .map(|u| {
-            let tempo = 0.7 + 0.6 * (u % 25) as f64 / 25.0;
-            (0..15)
-                .map(|s| RVec::from(typing_at(50, 1000 + 100 * u + s, tempo)))
-                .collect()
-        })
-        .collect();
-    let population = plugin.build_population(&users).unwrap();
-    let enrolment: Vec<RVec<Event>> = (0..5).map(|s| RVec::from(typing(50, s))).collect();
-    let profile = plugin.enroll(&population, &enrolment).unwrap();
+    let (population, profile) = keystroke_cohort(plugin);
     println!(
         "free-text population {} bytes, profile with cohort {} bytes",
         population.len(),

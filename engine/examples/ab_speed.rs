@@ -24,28 +24,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use common::{plugin_library, swipes, touch_profile, typing, typing_at};
+use common::{keystroke_cohort, plugin_library, swipes, touch_profile, typing};
 use habitus_engine::{PluginInstance, PluginLibrary, Session, SessionConfig};
-use habitus_plugin::{Event, RVec};
+use habitus_plugin::Event;
 
 const ROUNDS: usize = 40;
 const SESSIONS_PER_ROUND: usize = 5;
-
-/// The engine benchmark's keystroke profile: a population of 150 synthetic typists of
-/// different tempo, and a user enrolled from 5 windows.
-fn keystroke_profile(plugin: &PluginInstance) -> Vec<u8> {
-    let users: Vec<RVec<RVec<Event>>> = (0..150u64)
-        .map(|u| {
-            let tempo = 0.7 + 0.6 * (u % 25) as f64 / 25.0;
-            (0..15)
-                .map(|s| RVec::from(typing_at(50, 1000 + 100 * u + s, tempo)))
-                .collect()
-        })
-        .collect();
-    let population = plugin.build_population(&users).expect("population");
-    let enrolment: Vec<RVec<Event>> = (0..5).map(|s| RVec::from(typing(50, s))).collect();
-    plugin.enroll(&population, &enrolment).expect("enrolment")
-}
 
 type Slots = Vec<(Arc<PluginInstance>, Option<Vec<u8>>)>;
 
@@ -62,39 +46,39 @@ fn main() {
     };
     // Keep every library loaded for as long as its instances live.
     let mut libraries: Vec<PluginLibrary> = Vec::new();
-    let load = |path: &Path| -> PluginLibrary {
-        PluginLibrary::load(path).unwrap_or_else(|e| {
+    let keystroke_library = (mode == "phone").then(|| plugin_library("habitus-keystroke"));
+    let mut instance = |path: &Path, config: &str| -> Arc<PluginInstance> {
+        let library = PluginLibrary::load(path).unwrap_or_else(|e| {
             eprintln!("{}: {e}", path.display());
             std::process::exit(1)
-        })
+        });
+        let plugin = Arc::new(library.instantiate(config).expect("plugin"));
+        libraries.push(library);
+        plugin
     };
     let (stream, setups): (Vec<Event>, Vec<Slots>) = if mode == "keystroke" {
         let setups = paths
             .iter()
             .map(|p| {
-                let library = load(Path::new(p));
-                let plugin = Arc::new(library.instantiate("mode = \"free\"").expect("plugin"));
-                libraries.push(library);
-                let profile = keystroke_profile(&plugin);
+                let plugin = instance(Path::new(p), "mode = \"free\"");
+                let (_, profile) = keystroke_cohort(&plugin);
                 vec![(plugin, Some(profile))]
             })
             .collect();
         (typing(5_000, 7), setups)
     } else {
-        let keystroke_library = plugin_library("habitus-keystroke");
         let keystroke = Arc::new(
             keystroke_library
+                .as_ref()
+                .expect("loaded for the phone mode")
                 .instantiate("mode = \"free\"")
                 .expect("keystroke plugin"),
         );
-        libraries.push(keystroke_library);
-        let keystroke_profile = keystroke_profile(&keystroke);
+        let (_, keystroke_profile) = keystroke_cohort(&keystroke);
         let setups = paths
             .iter()
             .map(|p| {
-                let library = load(Path::new(p));
-                let touch = Arc::new(library.instantiate("").expect("plugin"));
-                libraries.push(library);
+                let touch = instance(Path::new(p), "");
                 let profile = touch_profile(&touch);
                 vec![
                     (touch, Some(profile)),

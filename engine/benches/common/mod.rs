@@ -162,6 +162,27 @@ pub fn stroke_windows(events: &[Event], per_window: usize) -> Vec<RVec<Event>> {
         .collect()
 }
 
+/// A free-text keystroke profile enrolled through `plugin` (5 windows of 50 keys) against a
+/// population of 150 synthetic typists of 25 tempos (15 windows each): per-gallery-size
+/// combiner and S-norm, whose t-statistics compare every window with each of the 100
+/// cohort galleries, and the whole-window embedding (the typists differ in tempo, so the
+/// embedding has something to learn and its fused calibration is kept). Returns the
+/// population and the profile.
+pub fn keystroke_cohort(plugin: &PluginInstance) -> (Vec<u8>, Vec<u8>) {
+    let users: Vec<RVec<RVec<Event>>> = (0..150u64)
+        .map(|u| {
+            let tempo = 0.7 + 0.6 * (u % 25) as f64 / 25.0;
+            (0..15)
+                .map(|s| RVec::from(typing_at(50, 1000 + 100 * u + s, tempo)))
+                .collect()
+        })
+        .collect();
+    let population = plugin.build_population(&users).unwrap();
+    let enrolment: Vec<RVec<Event>> = (0..5).map(|s| RVec::from(typing(50, s))).collect();
+    let profile = plugin.enroll(&population, &enrolment).unwrap();
+    (population, profile)
+}
+
 /// A mouse profile enrolled through `plugin` against a population of 6 synthetic people
 /// (3 sessions of 8,000 events each), from 4 sessions of the user's.
 pub fn mouse_profile(plugin: &PluginInstance) -> Vec<u8> {
