@@ -52,7 +52,7 @@
 //! the population, so `c'` is learned on scores of users the embedding never saw; those
 //! half-population embeddings are a little less sharp than the stored one, so `c'` is, if
 //! anything, conservative). The plain calibration `a + b·s` is kept for windows too short
-//! to embed. Aalto, G = 5: 4.8 % mean EER without the embedding, 2.05 % with it
+//! to embed. Aalto, G = 5: 4.8 % mean EER without the embedding, 1.97 % with it
 //! (docs/results.md).
 //!
 //! Everything learned (variances, per-id population means, rhythm spreads, combiners,
@@ -88,11 +88,14 @@ type Inputs = [f64; FEATURES];
 /// inverted ([`crate::cohort`]) (format 2 differs only in the cohort's layout, which the
 /// reader recognises; a release that reads only format 2 refuses format 3 by number,
 /// with a clear message); 4: the whole-window embedding ([`crate::plda`]) and a second
-/// calibration fusing its LLR; 5, what this release writes: the embedding with residual
-/// and mixture statistics (a format-4 embedding describes windows differently, so this
-/// release reads format 4 without it: plain calibration, as format 3). This release reads
-/// 2–5; an older release refuses format 5 by number.
-pub const FREE_FORMAT: u32 = 5;
+/// calibration fusing its LLR; 5: the embedding with residual and mixture statistics; 6,
+/// what this release writes: the embedding with each frequent key's share of the window.
+/// The embeddings of formats 4 and 5 describe windows differently, so this release reads
+/// those formats without theirs (plain calibration, as format 3). This release reads
+/// 2–6; an older release refuses format 6 by number.
+pub const FREE_FORMAT: u32 = 6;
+/// Oldest free-text format whose embedding this release reads.
+pub const EMBEDDING_FORMAT: u32 = 6;
 /// Oldest free-text format this release reads.
 pub const OLDEST_FREE_FORMAT: u32 = 2;
 /// Gallery sizes (windows) a combiner is learned for.

@@ -223,9 +223,9 @@ impl Keystroke {
 }
 
 /// Refuses free-text blobs of another format with a clear error (their fields differ, so
-/// decoding them would only say "missing field"). A format-4 blob's embedding describes
-/// windows differently from this release's, so it is dropped: such a profile scores with
-/// its plain calibration, exactly as a format-3 one, until it is re-enrolled.
+/// decoding them would only say "missing field"). A format-4 or format-5 blob's embedding
+/// describes windows differently from this release's, so it is dropped: such a profile
+/// scores with its plain calibration, exactly as a format-3 one, until it is re-enrolled.
 fn check_free_format(
     value: &mut serde_json::Value,
     what: &str,
@@ -242,7 +242,7 @@ fn check_free_format(
             free::FREE_FORMAT
         )));
     }
-    if format == 4 {
+    if format < u64::from(free::EMBEDDING_FORMAT) {
         if let Some(map) = value.as_object_mut() {
             map.remove("embedding");
         }
@@ -586,29 +586,36 @@ mod tests {
             plugin.score(&format2, &typing(20)).unwrap(),
             plugin.score(&profile, &typing(20)).unwrap()
         );
-        // Format 4: its embedding (of another layout) is dropped, not decoded, so even a
-        // damaged one does not stop the profile from scoring with its plain calibration;
-        // in the current format the same damage is refused.
+        // Formats 4 and 5: their embedding (of another layout) is dropped, not decoded, so
+        // even a damaged one does not stop the profile from scoring with its plain
+        // calibration; in the current format the same damage is refused.
         value["model"]["embedding"] = serde_json::json!("not an embedding of this release");
         value["model"]["plda_gallery"] = serde_json::json!({"mean": "", "n": 5.0});
-        value["format"] = serde_json::json!(4);
-        let format4 = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
-        assert_eq!(
-            plugin.score(&format4, &typing(20)).unwrap(),
-            plugin.score(&profile, &typing(20)).unwrap()
-        );
+        for old in 4..free::EMBEDDING_FORMAT {
+            value["format"] = serde_json::json!(old);
+            let older = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
+            assert_eq!(
+                plugin.score(&older, &typing(20)).unwrap(),
+                plugin.score(&profile, &typing(20)).unwrap(),
+                "format {old}"
+            );
+        }
         value["format"] = serde_json::json!(free::FREE_FORMAT);
         let damaged = blob::encode(blob::PROFILE_MAGIC, &value).unwrap();
         let err = plugin.score(&damaged, &typing(20)).unwrap_err();
         assert!(err.message.contains("corrupted keystroke profile"), "{err}");
-        // The same for a population: a format-4 one's embedding is dropped unread.
+        // The same for a population: a format-4 or 5 one's embedding is dropped unread.
         let mut population = serde_json::to_value(Population::Free(Box::default())).unwrap();
         population["embedding"] = serde_json::json!("not an embedding of this release");
-        population["format"] = serde_json::json!(4);
-        let format4 = blob::encode(blob::POPULATION_MAGIC, &population).unwrap();
-        plugin
-            .enroll(&format4, &[typing(30), typing(30)])
-            .expect("a format-4 population enrols without its embedding");
+        for old in 4..free::EMBEDDING_FORMAT {
+            population["format"] = serde_json::json!(old);
+            let older = blob::encode(blob::POPULATION_MAGIC, &population).unwrap();
+            plugin
+                .enroll(&older, &[typing(30), typing(30)])
+                .unwrap_or_else(|e| {
+                    panic!("a format-{old} population enrols without its embedding: {e}")
+                });
+        }
         population["format"] = serde_json::json!(free::FREE_FORMAT);
         let damaged = blob::encode(blob::POPULATION_MAGIC, &population).unwrap();
         let err = plugin

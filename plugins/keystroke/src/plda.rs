@@ -12,7 +12,9 @@
 //!   down-down and up-down latencies into it and out of it (5 per key), each shrunk
 //!   towards "this window's median of that type plus the population's offset of that
 //!   key" with the weight of [`SHRINK`] occurrences — a key the window lacks gets that
-//!   prediction instead of a gap;
+//!   prediction instead of a gap — and the key's share of the window's keystrokes (how
+//!   often a person reaches for backspace or shift is theirs, not the text's; the share
+//!   of a keyed-hash id is no more than a profile's per-id counts already hold);
 //! * **residuals** (5 × 11 values): the same distribution summary of each timing *minus
 //!   the population's mean for the same key, digraph or trigraph* — holds per key,
 //!   down-down, up-down and up-up per digraph, the duration of each trigraph — over the
@@ -27,7 +29,7 @@
 //!   window's keystrokes sit relative to it. This sees the timings jointly, where the
 //!   summaries see each alone.
 //!
-//! The 312 values are scaled by their population spread and reduced by LDA to [`DIMS`]
+//! The 332 values are scaled by their population spread and reduced by LDA to [`DIMS`]
 //! directions in which the within-user scatter is white; each vector is then scaled to
 //! length √DIMS ("length normalisation", Garcia-Romero & Espy-Wilson 2011: it makes the
 //! heavy-tailed vectors nearly Gaussian), and a second LDA on the normalised vectors
@@ -46,7 +48,7 @@
 //! Measured on the Aalto subset (G = 5, docs/results.md): the per-id score alone 4.8 %
 //! mean EER; fused with this score 2.7 % before the residuals and mixture statistics
 //! were added, 2.05 % with them (this score alone: 3.4 % before, 2.3 % after, in the
-//! Python study).
+//! Python study), 1.97 % with the keys' shares.
 
 use std::collections::HashMap;
 
@@ -61,8 +63,10 @@ use habitus_plugin::PluginError;
 
 /// Key ids with their own values in the vector (the most frequent in the population).
 pub const TOP_KEYS: usize = 20;
-/// Values per key: hold, down-down in, up-down out, down-down out, up-down in.
+/// Timings per key: hold, down-down in, up-down out, down-down out, up-down in.
 const PER_KEY: usize = 5;
+/// Values per key: its timings and its share of the window.
+const VALUES_PER_KEY: usize = PER_KEY + 1;
 /// Deciles 10–90 % per timing type.
 const QUANTILES: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
 /// Values summarising one distribution: the deciles, the mean and the standard deviation.
@@ -82,7 +86,7 @@ const MAX_MIXTURE_POINTS: usize = 200_000;
 /// Values that do not depend on the number of keys.
 const FIXED_INPUTS: usize = DISTRIBUTIONS * SUMMARY + 1 + RESIDUALS * SUMMARY + COMPONENTS * LOCAL;
 /// Length of the window vector.
-pub const INPUTS: usize = FIXED_INPUTS + TOP_KEYS * PER_KEY;
+pub const INPUTS: usize = FIXED_INPUTS + TOP_KEYS * VALUES_PER_KEY;
 /// Directions kept by each LDA stage.
 pub const DIMS: usize = 150;
 /// Weight, in occurrences, of the predicted value of a key's timing.
@@ -441,6 +445,7 @@ impl WindowFeatures {
                 let prior = medians[KEY_TYPE[j]] + self.offsets[k * PER_KEY + j];
                 x.push((sum + SHRINK * prior) / (n + SHRINK));
             }
+            x.push(positions(strokes, key).len() as f64 / strokes.len() as f64);
         }
         let r = self.residuals(strokes, &s);
         for v in [&r.hold, &r.dd, &r.ud, &r.uu, &r.tri] {
@@ -451,7 +456,7 @@ impl WindowFeatures {
     }
 
     fn inputs(&self) -> usize {
-        FIXED_INPUTS + self.keys.len() * PER_KEY
+        FIXED_INPUTS + self.keys.len() * VALUES_PER_KEY
     }
 
     fn is_valid(&self) -> bool {
@@ -577,7 +582,7 @@ impl Embedding {
 
     /// Learns the embedding from `users` (each a list of windows); `None` when the
     /// population is too small to estimate the within-user scatter of all [`INPUTS`]
-    /// values (windows − users < 2 × INPUTS: about 45 users of 15 windows), or the
+    /// values (windows − users < 2 × INPUTS: about 48 users of 15 windows), or the
     /// scatter matrices are degenerate.
     pub fn fit(users: &[&[Vec<Keystroke>]]) -> Option<Embedding> {
         // Cheap check first: the mixture and the tables are not worth learning for a
@@ -588,7 +593,7 @@ impl Embedding {
             .filter(|w| w.len() >= MIN_STROKES)
             .count();
         let keys = frequent_keys(users);
-        let inputs = FIXED_INPUTS + keys.len() * PER_KEY;
+        let inputs = FIXED_INPUTS + keys.len() * VALUES_PER_KEY;
         if windows < users.len() + 2 * inputs {
             return None;
         }
@@ -1110,12 +1115,12 @@ mod tests {
             })
             .collect();
         let refs: Vec<&[Vec<Keystroke>]> = users.iter().map(|u| u.as_slice()).collect();
-        // 60 users of 8 windows: too few residual degrees of freedom for 312 values.
+        // 60 users of 8 windows: too few residual degrees of freedom for 284 values.
         assert!(Embedding::fit(&refs[..60]).is_none());
         let e = Embedding::fit(&refs[..90]).expect("fits");
         e.validate().unwrap();
-        assert_eq!(e.scale.len(), FIXED_INPUTS + 12 * PER_KEY); // 12 distinct keys
-                                                                // Unseen users 90..100: own windows closer than the others'.
+        assert_eq!(e.scale.len(), FIXED_INPUTS + 12 * VALUES_PER_KEY); // 12 distinct keys
+                                                                       // Unseen users 90..100: own windows closer than the others'.
         let (mut wins, mut total) = (0, 0);
         for u in 90..100 {
             let g: Vec<Vec<f64>> = users[u][..5].iter().map(|w| e.embed(w).unwrap()).collect();
