@@ -440,12 +440,13 @@ impl WindowFeatures {
         // Up-down < 0 ⇔ the next key went down before this one came up.
         x.push(s.ud.iter().filter(|&&u| u < 0.0).count() as f64 / s.ud.len() as f64);
         for (k, &key) in self.keys.iter().enumerate() {
-            let sums = key_sums(&s, &positions(strokes, key));
+            let at = positions(strokes, key);
+            let sums = key_sums(&s, &at);
             for (j, (sum, n)) in sums.into_iter().enumerate() {
                 let prior = medians[KEY_TYPE[j]] + self.offsets[k * PER_KEY + j];
                 x.push((sum + SHRINK * prior) / (n + SHRINK));
             }
-            x.push(positions(strokes, key).len() as f64 / strokes.len() as f64);
+            x.push(at.len() as f64 / strokes.len() as f64);
         }
         let r = self.residuals(strokes, &s);
         for v in [&r.hold, &r.dd, &r.ud, &r.uu, &r.tri] {
