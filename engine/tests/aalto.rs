@@ -117,3 +117,39 @@ fn free_text_population_and_cohort_profiles_fit_the_store() {
         );
     }
 }
+
+/// The production free-text model must not regress: the two-fold protocol of `habitus eval
+/// aalto` at G = 5 on the first 300 participant files (populations of 150, large enough
+/// for the whole-window embedding and its cross-fitted calibration). The full benchmark
+/// (1,137 participants) is in docs/results.md; this subset keeps the test near a minute.
+#[test]
+fn free_text_holds_its_accuracy_on_300_participants() {
+    let Some(path) = common::dataset("aalto-136m-subset/keystrokes") else {
+        return;
+    };
+    let data = load_first_participants(&path, 300);
+    assert!(
+        data.participants.len() >= 295,
+        "{}",
+        data.participants.len()
+    );
+    let lib = habitus_engine::PluginLibrary::load(&common::library("habitus_keystroke")).unwrap();
+    let report = aalto::run(&lib, &data, &[5], 2, &Quiet).unwrap();
+    let r = &report.results[0];
+    eprintln!(
+        "Aalto, first 300 participants, G = 5: mean EER {:.4}, zero-miss FAR {:.4}",
+        r.eer_mean, r.zero_miss_far_mean
+    );
+    // Measured 0.0261 / 0.307 (free-text format 6; 0.0258 / 0.309 with format 5); a small
+    // margin for harmless changes, far below what losing the embedding costs (≈ 2 points).
+    assert!(
+        r.eer_mean <= 0.028,
+        "Aalto G=5 EER regressed: {}",
+        r.eer_mean
+    );
+    assert!(
+        r.zero_miss_far_mean <= 0.33,
+        "Aalto G=5 zero-miss FAR regressed: {}",
+        r.zero_miss_far_mean
+    );
+}
