@@ -52,7 +52,7 @@
 //! the population, so `c'` is learned on scores of users the embedding never saw; those
 //! half-population embeddings are a little less sharp than the stored one, so `c'` is, if
 //! anything, conservative). The plain calibration `a + b·s` is kept for windows too short
-//! to embed. Aalto, G = 5: 4.8 % mean EER without the embedding, 1.97 % with it
+//! to embed. Aalto, G = 5: 4.8 % mean EER without the embedding, 1.95 % with it
 //! (docs/results.md).
 //!
 //! Everything learned (variances, per-id population means, rhythm spreads, combiners,

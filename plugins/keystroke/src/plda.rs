@@ -12,9 +12,10 @@
 //!   down-down and up-down latencies into it and out of it (5 per key), each shrunk
 //!   towards "this window's median of that type plus the population's offset of that
 //!   key" with the weight of [`SHRINK`] occurrences — a key the window lacks gets that
-//!   prediction instead of a gap — and the key's share of the window's keystrokes (how
-//!   often a person reaches for backspace or shift is theirs, not the text's; the share
-//!   of a keyed-hash id is no more than a profile's per-id counts already hold);
+//!   prediction instead of a gap — and the square root of the key's share of the
+//!   window's keystrokes (how often a person reaches for backspace or shift is theirs,
+//!   not the text's; the root evens out the spread of a count, which grows with its mean;
+//!   the share of a keyed-hash id is no more than a profile's per-id counts already hold);
 //! * **residuals** (5 × 11 values): the same distribution summary of each timing *minus
 //!   the population's mean for the same key, digraph or trigraph* — holds per key,
 //!   down-down, up-down and up-up per digraph, the duration of each trigraph — over the
@@ -48,7 +49,7 @@
 //! Measured on the Aalto subset (G = 5, docs/results.md): the per-id score alone 4.8 %
 //! mean EER; fused with this score 2.7 % before the residuals and mixture statistics
 //! were added, 2.05 % with them (this score alone: 3.4 % before, 2.3 % after, in the
-//! Python study), 1.97 % with the keys' shares.
+//! Python study), 1.95 % with the keys' shares.
 
 use std::collections::HashMap;
 
@@ -65,7 +66,7 @@ use habitus_plugin::PluginError;
 pub const TOP_KEYS: usize = 20;
 /// Timings per key: hold, down-down in, up-down out, down-down out, up-down in.
 const PER_KEY: usize = 5;
-/// Values per key: its timings and its share of the window.
+/// Values per key: its timings and (the root of) its share of the window.
 const VALUES_PER_KEY: usize = PER_KEY + 1;
 /// Deciles 10–90 % per timing type.
 const QUANTILES: [f64; 9] = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9];
@@ -446,7 +447,8 @@ impl WindowFeatures {
                 let prior = medians[KEY_TYPE[j]] + self.offsets[k * PER_KEY + j];
                 x.push((sum + SHRINK * prior) / (n + SHRINK));
             }
-            x.push(at.len() as f64 / strokes.len() as f64);
+            // The root: a count's spread grows with its mean, the LDA assumes one spread.
+            x.push((at.len() as f64 / strokes.len() as f64).sqrt());
         }
         let r = self.residuals(strokes, &s);
         for v in [&r.hold, &r.dd, &r.ud, &r.uu, &r.tri] {
