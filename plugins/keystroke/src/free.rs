@@ -575,7 +575,8 @@ pub struct CohortUser {
 /// Everything learned from other users.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FreePopulation {
-    /// [`FREE_FORMAT`]: older free-text populations are refused by number.
+    /// [`FREE_FORMAT`] when written; formats from [`OLDEST_FREE_FORMAT`] on are read
+    /// (before [`EMBEDDING_FORMAT`] without their embedding), others refused by number.
     pub format: u32,
     pub constants: Constants,
     /// One per learned gallery size, increasing.

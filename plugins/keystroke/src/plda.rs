@@ -9,7 +9,7 @@
 //!   consecutive keys): the deciles 10–90 %, the mean and the standard deviation
 //!   (4 × 11 values), and the share of overlapping keys (1);
 //! * for the [`TOP_KEYS`] key ids most frequent in the population: the key's hold, the
-//!   down-down and up-down latencies into it and out of it (5 per key), each shrunk
+//!   down-down and up-down latencies into it and out of it (5 timings per key), each shrunk
 //!   towards "this window's median of that type plus the population's offset of that
 //!   key" with the weight of [`SHRINK`] occurrences — a key the window lacks gets that
 //!   prediction instead of a gap — and the square root of the key's share of the
