@@ -1122,8 +1122,9 @@ mod tests {
         assert!(Embedding::fit(&refs[..60]).is_none());
         let e = Embedding::fit(&refs[..90]).expect("fits");
         e.validate().unwrap();
-        assert_eq!(e.scale.len(), FIXED_INPUTS + 12 * VALUES_PER_KEY); // 12 distinct keys
-                                                                       // Unseen users 90..100: own windows closer than the others'.
+        // 12 distinct keys in these synthetic windows.
+        assert_eq!(e.scale.len(), FIXED_INPUTS + 12 * VALUES_PER_KEY);
+        // Unseen users 90..100: own windows closer than the others'.
         let (mut wins, mut total) = (0, 0);
         for u in 90..100 {
             let g: Vec<Vec<f64>> = users[u][..5].iter().map(|w| e.embed(w).unwrap()).collect();
